@@ -1,0 +1,162 @@
+"""Attention of the layered UNet: per-branch Q/K/V (Eq. 1) and SMA in self-attention (Eq. 9).
+
+A batch holds the fg rows first and the bg rows after them. Every attention projects Q/K/V of
+the fg rows with the fg weights and of the bg rows with the bg weights, in the same call, so
+all N+1 branches run as one UNet batch. The weights come in one of two forms:
+- unmerged: a peft LoRA layer with adapters `fg` and `bg` (training, the reference);
+- merged: a `BranchLinear` holding the two folded weight sets (after `mild-merge`, for export).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+from peft.tuners.lora import LoraLayer
+from torch import Tensor, nn
+
+from reference import sma
+
+BRANCHES = ("fg", "bg")
+PROJECTIONS = ("to_q", "to_k", "to_v")
+
+
+@dataclass
+class BranchContext:
+    """What every attention layer needs to know about the batch besides its hidden states."""
+
+    n_fg: int  # rows [0, n_fg) are fg branches, the rest bg
+    token_masks: list[Tensor]  # per UNet level: [B, S_level] branch mask on that token grid
+
+
+class BranchLinear(nn.Module):
+    """A Q/K/V projection with one weight per branch: fg rows times W_fg, bg rows times W_bg."""
+
+    def __init__(self, weight_fg: Tensor, weight_bg: Tensor, bias: Tensor | None = None):
+        super().__init__()
+        self.weight_fg = nn.Parameter(weight_fg, requires_grad=False)
+        self.weight_bg = nn.Parameter(weight_bg, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: Tensor, n_fg: int) -> Tensor:
+        fg = F.linear(x[:n_fg], self.weight_fg, self.bias)
+        bg = F.linear(x[n_fg:], self.weight_bg, self.bias)
+        return torch.cat([fg, bg])
+
+
+def lora_delta(layer: LoraLayer, branch: str, x: Tensor) -> Tensor:
+    """B A x times peft's alpha/rank scaling for one adapter."""
+    return layer.lora_B[branch](layer.lora_A[branch](x)) * layer.scaling[branch]
+
+
+class BranchAttnProcessor(nn.Module):
+    """Replaces diffusers' attention processor inside the layered UNet.
+
+    Holds the learnable per-(branch, projection) LoRA scales of this layer (Eq. 1's alpha_p^(b))
+    and, for self-attention, the per-head SMA bias alpha [H, 2, 2] (zeros: vanilla attention).
+    """
+
+    def __init__(self, heads: int, self_attention: bool, level: int):
+        super().__init__()
+        self.level = level
+        self.lora_scale = nn.Parameter(torch.ones(len(BRANCHES), len(PROJECTIONS)))
+        self.sma_alpha = nn.Parameter(torch.zeros(heads, 2, 2)) if self_attention else None
+
+    def project(self, attn: Attention, index: int, x: Tensor, n_fg: int) -> Tensor:
+        layer = getattr(attn, PROJECTIONS[index])
+        if isinstance(layer, BranchLinear):
+            return layer(x, n_fg)
+        if not isinstance(layer, LoraLayer):
+            return layer(x)
+        fg, bg = x[:n_fg], x[n_fg:]
+        deltas = [
+            lora_delta(layer, "fg", fg) * self.lora_scale[0, index],
+            lora_delta(layer, "bg", bg) * self.lora_scale[1, index],
+        ]
+        return layer.base_layer(x) + torch.cat(deltas)
+
+    def __call__(  # diffusers reads the processor's __call__ signature to route kwargs
+        self,
+        attn: Attention,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        branches: BranchContext | None = None,
+    ) -> Tensor:
+        if branches is None:
+            raise ValueError("the layered UNet's attention needs a BranchContext (call LayeredUNet)")
+        if attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None:
+            raise NotImplementedError("attention masks and spatial/group norm are not used by MILD UNets")
+        residual = hidden_states
+        batch = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+
+        def heads(x: Tensor) -> Tensor:
+            return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+        q = heads(self.project(attn, 0, hidden_states, branches.n_fg))
+        k = heads(self.project(attn, 1, context, branches.n_fg))
+        v = heads(self.project(attn, 2, context, branches.n_fg))
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+
+        if self.sma_alpha is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            m = branches.token_masks[self.level]
+            if m.shape[1] != q.shape[2]:
+                raise ValueError(
+                    f"SMA token mask of level {self.level} has {m.shape[1]} tokens but the "
+                    f"attention has {q.shape[2]}: the UNet's block layout is not a standard "
+                    "UNet2DConditionModel"
+                )
+            out = sma.attention(q, k, v, m, m, self.sma_alpha)
+
+        out = out.transpose(1, 2).reshape(batch, -1, q.shape[1] * q.shape[3]).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def attention_levels(unet: nn.Module) -> dict[str, int]:
+    """The token-grid level (0 = latent size, each level halves it) of every attention module.
+
+    In a UNet2DConditionModel down block i attends before its downsampler (level i), the mid
+    block at the last level, and up block j at level (levels - 1 - j), before its upsampler.
+    """
+    last = len(unet.down_blocks) - 1
+    parts = [(f"down_blocks.{i}", b, i) for i, b in enumerate(unet.down_blocks)]
+    parts.append(("mid_block", unet.mid_block, last))
+    parts += [(f"up_blocks.{j}", b, last - j) for j, b in enumerate(unet.up_blocks)]
+    levels = {}
+    for prefix, block, level in parts:
+        if block is None:
+            continue
+        for name, module in block.named_modules():
+            if isinstance(module, Attention):
+                levels[f"{prefix}.{name}"] = level
+    return levels
+
+
+def install_processors(unet: nn.Module) -> None:
+    """Give every attention of `unet` a BranchAttnProcessor (a registered submodule)."""
+    levels = attention_levels(unet)
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention):
+            module.set_processor(
+                BranchAttnProcessor(module.heads, not module.is_cross_attention, levels[name])
+            )
+
+
+def processors(unet: nn.Module) -> dict[str, BranchAttnProcessor]:
+    return {
+        name: module.processor
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and isinstance(module.processor, BranchAttnProcessor)
+    }

@@ -1,0 +1,138 @@
+"""A complete MILD model: text encoder, HMG conditioner, VAE and the layered UNet.
+
+`load_model("tiny")` builds the bundled tiny model from its seed (no files needed);
+`load_model("sd15-inpaint" | "sdxl-inpaint")` builds the real layouts with random weights (for
+timing); `load_model(PATH)` loads a local diffusers inpainting folder, plus the trained MILD
+modules from `PATH/mild/` when present.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from reference.config import PRESETS, ModelConfig
+from reference.hmg import MorphologyGuidance
+from reference.layered_unet import LayeredUNet
+from reference.text import TextEncoder
+
+log = logging.getLogger("mild")
+
+MILD_WEIGHTS = Path("mild") / "weights.safetensors"
+MILD_PARAM_MARKERS = ("lora_", "processor.", "offsets.", "hmg.")
+
+
+class MildModel(nn.Module):
+    def __init__(self, config: ModelConfig, text: TextEncoder, vae: AutoencoderKL, unet: LayeredUNet):
+        super().__init__()
+        self.config = config
+        self.text = text
+        self.vae = vae
+        self.hmg = MorphologyGuidance(config.hmg, config.cross_attention_dim)
+        self.unet = unet
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """images [B, 3, H, W] in [-1, 1] -> scaled latents (the distribution's mode)."""
+        return self.vae.encode(images).latent_dist.mode() * self.config.latent_scale
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        return self.vae.decode(latents / self.config.latent_scale).sample
+
+    def mild_state_dict(self) -> dict[str, Tensor]:
+        """Only what MILD adds to the base model: LoRA sets and scales, SMA, HMG, E_trans."""
+        return {
+            name: p.detach()
+            for name, p in self.named_parameters()
+            if any(marker in name for marker in MILD_PARAM_MARKERS)
+        }
+
+    def save_mild_weights(self, folder: Path) -> Path:
+        path = Path(folder) / MILD_WEIGHTS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in self.mild_state_dict().items()}, str(tmp))
+        tmp.replace(path)
+        return path
+
+    def load_mild_weights(self, path: Path) -> None:
+        state = load_file(str(path))
+        expected = self.mild_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{path} does not match this model ({len(missing)} missing tensors, e.g. "
+                f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}): it was "
+                "trained for another base model or configuration"
+            )
+        self.load_state_dict(state, strict=False)
+
+
+def build_base(config: ModelConfig, seed: int | None = None) -> tuple[TextEncoder, AutoencoderKL, UNet2DConditionModel]:
+    """The plain diffusers parts with seeded random weights, before any MILD addition."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed if seed is None else seed)
+        text = TextEncoder.random(config.text)
+        vae = AutoencoderKL(**config.vae)
+        unet = UNet2DConditionModel(**config.unet)
+    return text, vae.eval(), unet.eval()
+
+
+def build_model(config: ModelConfig, seed: int | None = None) -> MildModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed if seed is None else seed)
+        text, vae, unet = build_base(config, seed)
+        return MildModel(config, text, vae, LayeredUNet(unet, config)).eval()
+
+
+REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
+
+
+def load_pretrained(folder: Path) -> MildModel:
+    """A local diffusers inpainting folder (no downloads), plus `mild/weights.safetensors`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(
+            f"model {str(folder)!r} is neither a configuration ({', '.join(PRESETS)}) nor a folder"
+        )
+    unet_config = folder / "unet" / "config.json"
+    if not unet_config.is_file():
+        raise ValueError(
+            f"{unet_config} is missing: {folder} must be a diffusers inpainting model folder "
+            f"with subfolders {', '.join(REQUIRED_PARTS)} (download it once, e.g. with "
+            "`huggingface-cli download`, then pass its local path)"
+        )
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
+    preset = PRESETS["sdxl-inpaint" if unet.config.get("addition_embed_type") == "text_time" else "sd15-inpaint"]
+    parts = (*REQUIRED_PARTS, "text_encoder_2", "tokenizer_2") if preset.text.pooled_dim else REQUIRED_PARTS
+    missing = [p for p in parts if not (folder / p).is_dir()]
+    if missing:
+        raise ValueError(f"{folder} lacks {', '.join(missing)}: copy the complete diffusers folder")
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
+    config = preset.replace(
+        unet=dict(unet.config),
+        vae=dict(vae.config),
+        latent_scale=float(vae.config.scaling_factor),
+    )
+    text = TextEncoder.from_folder(config.text, folder)
+    model = MildModel(config, text, vae.eval(), LayeredUNet(unet.eval(), config))
+    weights = folder / MILD_WEIGHTS
+    if weights.is_file():
+        model.load_mild_weights(weights)
+    else:
+        log.warning("%s not found: MILD modules are untrained (the output is the base model's)", weights)
+    return model.eval()
+
+
+def load_model(name_or_path: str | Path) -> MildModel:
+    if str(name_or_path) in PRESETS:
+        config = PRESETS[str(name_or_path)]
+        if config.name != "tiny":
+            log.warning("%s with random weights: good for timing, not for images", config.name)
+        return build_model(config)
+    return load_pretrained(Path(name_or_path))
