@@ -31,9 +31,7 @@ UNET = GraphSpec(
     ("sample_fg", "sample_bg", "mask_fg", "mask_bg", "context_fg", "context_bg", "timestep"),
     ("eps_fg", "eps_bg"),
 )
-UNET_XL = GraphSpec(
-    "unet", (*UNET.inputs, "text_embeds", "time_ids"), UNET.outputs
-)
+UNET_XL = GraphSpec("unet", (*UNET.inputs, "text_embeds", "time_ids"), UNET.outputs)
 
 
 def graph_specs(added_conditions: bool) -> dict[str, GraphSpec]:

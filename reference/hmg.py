@@ -80,8 +80,7 @@ class MorphologyGuidance(nn.Module):
         patch = config.map_size // config.token_grid
         if patch * config.token_grid != config.map_size or patch & (patch - 1):
             raise ValueError(
-                f"HMG map_size {config.map_size} must be token_grid {config.token_grid} "
-                "times a power of two"
+                f"HMG map_size {config.map_size} must be token_grid {config.token_grid} times a power of two"
             )
         down = int(math.log2(patch))
         self.pose_encoder = _map_encoder(POSE_CHANNELS, config.hidden, down)

@@ -73,7 +73,9 @@ class MildModel(nn.Module):
         self.load_state_dict(state, strict=False)
 
 
-def build_base(config: ModelConfig, seed: int | None = None) -> tuple[TextEncoder, AutoencoderKL, UNet2DConditionModel]:
+def build_base(
+    config: ModelConfig, seed: int | None = None
+) -> tuple[TextEncoder, AutoencoderKL, UNet2DConditionModel]:
     """The plain diffusers parts with seeded random weights, before any MILD addition."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed if seed is None else seed)
@@ -108,7 +110,9 @@ def load_pretrained(folder: Path) -> MildModel:
             "`huggingface-cli download`, then pass its local path)"
         )
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
-    preset = PRESETS["sdxl-inpaint" if unet.config.get("addition_embed_type") == "text_time" else "sd15-inpaint"]
+    preset = PRESETS[
+        "sdxl-inpaint" if unet.config.get("addition_embed_type") == "text_time" else "sd15-inpaint"
+    ]
     parts = (*REQUIRED_PARTS, "text_encoder_2", "tokenizer_2") if preset.text.pooled_dim else REQUIRED_PARTS
     missing = [p for p in parts if not (folder / p).is_dir()]
     if missing:

@@ -46,8 +46,9 @@ def reduced_bias(alpha: Tensor, m_q: Tensor, m_k: Tensor) -> Tensor:
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, m_q: Tensor, m_k: Tensor, alpha: Tensor) -> Tensor:
-    """Eq. 8-9 as written: softmax(q.k / sqrt(d) + bias) v, the bias computed in fp32."""
-    b = bias(alpha.float(), m_q.float(), m_k.float()).to(q.dtype)
+    """Eq. 8-9 as written: softmax(q.k / sqrt(d) + bias) v, the bias computed in fp32 at least."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    b = bias(alpha.to(dtype), m_q.to(dtype), m_k.to(dtype)).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=b)
 
 

@@ -94,7 +94,9 @@ class TextEncoder(nn.Module):
         for suffix, spec in zip(suffixes, config.encoders, strict=True):
             model_cls = CLIPTextModelWithProjection if spec.projection else CLIPTextModel
             encoders.append(
-                model_cls.from_pretrained(folder, subfolder=f"text_encoder{suffix}", local_files_only=True).eval()
+                model_cls.from_pretrained(
+                    folder, subfolder=f"text_encoder{suffix}", local_files_only=True
+                ).eval()
             )
             tokenizers.append(ClipTokenizer(folder / f"tokenizer{suffix}", config.max_length))
         return cls(config, encoders, tokenizers)

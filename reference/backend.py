@@ -1,0 +1,59 @@
+"""The one interface every backend implements: run a named graph on named tensors.
+
+The PyTorch reference implements it here by calling the model's modules; the ONNX Runtime and
+TensorRT backends run exported graphs of the same names (`reference.graphs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from reference.config import ModelConfig
+from reference.graphs import GraphSpec, graph_specs
+from reference.model import MildModel
+
+
+class Backend(Protocol):
+    config: ModelConfig
+    device: torch.device
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]: ...
+
+    def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]: ...
+
+
+class TorchBackend:
+    """The reference: the PyTorch modules themselves, in their own precision."""
+
+    def __init__(self, model: MildModel, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.config = model.config
+        self.device = torch.device(device)
+        self.specs = graph_specs(self.config.has_added_conditions)
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
+        return {k: v.to(self.device) for k, v in self.model.text.tokenize(prompts).items()}
+
+    def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        spec = self.specs[graph]
+        args = {name: inputs[name] for name in spec.inputs}
+        with torch.no_grad():
+            outputs = self._call(spec, args)
+        return dict(zip(spec.outputs, outputs, strict=True))
+
+    def _call(self, spec: GraphSpec, args: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        m = self.model
+        if spec.name == "text_encoder":
+            out = m.text(**args)
+            return tuple(out[name] for name in spec.outputs)
+        if spec.name == "conditioner":
+            return m.hmg(**args)
+        if spec.name == "vae_encoder":
+            return (m.encode_images(args["images"]),)
+        if spec.name == "vae_decoder":
+            return (m.decode_latents(args["latents"]),)
+        return m.unet(**args)

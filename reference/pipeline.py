@@ -1,0 +1,168 @@
+"""Erasing people from one image: the MILD pipeline as named stages.
+
+    check_inputs -> encode_conditions -> prepare_mask_latents -> prepare_latents
+    -> denoise (one UNet call per step over N fg branches + 1 bg branch) -> decode -> compose
+
+Everything runs through a `Backend`, so the reference, ONNX Runtime and TensorRT share this code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reference import hmg
+from reference.backend import Backend
+from reference.compose import ComposeMode, compose, layers_needed
+from reference.ddim import DDIM
+from reference.sampler import BranchInputs, denoise
+
+LATENT_FACTOR = 8
+
+
+@dataclass
+class Erasure:
+    composite: Tensor  # [3, H, W] in [0, 1]
+    background: Tensor  # [3, H, W]
+    layers: dict[int, Tensor]  # decoded fg layers by 0-based instance index
+    remove: list[int]
+
+
+def check_inputs(image: Tensor, masks: Tensor, remove: Sequence[int], steps: int, guidance: float) -> None:
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W], got {list(image.shape)}")
+    if masks.ndim != 3 or masks.shape[0] == 0:
+        raise ValueError(f"masks must be [N, H, W] with N >= 1, got {list(masks.shape)}")
+    if masks.shape[1:] != image.shape[1:]:
+        raise ValueError(f"masks are {list(masks.shape[1:])} but the image is {list(image.shape[1:])}")
+    if image.shape[1] % LATENT_FACTOR or image.shape[2] % LATENT_FACTOR:
+        raise ValueError(f"image size {list(image.shape[1:])} must be divisible by {LATENT_FACTOR}: pad it")
+    bad = [k for k in remove if not 0 <= k < masks.shape[0]]
+    if bad or len(set(remove)) != len(remove):
+        raise ValueError(
+            f"remove={list(remove)} must be distinct instance indices in 0..{masks.shape[0] - 1}"
+        )
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if guidance < 0:
+        raise ValueError(f"guidance must be >= 0 (1 disables it), got {guidance}")
+
+
+class ErasePipeline:
+    def __init__(self, backend: Backend, progress: bool = False):
+        self.backend = backend
+        self.config = backend.config
+        self.device = backend.device
+        self.progress = progress
+
+    def erase(
+        self,
+        image: Tensor,
+        masks: Tensor,
+        *,
+        remove: Sequence[int] | None = None,
+        keypoints: Tensor | None = None,
+        parsing: Tensor | None = None,
+        prompt: str = "",
+        steps: int = 25,
+        guidance: float = 1.0,
+        seed: int = 0,
+        compose_mode: ComposeMode = ComposeMode.COPY_OUTSIDE,
+        all_layers: bool = False,
+    ) -> Erasure:
+        """image [3, H, W] in [0, 1], masks [N, H, W] in {0, 1}; `remove` 0-based (default all)."""
+        n = masks.shape[0]
+        remove = list(range(n)) if remove is None else list(remove)
+        check_inputs(image, masks, remove, steps, guidance)
+        image, masks = image.to(self.device).float(), masks.to(self.device).float()
+        copies = 1 if guidance == 1.0 else 2
+
+        context_fg, context_bg, added = self.encode_conditions(
+            image, masks, keypoints, parsing, prompt, copies
+        )
+        cond_fg, cond_bg, mask_fg, mask_bg = self.prepare_mask_latents(image, masks)
+        rows = BranchInputs(
+            cond_fg.repeat(copies, 1, 1, 1),
+            cond_bg.repeat(copies, 1, 1, 1),
+            mask_fg.repeat(copies, 1, 1, 1),
+            mask_bg.repeat(copies, 1, 1, 1),
+            context_fg,
+            context_bg,
+            added,
+        )
+        noise = self.prepare_latents(image.shape[1:], seed)
+        ddim = DDIM.create(self.config.scheduler, steps)
+        latents = denoise(self.backend, ddim, noise, rows, n, guidance, self.progress)
+
+        needed = list(range(n)) if all_layers else layers_needed(masks, remove, compose_mode)
+        background, layers = self.decode(latents, needed)
+        composite = compose(background, layers, masks, remove, compose_mode, image)
+        return Erasure(composite, background, layers, remove)
+
+    def encode_conditions(
+        self,
+        image: Tensor,
+        masks: Tensor,
+        keypoints: Tensor | None,
+        parsing: Tensor | None,
+        prompt: str,
+        copies: int,
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Branch k's tokens are [text; pose; parsing; mask_k] (Sec. 3.2); rows cond then uncond."""
+        n, size = masks.shape[0], tuple(image.shape[1:])
+        cfg = self.config.hmg
+        if keypoints is None:
+            keypoints = torch.zeros(n, hmg.POSE_CHANNELS, 3)
+        maps = {
+            "pose_maps": hmg.render_pose_maps(keypoints.float().to(self.device), size, cfg)[None],
+            "parsing_maps": hmg.render_parsing_maps(
+                None if parsing is None else parsing.to(self.device), cfg
+            )[None],
+            "mask_maps": hmg.render_mask_maps(hmg.context_masks(masks), cfg),
+        }
+        tokens = self.backend.run("conditioner", {k: v.to(self.device) for k, v in maps.items()})
+        text = self.backend.run("text_encoder", self.backend.tokenize([prompt, ""][:copies]))
+        contexts = []
+        for row in range(copies):
+            shared = torch.cat([text["prompt_embeds"][row : row + 1], tokens["hmg_tokens"]], dim=1)
+            contexts.append(torch.cat([shared.expand(n + 1, -1, -1), tokens["mask_tokens"]], dim=1))
+        context_fg = torch.cat([c[:n] for c in contexts])
+        context_bg = torch.cat([c[n:] for c in contexts])
+        added = {}
+        if self.config.has_added_conditions:  # SDXL: pooled text and (size, crop, target) ids
+            pooled = text["pooled_prompt_embeds"]
+            h, w = size
+            ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=pooled.dtype, device=pooled.device)
+            added = {
+                "text_embeds": torch.cat([pooled.repeat_interleave(n, dim=0), pooled]),
+                "time_ids": ids.expand(copies * (n + 1), -1),
+            }
+        return context_fg, context_bg, added
+
+    def prepare_mask_latents(self, image: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """fg k: [M_k, E(x (1 - M_k))]; bg: [M_all, E(x (1 - M_all))] (DESIGN.md section 1)."""
+        m_all = masks.sum(dim=0, keepdim=True).clamp(0, 1)
+        branch_masks = torch.cat([masks, m_all])[:, None]  # [N + 1, 1, H, W]
+        x = image * 2 - 1
+        latents = self.backend.run("vae_encoder", {"images": x[None] * (1 - branch_masks)})["latents"]
+        latent_masks = F.max_pool2d(branch_masks, LATENT_FACTOR)  # a latent pixel touching the mask is inside
+        cond = torch.cat([latent_masks, latents.to(latent_masks.dtype)], dim=1)
+        n = masks.shape[0]
+        return cond[:n], cond[n:], latent_masks[:n], latent_masks[n:]
+
+    def prepare_latents(self, size: tuple[int, int], seed: int) -> Tensor:
+        """One noise draw shared by every branch, from a CPU generator so backends agree."""
+        h, w = size[0] // LATENT_FACTOR, size[1] // LATENT_FACTOR
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(1, 4, h, w, generator=generator).to(self.device)
+
+    def decode(self, latents: Tensor, needed: list[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        """Decode the background and only the fg layers in `needed`; images in [0, 1]."""
+        rows = latents[[*needed, latents.shape[0] - 1]]
+        images = self.backend.run("vae_decoder", {"latents": rows})["images"].float()
+        images = ((images + 1) / 2).clamp(0, 1)
+        return images[-1], {k: images[i] for i, k in enumerate(needed)}
