@@ -61,7 +61,7 @@ class BranchAttnProcessor(nn.Module):
     def __init__(self, heads: int, self_attention: bool, level: int):
         super().__init__()
         self.level = level
-        self.lora_scale = nn.Parameter(torch.ones(len(BRANCHES), len(PROJECTIONS)))
+        self.lora_scale = nn.ParameterDict({b: nn.Parameter(torch.ones(len(PROJECTIONS))) for b in BRANCHES})
         self.sma_alpha = nn.Parameter(torch.zeros(heads, 2, 2)) if self_attention else None
 
     def project(self, attn: Attention, index: int, x: Tensor, n_fg: int) -> Tensor:
@@ -72,8 +72,8 @@ class BranchAttnProcessor(nn.Module):
             return layer(x)
         fg, bg = x[:n_fg], x[n_fg:]
         deltas = [
-            lora_delta(layer, "fg", fg) * self.lora_scale[0, index],
-            lora_delta(layer, "bg", bg) * self.lora_scale[1, index],
+            lora_delta(layer, "fg", fg) * self.lora_scale["fg"][index],
+            lora_delta(layer, "bg", bg) * self.lora_scale["bg"][index],
         ]
         return layer.base_layer(x) + torch.cat(deltas)
 

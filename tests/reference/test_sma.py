@@ -53,7 +53,9 @@ def test_zero_alpha_is_plain_attention():
 def test_reduced_bias_and_fold_equal_eq9(soft, s, d):
     q, k, v, m, alpha = random_inputs(s=s, d=d, soft=soft, seed=s + d)
     expected = explicit_attention(q, k, v, sma.bias(alpha, m, m))
-    torch.testing.assert_close(sma.attention_reference(q, k, v, m, m, alpha), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        sma.attention_reference(q, k, v, m, m, alpha), expected, rtol=1e-10, atol=1e-10
+    )
     reduced = explicit_attention(q, k, v, sma.reduced_bias(alpha, m, m))
     torch.testing.assert_close(reduced, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(sma.attention_fold(q, k, v, m, m, alpha), expected, rtol=1e-10, atol=1e-10)
@@ -69,7 +71,9 @@ def test_use_backend_routes_and_restores():
     q, k, v, m, alpha = random_inputs(s=9)
     with sma.use_backend("fold"):
         assert sma._active == "fold"
-        torch.testing.assert_close(sma.attention(q, k, v, m, m, alpha), sma.attention_fold(q, k, v, m, m, alpha))
+        torch.testing.assert_close(
+            sma.attention(q, k, v, m, m, alpha), sma.attention_fold(q, k, v, m, m, alpha)
+        )
     assert sma._active == "reference"
     with pytest.raises(ValueError, match="unknown SMA backend 'flash'"), sma.use_backend("flash"):
         pass
