@@ -1,0 +1,203 @@
+"""What each exported graph looks like: names, symbolic shapes, sample inputs, profiles.
+
+Each graph declares its inputs once as shapes over named symbols ("batch_fg", "height", ...).
+Export turns the symbols into dynamic axes, engine building into optimization profiles
+(min/opt/max), and the runtime checks its arrays against the same ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from reference.config import ModelConfig
+from reference.graphs import GraphSpec, graph_specs
+from reference.hmg import PARSING_CLASSES, POSE_CHANNELS
+
+LATENT_FACTOR = 8
+Dims = tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class ExportShapes:
+    """The shapes engines must serve: image sizes, instance count, guidance."""
+
+    resolutions: tuple[int, ...] = (512,)  # square image sides; the first is the optimum
+    max_instances: int = 8
+    guidance: bool = False
+
+    @property
+    def copies(self) -> int:
+        return 2 if self.guidance else 1
+
+
+@dataclass(frozen=True)
+class Range:
+    min: int
+    opt: int
+    max: int
+    multiple: int = 1  # the value is always a multiple of this (UNet levels need even grids)
+
+
+@dataclass(frozen=True)
+class GraphContract:
+    spec: GraphSpec
+    inputs: dict[str, Dims]
+    dtypes: dict[str, torch.dtype]  # inputs whose type does not follow the graph's precision
+    symbols: dict[str, Range]
+    outputs_axes: dict[str, dict[int, str]]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def sample_inputs(
+        self, dtype: torch.dtype, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Random inputs at the profile's optimum, in the graph's precision."""
+        out = {}
+        for name, dims in self.inputs.items():
+            shape = [self.symbols[d].opt if isinstance(d, str) else d for d in dims]
+            kind = self.dtypes.get(name, dtype)
+            if kind == torch.int64:
+                out[name] = torch.randint(0, 250, shape, generator=generator)
+            elif name.startswith("mask"):
+                out[name] = (torch.rand(shape, generator=generator) > 0.5).to(kind)
+            else:
+                out[name] = torch.randn(shape, generator=generator).to(kind)
+        return out
+
+    def profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """Per input (min, opt, max) shapes, as TensorRT optimization profiles want them."""
+        out = {}
+        for name, dims in self.inputs.items():
+            out[name] = tuple(
+                tuple(d if isinstance(d, int) else getattr(self.symbols[d], bound) for d in dims)
+                for bound in ("min", "opt", "max")
+            )
+        return out
+
+    def check(self, arrays: dict[str, tuple[int, ...]]) -> None:
+        """Raise naming the input when a shape is outside what the graph was exported for."""
+        bound: dict[str, int] = {}
+        for name, dims in self.inputs.items():
+            shape = arrays[name]
+            if len(shape) != len(dims):
+                raise ValueError(f"{self.name}: input {name} has rank {len(shape)}, expected {len(dims)}")
+            for axis, (want, got) in enumerate(zip(dims, shape, strict=True)):
+                if isinstance(want, int):
+                    if got != want:
+                        raise ValueError(f"{self.name}: {name} axis {axis} is {got}, expected {want}")
+                    continue
+                r = self.symbols[want]
+                if not r.min <= got <= r.max or got % r.multiple:
+                    raise ValueError(
+                        f"{self.name}: {name} axis {axis} ({want}) is {got}, outside the exported range "
+                        f"{r.min}..{r.max} (multiple of {r.multiple}): export again with a wider "
+                        "--resolution / --max-instances"
+                    )
+                if bound.setdefault(want, got) != got:
+                    raise ValueError(f"{self.name}: {want} is {bound[want]} in one input and {got} in {name}")
+
+
+def _spatial(shapes: ExportShapes, factor: int, multiple: int) -> Range:
+    sides = [r // factor for r in shapes.resolutions]
+    return Range(min(sides), sides[0], max(sides), multiple)
+
+
+def unet_levels(config: ModelConfig) -> int:
+    return len(config.unet["down_block_types"])
+
+
+def check_resolutions(config: ModelConfig, shapes: ExportShapes) -> None:
+    step = LATENT_FACTOR * 2 ** (unet_levels(config) - 1)
+    bad = [r for r in shapes.resolutions if r <= 0 or r % step]
+    if bad:
+        raise ValueError(
+            f"resolution {bad[0]} is not supported by {config.name}: image sides must be positive "
+            f"multiples of {step} (the VAE's factor {LATENT_FACTOR} times the UNet's "
+            f"{2 ** (unet_levels(config) - 1)}), e.g. {max(step, (bad[0] // step) * step)}"
+        )
+
+
+def contracts(config: ModelConfig, shapes: ExportShapes) -> dict[str, GraphContract]:
+    """The five graphs of `config`, sized for `shapes`."""
+    check_resolutions(config, shapes)
+    specs = graph_specs(config.has_added_conditions)
+    c, n_max = shapes.copies, shapes.max_instances
+    latent_multiple = 2 ** (unet_levels(config) - 1)
+    latent = _spatial(shapes, LATENT_FACTOR, latent_multiple)
+    image = Range(latent.min * LATENT_FACTOR, latent.opt * LATENT_FACTOR, latent.max * LATENT_FACTOR, 8)
+    L, width, tokens, side = (
+        config.context_length,
+        config.cross_attention_dim,
+        config.text.max_length,
+        config.hmg.map_size,
+    )
+    rows = {
+        "batch_fg": Range(c, 2 * c, n_max * c),
+        "batch_bg": Range(c, c, c),
+        "rows": Range(2 * c, 3 * c, (n_max + 1) * c),
+        "height": latent,
+        "width": latent,
+    }
+    unet_inputs: dict[str, Dims] = {
+        "sample_fg": ("batch_fg", 9, "height", "width"),
+        "sample_bg": ("batch_bg", 9, "height", "width"),
+        "mask_fg": ("batch_fg", 1, "height", "width"),
+        "mask_bg": ("batch_bg", 1, "height", "width"),
+        "context_fg": ("batch_fg", L, width),
+        "context_bg": ("batch_bg", L, width),
+        "timestep": ("rows",),
+    }
+    if config.has_added_conditions:
+        unet_inputs |= {"text_embeds": ("rows", config.text.pooled_dim), "time_ids": ("rows", 6)}
+    text_inputs: dict[str, Dims] = {name: ("prompts", tokens) for name in specs["text_encoder"].inputs}
+    branches = Range(2, 3, n_max + 1)
+    graphs = [
+        GraphContract(
+            specs["text_encoder"],
+            text_inputs,
+            {name: torch.int64 for name in text_inputs},
+            {"prompts": Range(1, c, c)},
+            {name: {0: "prompts"} for name in specs["text_encoder"].outputs},
+        ),
+        GraphContract(
+            specs["conditioner"],
+            {
+                "pose_maps": (1, POSE_CHANNELS, side, side),
+                "parsing_maps": (1, PARSING_CLASSES, side, side),
+                "mask_maps": ("branches", 1, side, side),
+            },
+            {},
+            {"branches": branches},
+            {"mask_tokens": {0: "branches"}},
+        ),
+        GraphContract(
+            specs["vae_encoder"],
+            {"images": ("branches", 3, "image_height", "image_width")},
+            {},
+            {"branches": branches, "image_height": image, "image_width": image},
+            {"latents": {0: "branches", 2: "height", 3: "width"}},
+        ),
+        GraphContract(
+            specs["vae_decoder"],
+            {"latents": ("layers", 4, "height", "width")},
+            {},
+            {"layers": Range(1, 2, n_max + 1), "height": latent, "width": latent},
+            {"images": {0: "layers", 2: "image_height", 3: "image_width"}},
+        ),
+        GraphContract(
+            specs["unet"],
+            unet_inputs,
+            {"timestep": torch.float32},
+            rows,
+            {
+                "eps_fg": {0: "batch_fg", 2: "height", 3: "width"},
+                "eps_bg": {0: "batch_bg", 2: "height", 3: "width"},
+            },
+        ),
+    ]
+    return {g.name: g for g in graphs}
