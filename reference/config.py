@@ -123,6 +123,23 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`, for configurations stored in manifests."""
+        text = dict(raw["text"])
+        text["encoders"] = tuple(EncoderSpec(**e) for e in text["encoders"])
+        return cls(
+            **{k: v for k, v in raw.items() if k not in {"text", "lora", "hmg", "offsets", "scheduler"}},
+            text=TextConfig(**text),
+            lora=LoraConfig(**raw["lora"]),
+            hmg=HMGConfig(**raw["hmg"]),
+            offsets=OffsetConfig(**raw["offsets"]),
+            scheduler=SchedulerConfig(**raw["scheduler"]),
+        )
+
     @classmethod
     def from_name(cls, name: str) -> ModelConfig:
         try:

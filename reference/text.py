@@ -116,5 +116,25 @@ class TextEncoder(nn.Module):
         return result
 
 
+def save_tokenizers(text: TextEncoder, folder: Path) -> None:
+    """CLIP tokenizers travel with exported graphs; byte tokenizers need no files."""
+    for i, tokenizer in enumerate(text.tokenizers):
+        if isinstance(tokenizer, ClipTokenizer):
+            tokenizer.inner.save_pretrained(str(folder / tokenizer_folder(i)))
+
+
+def load_tokenizers(config: TextConfig, folder: Path) -> list:
+    return [
+        ClipTokenizer(folder / tokenizer_folder(i), config.max_length)
+        if (folder / tokenizer_folder(i)).is_dir()
+        else ByteTokenizer(config.max_length)
+        for i in range(len(config.encoders))
+    ]
+
+
+def tokenizer_folder(index: int) -> str:
+    return "tokenizer" if index == 0 else f"tokenizer_{index + 1}"
+
+
 def input_name(index: int) -> str:
     return "input_ids" if index == 0 else f"input_ids_{index + 1}"

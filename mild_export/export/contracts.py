@@ -19,6 +19,20 @@ from reference.hmg import PARSING_CLASSES, POSE_CHANNELS
 LATENT_FACTOR = 8
 Dims = tuple[int | str, ...]
 
+# which mild-export option widens each symbol's range
+WIDENED_BY = {
+    "prompts": "--guidance",
+    "batch_fg": "--max-instances (or --guidance)",
+    "batch_bg": "--guidance",
+    "rows": "--max-instances (or --guidance)",
+    "branches": "--max-instances",
+    "layers": "--max-instances",
+    "height": "--resolution",
+    "width": "--resolution",
+    "image_height": "--resolution",
+    "image_width": "--resolution",
+}
+
 
 @dataclass(frozen=True)
 class ExportShapes:
@@ -95,8 +109,8 @@ class GraphContract:
                 if not r.min <= got <= r.max or got % r.multiple:
                     raise ValueError(
                         f"{self.name}: {name} axis {axis} ({want}) is {got}, outside the exported range "
-                        f"{r.min}..{r.max} (multiple of {r.multiple}): export again with a wider "
-                        "--resolution / --max-instances"
+                        f"{r.min}..{r.max} (multiple of {r.multiple}): export again with "
+                        f"{WIDENED_BY.get(want, 'other shapes')}"
                     )
                 if bound.setdefault(want, got) != got:
                     raise ValueError(f"{self.name}: {want} is {bound[want]} in one input and {got} in {name}")

@@ -1,0 +1,82 @@
+"""Export a MILD model into a folder: the five graphs, tokenizers and manifest.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mild_export.export.contracts import ExportShapes, contracts
+from mild_export.export.manifest import Manifest, file_sha256, graph_entry, graph_key, weights_sha256
+from mild_export.export.modules import graph_modules
+from mild_export.export.onnx_export import OPSET, export_graph
+from mild_export.export.precision import KEPT_IN_FP32, Precision, SMAForm
+from reference.model import MildModel
+from reference.text import save_tokenizers
+
+log = logging.getLogger("mild")
+
+GRAPH_ORDER = ("text_encoder", "conditioner", "vae_encoder", "vae_decoder", "unet")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    precision: Precision = Precision.FP32
+    sma: SMAForm = SMAForm.PLUGIN
+    shapes: ExportShapes = ExportShapes()
+    force: bool = False
+
+
+def check_writable(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"output folder {out} is not writable: choose another --out or fix its permissions")
+
+
+def export_model(
+    model: MildModel, model_id: str, out: Path, settings: ExportSettings, progress: bool = True
+) -> Manifest:
+    """Write every graph that is missing or stale; reuse the rest (same key, same file hash)."""
+    out = Path(out)
+    check_writable(out)
+    graph_contracts = contracts(model.config, settings.shapes)
+    try:
+        previous = None if settings.force else Manifest.read(out)
+    except ValueError:
+        previous = None
+    modules = graph_modules(model)
+    manifest = Manifest(
+        model=model_id,
+        model_sha256=weights_sha256(model),
+        config=model.config.to_dict(),
+        precision=settings.precision.value,
+        sma=settings.sma.value,
+        opset=OPSET,
+        shapes=asdict(settings.shapes),
+        kept_in_fp32=list(KEPT_IN_FP32) if settings.precision is not Precision.FP32 else [],
+    )
+    bar = tqdm(GRAPH_ORDER, desc="export", unit="graph", disable=not progress)
+    for name in bar:
+        contract, module = graph_contracts[name], modules[name]
+        key = graph_key(
+            weights_sha256(module),
+            contract,
+            precision=settings.precision.value,
+            sma=settings.sma.value if name == "unet" else None,
+            opset=OPSET,
+        )
+        path = out / f"{name}.onnx"
+        old = previous.graphs.get(name) if previous else None
+        if old and old.key == key and path.is_file() and file_sha256(path) == old.sha256:
+            bar.set_postfix_str(f"{name}: up to date")
+            manifest.graphs[name] = old
+            continue
+        bar.set_postfix_str(f"{name}: exporting")
+        export_graph(contract, module, path, settings.precision, settings.sma)
+        manifest.graphs[name] = graph_entry(contract, path.name, file_sha256(path), key)
+    save_tokenizers(model.text, out)
+    manifest.write(out)
+    return manifest
