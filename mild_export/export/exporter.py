@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -26,7 +26,7 @@ GRAPH_ORDER = ("text_encoder", "conditioner", "vae_encoder", "vae_decoder", "une
 class ExportSettings:
     precision: Precision = Precision.FP32
     sma: SMAForm = SMAForm.PLUGIN
-    shapes: ExportShapes = ExportShapes()
+    shapes: ExportShapes = field(default_factory=ExportShapes)
     force: bool = False
 
 
