@@ -1,0 +1,97 @@
+"""UNet export: ONNX Runtime against the PyTorch reference, SMA node count, fold form, fp16."""
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from mild_export.export.contracts import ExportShapes, contracts
+from mild_export.export.modules import graph_modules
+from mild_export.export.onnx_export import export_graph
+from mild_export.export.precision import Precision, SMAForm
+from mild_export.ops.schema import SMA
+from reference.branch_attention import processors
+from tests.conftest import make_trained_tiny
+
+SHAPES = ExportShapes(resolutions=(64, 128), max_instances=5)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_trained_tiny(seed=1)
+
+
+@pytest.fixture(scope="module")
+def unet_files(model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("unet")
+    contract = contracts(model.config, SHAPES)["unet"]
+    return {
+        form: export_graph(
+            contract, graph_modules(model)["unet"], folder / f"unet_{form.value}.onnx", Precision.FP32, form
+        )
+        for form in (SMAForm.PLUGIN, SMAForm.FOLD)
+    }
+
+
+def unet_inputs(model, n, side, seed):
+    g = torch.Generator().manual_seed(seed)
+    L, C = model.config.context_length, model.config.cross_attention_dim
+    return {
+        "sample_fg": torch.randn(n, 9, side, side, generator=g),
+        "sample_bg": torch.randn(1, 9, side, side, generator=g),
+        "mask_fg": (torch.rand(n, 1, side, side, generator=g) > 0.5).float(),
+        "mask_bg": (torch.rand(1, 1, side, side, generator=g) > 0.3).float(),
+        "context_fg": torch.randn(n, L, C, generator=g),
+        "context_bg": torch.randn(1, L, C, generator=g),
+        "timestep": torch.full((n + 1,), 640.0),
+    }
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("form", [SMAForm.PLUGIN, SMAForm.FOLD])
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("side", [8, 16])
+def test_unet_step_matches_the_reference(model, unet_files, form, n, side):
+    session = ort.InferenceSession(str(unet_files[form]), providers=["CPUExecutionProvider"])
+    x = unet_inputs(model, n, side, seed=n * side)
+    eps_fg, eps_bg = session.run(["eps_fg", "eps_bg"], {k: v.numpy() for k, v in x.items()})
+    with torch.no_grad():
+        ref_fg, ref_bg = model.unet(**x)
+    assert eps_fg.shape == (n, 4, side, side) and eps_bg.shape == (1, 4, side, side)
+    assert relative_error(eps_fg, ref_fg.numpy()) < 1e-4
+    assert relative_error(eps_bg, ref_bg.numpy()) < 1e-4
+
+
+def test_one_sma_node_per_self_attention(model, unet_files):
+    graph = onnx.load(str(unet_files[SMAForm.PLUGIN]))
+    counts = Counter((n.domain, n.op_type) for n in graph.graph.node)
+    self_attention = [p for p in processors(model.unet.unet).values() if p.sma_alpha is not None]
+    assert counts[(SMA.domain, SMA.op_type)] == len(self_attention) == 7
+    assert [(f.domain, f.name) for f in graph.functions] == [(SMA.domain, SMA.op_type)]
+    fold = onnx.load(str(unet_files[SMAForm.FOLD]))
+    assert not any(n.domain == SMA.domain for n in fold.graph.node) and not fold.functions
+
+
+def test_fp16_graph_is_as_close_as_pytorch_fp16(model, tmp_path):
+    contract = contracts(model.config, SHAPES)["unet"]
+    half = make_trained_tiny(seed=1).half()
+    path = export_graph(
+        contract, graph_modules(half)["unet"], tmp_path / "unet16.onnx", Precision.FP16, SMAForm.PLUGIN
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = unet_inputs(model, 2, 16, seed=5)
+    x16 = {k: v if k == "timestep" else v.half() for k, v in x.items()}
+    out = session.run(["eps_fg", "eps_bg"], {k: v.numpy() for k, v in x16.items()})
+    with torch.no_grad():
+        ref = [t.numpy() for t in model.unet(**x)]
+        torch16 = [t.float().numpy() for t in half.unet(**x16)]
+    for ours, theirs, exact in zip(out, torch16, ref, strict=True):
+        ours_err, torch_err = relative_error(ours.astype(np.float32), exact), relative_error(theirs, exact)
+        # DESIGN.md section 8: fp16 below 1e-2, and no worse than a small multiple of PyTorch's own fp16
+        assert ours_err < 1e-2 and ours_err <= 3 * torch_err + 1e-4, (ours_err, torch_err)
