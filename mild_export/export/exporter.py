@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from mild_export.export.contracts import ExportShapes, contracts
 from mild_export.export.manifest import Manifest, file_sha256, graph_entry, graph_key, weights_sha256
 from mild_export.export.modules import graph_modules
-from mild_export.export.onnx_export import OPSET, export_graph
+from mild_export.export.onnx_export import OPSET, check_opset, export_graph
 from mild_export.export.precision import KEPT_IN_FP32, Precision, SMAForm
 from reference.model import MildModel
 from reference.text import save_tokenizers
@@ -31,9 +31,15 @@ class ExportSettings:
 
 
 def check_writable(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise ValueError(f"output folder {out} is not writable: choose another --out or fix its permissions")
+    """Fail before minutes of export, not after: create the folder and write a probe file."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"output folder {out} is not writable ({err.strerror}): choose another --out or fix its permissions"
+        ) from None
 
 
 def export_model(
@@ -41,6 +47,7 @@ def export_model(
 ) -> Manifest:
     """Write every graph that is missing or stale; reuse the rest (same key, same file hash)."""
     out = Path(out)
+    check_opset()
     check_writable(out)
     graph_contracts = contracts(model.config, settings.shapes)
     try:

@@ -27,6 +27,15 @@ OPSET = 18
 PROTOBUF_LIMIT = 2**31 - 1
 
 
+def check_opset() -> None:
+    """The installed onnx must know every op of the opset we write."""
+    if onnx.defs.onnx_opset_version() < OPSET:
+        raise ValueError(
+            f"the installed onnx {onnx.__version__} writes opset {onnx.defs.onnx_opset_version()} at most, "
+            f"mild-export needs opset {OPSET}: pip install 'onnx>=1.14'"
+        )
+
+
 def dynamic_shapes(contract: GraphContract) -> dict[str, dict[int, Dim]]:
     """torch.export dims from the contract's symbols; shared symbols share one Dim."""
     dims: dict[str, Dim] = {}

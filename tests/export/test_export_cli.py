@@ -1,0 +1,81 @@
+"""mild-export end to end on the tiny model: files, manifest, reuse, and bad input."""
+
+import json
+
+import onnx
+import pytest
+
+from mild_export.cli.export import main, parse_resolutions
+from mild_export.export import onnx_export
+
+GRAPHS = {"text_encoder", "conditioner", "vae_encoder", "vae_decoder", "unet"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert main(["--model", "tiny", "--out", str(out), "--max-instances", "3", "--guidance"]) == 0
+    return out
+
+
+def test_writes_every_graph_and_the_manifest(exported):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert set(manifest["graphs"]) == GRAPHS
+    assert manifest["precision"] == "fp32" and manifest["sma"] == "plugin" and manifest["opset"] == 18
+    assert manifest["shapes"] == {"resolutions": [64], "max_instances": 3, "guidance": True}
+    unet = manifest["graphs"]["unet"]
+    assert unet["file"] == "unet.onnx"
+    assert unet["profile"]["sample_fg"] == [[2, 9, 8, 8], [4, 9, 8, 8], [6, 9, 8, 8]]  # guidance doubles rows
+    assert {"torch", "onnx", "diffusers"} <= set(manifest["tools"])
+    for name in GRAPHS:
+        onnx.checker.check_model(str(exported / f"{name}.onnx"), full_check=True)
+    assert not list(exported.glob(".*"))  # no temporary leftovers
+
+
+def test_second_run_reuses_and_force_rebuilds(exported, caplog):
+    before = {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")}
+    assert main(["--model", "tiny", "--out", str(exported), "--max-instances", "3", "--guidance"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")} == before
+    assert main(["--model", "tiny", "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")}
+    assert after["unet.onnx"] != before["unet.onnx"]  # wider profile: new contract, new file
+    assert after["text_encoder.onnx"] == before["text_encoder.onnx"]  # its contract did not change
+
+
+def test_a_tampered_graph_is_exported_again(exported):
+    unet = exported / "unet.onnx"
+    unet.write_bytes(unet.read_bytes()[:1000])
+    assert main(["--model", "tiny", "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
+    onnx.checker.check_model(str(unet), full_check=True)
+
+
+def test_unsupported_resolution(tmp_path, caplog):
+    assert main(["--model", "tiny", "--out", str(tmp_path), "--resolution", "100"]) == 2
+    assert (
+        "resolution 100 is not supported by tiny: image sides must be positive multiples of 16" in caplog.text
+    )
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["--model", "tiny", "--out", str(blocker / "out")]) == 2
+    assert f"output folder {blocker / 'out'} is not writable" in caplog.text
+
+
+def test_opset_the_installed_onnx_cannot_write(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(onnx_export.onnx.defs, "onnx_opset_version", lambda: 17)
+    assert main(["--model", "tiny", "--out", str(tmp_path)]) == 2
+    assert "writes opset 17 at most, mild-export needs opset 18" in caplog.text
+
+
+def test_model_that_does_not_exist(tmp_path, caplog):
+    assert main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "is neither a configuration (tiny, sd15-inpaint, sdxl-inpaint) nor a folder" in caplog.text
+
+
+def test_resolution_ranges():
+    assert parse_resolutions(["512", "768-1024"], 64) == (512, 768, 1024)
+    assert parse_resolutions(None, 64) == (64,)
+    with pytest.raises(ValueError, match="give a side in pixels"):
+        parse_resolutions(["big"], 64)
