@@ -38,7 +38,8 @@ def check_writable(out: Path) -> None:
             pass
     except OSError as err:
         raise ValueError(
-            f"output folder {out} is not writable ({err.strerror}): choose another --out or fix its permissions"
+            f"output folder {out} is not writable ({err.strerror}): "
+            "choose another --out or fix its permissions"
         ) from None
 
 
