@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from reference.backend import Backend
 from reference.compose import ComposeMode, cutout_rgba
 from reference.inputs import ErasureInputs, crop_to, load_inputs, pad_to_multiple, save_png
 
@@ -41,6 +42,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=ComposeMode.COPY_OUTSIDE.value,
         help="copy-outside: keep input pixels outside the removed masks (default); eq6: the paper's Eq. 6",
     )
+    p.add_argument(
+        "--backend",
+        choices=["reference", "onnxruntime"],
+        default="reference",
+        help="reference: the PyTorch model (default); onnxruntime: the graphs in --engines",
+    )
+    p.add_argument("--engines", type=Path, help="a mild-export output folder (for --backend onnxruntime)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--demo", action="store_true", help="run on a built-in synthetic photo")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -49,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--demo replaces IMAGE and --mask: give one or the other")
     if not args.demo and (args.image is None or not args.mask):
         p.error("give IMAGE and at least one --mask (or --demo)")
+    if args.backend != "reference" and args.engines is None:
+        p.error(f"--backend {args.backend} runs exported graphs: give --engines DIR (made by mild-export)")
     return args
 
 
@@ -86,9 +96,20 @@ def demo_inputs(out: Path) -> ErasureInputs:
     )
 
 
-def run(args: argparse.Namespace) -> None:
+def make_backend(args: argparse.Namespace) -> Backend:
+    if args.backend == "onnxruntime":
+        from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        log.info("running the graphs of %s on ONNX Runtime", args.engines)
+        return OnnxRuntimeBackend(args.engines, device=args.device)
     from reference.backend import TorchBackend
     from reference.model import load_model
+
+    log.info("loading model %s on %s", args.model, args.device)
+    return TorchBackend(load_model(args.model), args.device)
+
+
+def run(args: argparse.Namespace) -> None:
     from reference.pipeline import ErasePipeline
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +121,7 @@ def run(args: argparse.Namespace) -> None:
     image, size = pad_to_multiple(inputs.image)
     masks, _ = pad_to_multiple(inputs.masks)
     parsing = None if inputs.parsing is None else pad_to_multiple(inputs.parsing[None].float())[0][0].long()
-    log.info("loading model %s on %s", args.model, args.device)
-    pipeline = ErasePipeline(TorchBackend(load_model(args.model), args.device), progress=True)
+    pipeline = ErasePipeline(make_backend(args), progress=True)
     result = pipeline.erase(
         image,
         masks,
