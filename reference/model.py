@@ -64,11 +64,13 @@ class MildModel(nn.Module):
         expected = self.mild_state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
+        reshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        if missing or unexpected or reshaped:
             raise ValueError(
-                f"{path} does not match this model ({len(missing)} missing tensors, e.g. "
-                f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}): it was "
-                "trained for another base model or configuration"
+                f"{path} does not match this model ({len(missing)} missing tensors, {len(unexpected)} "
+                f"unexpected, {len(reshaped)} of another shape, e.g. "
+                f"{(missing + unexpected + reshaped)[:2]}): "
+                "it was trained for another base model or configuration"
             )
         self.load_state_dict(state, strict=False)
 
