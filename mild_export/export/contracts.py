@@ -151,9 +151,9 @@ def contracts(config: ModelConfig, shapes: ExportShapes) -> dict[str, GraphContr
         config.hmg.map_size,
     )
     rows = {
-        "batch_fg": Range(c, 2 * c, n_max * c),
-        "batch_bg": Range(c, c, c),
-        "rows": Range(2 * c, 3 * c, (n_max + 1) * c),
+        "batch_fg": Range(1, 2 * c, n_max * c),  # guidance engines also serve unguided runs
+        "batch_bg": Range(1, c, c),
+        "rows": Range(2, 3 * c, (n_max + 1) * c),
         "height": latent,
         "width": latent,
     }
