@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> None:
         inputs = load_inputs(args.image, args.mask, pose=args.pose, parsing=args.parsing, prompt=args.prompt)
     remove = parse_remove(args.remove, inputs.masks.shape[0])
     image, size = pad_to_multiple(inputs.image)
-    masks, _ = pad_to_multiple(inputs.masks)
-    parsing = None if inputs.parsing is None else pad_to_multiple(inputs.parsing[None].float())[0][0].long()
+    masks, _ = pad_to_multiple(inputs.masks, edge=False)
+    parsing = None if inputs.parsing is None else pad_to_multiple(inputs.parsing, edge=False)[0]
     pipeline = ErasePipeline(make_backend(args), progress=True)
     result = pipeline.erase(
         image,
