@@ -1,0 +1,60 @@
+"""mild-erase as a user runs it: files written, sizes kept, bad input reported in one line."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mild_export.cli.erase import main
+
+
+@pytest.fixture
+def photo(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (60, 76, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    for k, (top, left) in enumerate([(5, 5), (20, 40)], start=1):
+        mask = np.zeros((60, 76), np.uint8)
+        mask[top : top + 25, left : left + 20] = 255
+        Image.fromarray(mask).save(tmp_path / f"m{k}.png")
+    return tmp_path
+
+
+def run(photo, *extra):
+    out = photo / "out"
+    args = [str(photo / "photo.png"), "--mask", str(photo / "m1.png"), "--mask", str(photo / "m2.png")]
+    return main([*args, "--steps", "2", "--out", str(out), *extra]), out
+
+
+def test_writes_composite_background_and_layers_at_the_input_size(photo):
+    code, out = run(photo, "--remove", "2")
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "background.png",
+        "composite.png",
+        "layer_1.png",
+        "layer_2.png",
+    ]
+    composite = np.asarray(Image.open(out / "composite.png"))
+    assert composite.shape == (60, 76, 3)  # 60x76 is padded to 64x80 and cropped back
+    layer = Image.open(out / "layer_2.png")
+    assert layer.mode == "RGBA" and np.asarray(layer)[..., 3].sum() == 25 * 20 * 255
+    original = np.asarray(Image.open(photo / "photo.png"))
+    outside = np.asarray(Image.open(photo / "m2.png")) == 0
+    assert np.array_equal(composite[outside], original[outside])  # copy-outside keeps the rest
+
+
+def test_unknown_instance_in_remove(photo, caplog):
+    code, _ = run(photo, "--remove", "1,3")
+    assert code == 2
+    assert "--remove '1,3': instance 3 does not exist; there are 2 masks (1..2)" in caplog.text
+
+
+def test_mask_of_another_size(photo, caplog):
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(photo / "m2.png")
+    code, _ = run(photo)
+    assert code == 2 and "m2.png is 10x10 but the image is 76x60: resize the mask" in caplog.text
+
+
+def test_onnxruntime_backend_needs_engines(photo, capsys):
+    with pytest.raises(SystemExit):
+        run(photo, "--backend", "onnxruntime")
+    assert "--backend onnxruntime runs exported graphs: give --engines DIR" in capsys.readouterr().err
