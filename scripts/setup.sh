@@ -4,3 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -c constraints/cpu.txt -e ".[dev,onnx]"
+# TensorRT for RTX (builds engines ahead of time, no GPU needed) and the TensorRT C++ headers
+bash scripts/setup-tensorrt-rtx.sh
