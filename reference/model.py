@@ -8,6 +8,7 @@ modules from `PATH/mild/` when present.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -111,21 +112,23 @@ def load_pretrained(folder: Path) -> MildModel:
             f"with subfolders {', '.join(REQUIRED_PARTS)} (download it once, e.g. with "
             "`huggingface-cli download`, then pass its local path)"
         )
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
-    preset = PRESETS[
-        "sdxl-inpaint" if unet.config.get("addition_embed_type") == "text_time" else "sd15-inpaint"
-    ]
-    parts = (*REQUIRED_PARTS, "text_encoder_2", "tokenizer_2") if preset.text.pooled_dim else REQUIRED_PARTS
+    is_xl = json.loads(unet_config.read_text()).get("addition_embed_type") == "text_time"
+    preset = PRESETS["sdxl-inpaint" if is_xl else "sd15-inpaint"]
+    parts = (*REQUIRED_PARTS, "text_encoder_2", "tokenizer_2") if is_xl else REQUIRED_PARTS
     missing = [p for p in parts if not (folder / p).is_dir()]
     if missing:
         raise ValueError(f"{folder} lacks {', '.join(missing)}: copy the complete diffusers folder")
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
+    unet = _load_part(UNet2DConditionModel, folder, "unet")
+    vae = _load_part(AutoencoderKL, folder, "vae")
     config = preset.replace(
         unet=dict(unet.config),
         vae=dict(vae.config),
         latent_scale=float(vae.config.scaling_factor),
     )
-    text = TextEncoder.from_folder(config.text, folder)
+    try:
+        text = TextEncoder.from_folder(config.text, folder)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"the text encoder or tokenizer in {folder} could not be loaded ({err})") from None
     model = MildModel(config, text, vae.eval(), LayeredUNet(unet.eval(), config))
     weights = folder / MILD_WEIGHTS
     if weights.is_file():
@@ -133,6 +136,13 @@ def load_pretrained(folder: Path) -> MildModel:
     else:
         log.warning("%s not found: MILD modules are untrained (the output is the base model's)", weights)
     return model.eval()
+
+
+def _load_part(cls: type, folder: Path, part: str) -> nn.Module:
+    try:
+        return cls.from_pretrained(folder, subfolder=part, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder / part} could not be loaded ({err}): copy that part again") from None
 
 
 def load_model(name_or_path: str | Path) -> MildModel:
