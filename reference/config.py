@@ -238,4 +238,20 @@ SDXL_INPAINT = ModelConfig(
     resolution=1024,
 )
 
-PRESETS: dict[str, ModelConfig] = {c.name: c for c in (TINY, SD15_INPAINT, SDXL_INPAINT)}
+TINY_XL = TINY.replace(
+    name="tiny-xl",
+    unet={
+        **TINY.unet,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 16 + 6 * 8,  # pooled text + 6 embedded size ids
+    },
+    text=TextConfig(
+        tokenizer="byte",
+        max_length=16,
+        encoders=(EncoderSpec(16, 2, 2), EncoderSpec(16, 2, 2, projection=16)),
+        penultimate=True,
+    ),
+)
+
+PRESETS: dict[str, ModelConfig] = {c.name: c for c in (TINY, TINY_XL, SD15_INPAINT, SDXL_INPAINT)}

@@ -148,7 +148,7 @@ def _load_part(cls: type, folder: Path, part: str) -> nn.Module:
 def load_model(name_or_path: str | Path) -> MildModel:
     if str(name_or_path) in PRESETS:
         config = PRESETS[str(name_or_path)]
-        if config.name != "tiny":
+        if not config.name.startswith("tiny"):
             log.warning("%s with random weights: good for timing, not for images", config.name)
         return build_model(config)
     return load_pretrained(Path(name_or_path))
