@@ -1,0 +1,1 @@
+"""Engine build: TensorRT and TensorRT for RTX behind one shim (trt_shim)."""

@@ -1,0 +1,142 @@
+// Host side of the SMA kernel: parameter checks, the dtype/head-dim switch, the launch.
+#include <cmath>
+
+#include "sma_kernel.cuh"
+#include "sma_params.h"
+#include "static_switch.h"
+
+namespace mild
+{
+namespace sma
+{
+namespace
+{
+
+template <typename T, int kHeadDim>
+cudaError_t launchMma(Params const& p, cudaStream_t stream)
+{
+    constexpr int kBlockN = kHeadDim > 160 ? 32 : 64; // keeps the score tile + O in registers
+    using Cfg = detail::MmaConfig<kHeadDim, kBlockN>;
+    auto kernel = detail::smaForwardMma<T, kHeadDim, kBlockN>;
+    if (Cfg::kSmemBytes > 48 * 1024)
+    {
+        cudaError_t const status
+            = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+        if (status != cudaSuccess)
+        {
+            return status;
+        }
+    }
+    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    return cudaGetLastError();
+}
+
+cudaError_t launchFp32(Params const& p, cudaStream_t stream)
+{
+    using Cfg = detail::Fp32Config;
+    int const smem = Cfg::smemBytes(p.head_dim);
+    if (smem > 48 * 1024)
+    {
+        cudaError_t const status = cudaFuncSetAttribute(
+            detail::smaForwardFp32, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::smemBytes(kMaxHeadDim));
+        if (status != cudaSuccess)
+        {
+            return status;
+        }
+    }
+    dim3 const grid((p.seqlen_q + Cfg::kRows - 1) / Cfg::kRows, p.heads, p.batch);
+    detail::smaForwardFp32<<<grid, Cfg::kThreads, smem, stream>>>(p);
+    return cudaGetLastError();
+}
+
+bool aligned16(void const* ptr)
+{
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+}
+
+} // namespace
+
+Params contiguousParams(
+    DataType dtype, int32_t batch, int32_t heads, int32_t seqlen_q, int32_t seqlen_k, int32_t head_dim)
+{
+    Params p{};
+    p.dtype = dtype;
+    p.batch = batch;
+    p.heads = heads;
+    p.seqlen_q = seqlen_q;
+    p.seqlen_k = seqlen_k;
+    p.head_dim = head_dim;
+    p.q_row_stride = p.k_row_stride = p.v_row_stride = p.out_row_stride = head_dim;
+    p.q_head_stride = p.out_head_stride = static_cast<int64_t>(seqlen_q) * head_dim;
+    p.k_head_stride = p.v_head_stride = static_cast<int64_t>(seqlen_k) * head_dim;
+    p.q_batch_stride = p.out_batch_stride = p.q_head_stride * heads;
+    p.k_batch_stride = p.v_batch_stride = p.k_head_stride * heads;
+    p.m_q_batch_stride = seqlen_q;
+    p.m_k_batch_stride = seqlen_k;
+    p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+    return p;
+}
+
+char const* checkParams(Params const& p)
+{
+    if (p.dtype != DataType::kFloat32 && p.dtype != DataType::kFloat16 && p.dtype != DataType::kBFloat16)
+    {
+        return "SMA kernel: dtype must be float32, float16 or bfloat16";
+    }
+    if (p.head_dim <= 0 || p.head_dim % 8 != 0 || p.head_dim > kMaxHeadDim)
+    {
+        return "SMA kernel: head_dim must be a multiple of 8 between 8 and 256";
+    }
+    if (p.batch <= 0 || p.heads <= 0 || p.seqlen_q <= 0 || p.seqlen_k <= 0)
+    {
+        return "SMA kernel: batch, heads and sequence lengths must be positive";
+    }
+    if (p.batch > 65535 || p.heads > 65535)
+    {
+        return "SMA kernel: batch and heads must be at most 65535 (grid limits)";
+    }
+    if (!p.q || !p.k || !p.v || !p.m_q || !p.m_k || !p.alpha || !p.out)
+    {
+        return "SMA kernel: a tensor pointer is null";
+    }
+    if (p.dtype != DataType::kFloat32)
+    {
+        // 16-byte vector loads: 8 elements per vector
+        int64_t const strides[] = {p.q_batch_stride, p.q_head_stride, p.q_row_stride, p.k_batch_stride,
+            p.k_head_stride, p.k_row_stride, p.v_batch_stride, p.v_head_stride, p.v_row_stride};
+        for (int64_t s : strides)
+        {
+            if (s % 8 != 0)
+            {
+                return "SMA kernel: q/k/v strides must be multiples of 8 elements for fp16/bf16";
+            }
+        }
+        if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out))
+        {
+            return "SMA kernel: q, k, v and out must be 16-byte aligned for fp16/bf16";
+        }
+        if (p.out_row_stride % 2 != 0 || p.out_head_stride % 2 != 0 || p.out_batch_stride % 2 != 0)
+        {
+            return "SMA kernel: out strides must be even for fp16/bf16";
+        }
+    }
+    return nullptr;
+}
+
+cudaError_t launch(Params const& p, cudaStream_t stream)
+{
+    if (checkParams(p) != nullptr)
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (p.dtype == DataType::kFloat32)
+    {
+        return launchFp32(p, stream);
+    }
+    return MILD_HALF_TYPE_SWITCH(p.dtype, T,
+        [&] { return MILD_HEAD_DIM_SWITCH(p.head_dim, kHeadDim, [&] { return launchMma<T, kHeadDim>(p, stream); }); });
+}
+
+} // namespace sma
+} // namespace mild

@@ -1,0 +1,446 @@
+// Fused SMA forward, flash-attention style: scores live in registers one key tile at a time, the
+// softmax runs online (running max and sum per row), and the bias beta(m_i) * m_j costs one
+// multiply-add per score. Nothing of size Sq x Sk is ever stored.
+//
+// fp16/bf16: one CTA = 4 warps = 64 query rows, each warp owns 16 rows; Q K^T and P V are
+// mma.sync.m16n8k16 tensor-core instructions (sm_80+) with fp32 accumulation.
+// fp32: a SIMT kernel (one warp per query row, fp32 FMA throughout), so fp32 stays fp32-accurate.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "sma_params.h"
+
+namespace mild
+{
+namespace sma
+{
+namespace detail
+{
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ float toFloat(float x)
+{
+    return x;
+}
+__device__ __forceinline__ float toFloat(__half x)
+{
+    return __half2float(x);
+}
+__device__ __forceinline__ float toFloat(__nv_bfloat16 x)
+{
+    return __bfloat162float(x);
+}
+
+// Two floats as one 32-bit register of two 16-bit values, the lower index in the lower half.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi)
+{
+    __half2 h = __floats2half2_rn(lo, hi); // .x = lo (low 16 bits), .y = hi
+    return *reinterpret_cast<uint32_t*>(&h);
+}
+
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t packElems(T lo, T hi)
+{
+    uint16_t l = *reinterpret_cast<uint16_t*>(&lo);
+    uint16_t h = *reinterpret_cast<uint16_t*>(&hi);
+    return static_cast<uint32_t>(l) | (static_cast<uint32_t>(h) << 16);
+}
+
+// D (16x8, fp32) += A (16x16, row) * B (16x8, col). Fragment layout (PTX ISA, mma.m16n8k16),
+// g = lane / 4, t = lane % 4:
+//   a0: (row g, k 2t..2t+1)  a1: (row g+8, k 2t..)  a2: (row g, k 2t+8..)  a3: (row g+8, k 2t+8..)
+//   b0: (k 2t..2t+1, col g)  b1: (k 2t+8..2t+9, col g)
+//   c0,c1: (row g, col 2t, 2t+1)  c2,c3: (row g+8, col 2t, 2t+1)
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t const (&a)[4], uint32_t const (&b)[2]);
+
+template <>
+__device__ __forceinline__ void mma16816<__half>(float (&c)[4], uint32_t const (&a)[4], uint32_t const (&b)[2])
+{
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(
+    float (&c)[4], uint32_t const (&a)[4], uint32_t const (&b)[2])
+{
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ uint32_t lds32(void const* p)
+{
+    return *reinterpret_cast<uint32_t const*>(p);
+}
+
+// Copies rows [row0, row0 + kRows) x [0, kHeadDim) of a [S, D] matrix into shared memory with
+// 16-byte vectors, zero-filling rows >= seqlen and columns >= head_dim.
+template <typename T, int kRows, int kHeadDim, int kStride, int kThreads>
+__device__ __forceinline__ void loadTile(
+    T* smem, T const* gmem, int64_t rowStride, int row0, int seqlen, int headDim)
+{
+    constexpr int kVec = 8; // 8 x 16-bit = 16 bytes
+    constexpr int kChunksPerRow = kHeadDim / kVec;
+    for (int i = threadIdx.x; i < kRows * kChunksPerRow; i += kThreads)
+    {
+        int const r = i / kChunksPerRow;
+        int const c = (i % kChunksPerRow) * kVec;
+        uint4 value = make_uint4(0, 0, 0, 0);
+        if (row0 + r < seqlen && c < headDim)
+        {
+            value = *reinterpret_cast<uint4 const*>(gmem + (row0 + r) * rowStride + c);
+        }
+        *reinterpret_cast<uint4*>(smem + r * kStride + c) = value;
+    }
+}
+
+template <int kHeadDim, int kBlockN>
+struct MmaConfig
+{
+    static constexpr int kWarps = 4;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kBlockM = kWarps * 16;
+    static constexpr int kStride = kHeadDim + 8; // padding against bank conflicts, keeps 16-byte rows
+    static constexpr int kSmemBytes = (kBlockM + 2 * kBlockN) * kStride * 2 + kBlockN * 4;
+    static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "tile sizes must be multiples of 16");
+};
+
+template <typename T, int kHeadDim, int kBlockN>
+__global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
+    smaForwardMma(Params const p)
+{
+    using Cfg = MmaConfig<kHeadDim, kBlockN>;
+    constexpr int kStride = Cfg::kStride;
+    constexpr int kBlockM = Cfg::kBlockM;
+    constexpr int kNTiles = kBlockN / 8;   // score tiles of 8 keys
+    constexpr int kDTiles = kHeadDim / 8;  // output tiles of 8 channels
+
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    T* qs = reinterpret_cast<T*>(smemRaw);
+    T* ks = qs + kBlockM * kStride;
+    T* vs = ks + kBlockN * kStride;
+    float* mks = reinterpret_cast<float*>(vs + kBlockN * kStride);
+
+    int const warp = threadIdx.x / 32;
+    int const lane = threadIdx.x % 32;
+    int const g = lane / 4;
+    int const t = lane % 4;
+    int const b = blockIdx.z;
+    int const h = blockIdx.y;
+    int const m0 = blockIdx.x * kBlockM;
+    int const headDim = p.head_dim;
+
+    T const* q = static_cast<T const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    T const* k = static_cast<T const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
+    T const* v = static_cast<T const*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
+    T const* mq = static_cast<T const*>(p.m_q) + b * p.m_q_batch_stride;
+    T const* mk = static_cast<T const*>(p.m_k) + b * p.m_k_batch_stride;
+    T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
+    T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
+
+    // beta(m) = c0 + m * c1; everything below is in the log2 domain (exp2 instead of exp)
+    float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
+    float const c0 = a01 - a00;
+    float const c1 = a11 - a10 - a01 + a00;
+    int const row[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
+    float beta[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        beta[r] = row[r] < p.seqlen_q ? (c0 + toFloat(mq[row[r]]) * c1) * kLog2e : 0.f;
+    }
+    float const scaleLog2 = p.scale * kLog2e;
+
+    loadTile<T, kBlockM, kHeadDim, kStride, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
+
+    float o[kDTiles][4];
+#pragma unroll
+    for (int d = 0; d < kDTiles; ++d)
+    {
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    }
+    float rowMax[2] = {-INFINITY, -INFINITY};
+    float rowSum[2] = {0.f, 0.f}; // this thread's share; the quad's four shares are added at the end
+
+    T const* qWarp = qs + (warp * 16 + g) * kStride + 2 * t;
+
+    for (int n0 = 0; n0 < p.seqlen_k; n0 += kBlockN)
+    {
+        __syncthreads(); // every warp is done with the previous K/V tile
+        loadTile<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(ks, k, p.k_row_stride, n0, p.seqlen_k, headDim);
+        loadTile<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, n0, p.seqlen_k, headDim);
+        for (int j = threadIdx.x; j < kBlockN; j += Cfg::kThreads)
+        {
+            mks[j] = n0 + j < p.seqlen_k ? toFloat(mk[n0 + j]) : 0.f;
+        }
+        __syncthreads();
+
+        // S = Q K^T for this warp's 16 rows and kBlockN keys
+        float s[kNTiles][4];
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n)
+        {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        }
+#pragma unroll
+        for (int kk = 0; kk < kHeadDim; kk += 16)
+        {
+            if (kk < headDim) // channels past D are zero: skip them
+            {
+                uint32_t const a[4] = {lds32(qWarp + kk), lds32(qWarp + 8 * kStride + kk), lds32(qWarp + kk + 8),
+                    lds32(qWarp + 8 * kStride + kk + 8)};
+#pragma unroll
+                for (int n = 0; n < kNTiles; ++n)
+                {
+                    T const* kRow = ks + (n * 8 + g) * kStride + kk + 2 * t;
+                    uint32_t const bfrag[2] = {lds32(kRow), lds32(kRow + 8)};
+                    mma16816<T>(s[n], a, bfrag);
+                }
+            }
+        }
+
+        // logits, in log2 units: scale * q.k + beta(m_i) * m_j; keys past Sk get -inf
+        float tileMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n)
+        {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+            {
+                int const col = n * 8 + 2 * t + (e & 1);
+                float x = s[n][e] * scaleLog2 + beta[e >> 1] * mks[col];
+                x = n0 + col < p.seqlen_k ? x : -INFINITY;
+                s[n][e] = x;
+                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            // the four threads of a quad hold one row between them
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
+            float const newMax = fmaxf(rowMax[r], tileMax[r]); // finite: every tile has a valid key
+            float const correction = exp2f(rowMax[r] - newMax);
+            rowMax[r] = newMax;
+            rowSum[r] *= correction;
+#pragma unroll
+            for (int d = 0; d < kDTiles; ++d)
+            {
+                o[d][2 * r] *= correction;
+                o[d][2 * r + 1] *= correction;
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n)
+        {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+            {
+                s[n][e] = exp2f(s[n][e] - rowMax[e >> 1]);
+                rowSum[e >> 1] += s[n][e];
+            }
+        }
+
+        // O += P V: two 8-key score tiles make one 16-key A fragment
+#pragma unroll
+        for (int kc = 0; kc < kBlockN / 16; ++kc)
+        {
+            uint32_t const a[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
+                pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            T const* v0 = vs + (kc * 16 + 2 * t) * kStride + g;
+#pragma unroll
+            for (int d = 0; d < kDTiles; ++d)
+            {
+                if (d * 8 < headDim)
+                {
+                    T const* vCol = v0 + d * 8;
+                    uint32_t const bfrag[2] = {packElems<T>(vCol[0], vCol[kStride]),
+                        packElems<T>(vCol[8 * kStride], vCol[9 * kStride])};
+                    mma16816<T>(o[d], a, bfrag);
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 1);
+        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 2);
+        float const inv = 1.f / rowSum[r];
+        if (row[r] < p.seqlen_q)
+        {
+            T* outRow = out + row[r] * p.out_row_stride;
+#pragma unroll
+            for (int d = 0; d < kDTiles; ++d)
+            {
+                int const col = d * 8 + 2 * t;
+                if (col < headDim)
+                {
+                    *reinterpret_cast<uint32_t*>(outRow + col) = pack2<T>(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+                }
+            }
+        }
+    }
+}
+
+// fp32: one warp per query row, 8 rows per CTA, 32 keys per tile (one key per lane for the scores,
+// lanes split the channels for P V). Shared memory is sized from the runtime head dim.
+struct Fp32Config
+{
+    static constexpr int kRows = 8;
+    static constexpr int kThreads = kRows * 32;
+    static constexpr int kBlockN = 32;
+    static constexpr int kMaxPerLane = kMaxHeadDim / 32;
+
+    static int smemBytes(int headDim)
+    {
+        return (kRows * headDim + kBlockN * (headDim + 1) + kBlockN * headDim + kBlockN) * 4;
+    }
+};
+
+__global__ void __launch_bounds__(Fp32Config::kThreads) smaForwardFp32(Params const p)
+{
+    using Cfg = Fp32Config;
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    int const headDim = p.head_dim;
+    float* qs = reinterpret_cast<float*>(smemRaw);
+    float* ks = qs + Cfg::kRows * headDim; // row stride headDim + 1: lanes read different keys
+    float* vs = ks + Cfg::kBlockN * (headDim + 1);
+    float* mks = vs + Cfg::kBlockN * headDim;
+
+    int const warp = threadIdx.x / 32;
+    int const lane = threadIdx.x % 32;
+    int const b = blockIdx.z;
+    int const h = blockIdx.y;
+    int const i = blockIdx.x * Cfg::kRows + warp;
+
+    float const* q = static_cast<float const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    float const* k = static_cast<float const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
+    float const* v = static_cast<float const*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
+    float const* mq = static_cast<float const*>(p.m_q) + b * p.m_q_batch_stride;
+    float const* mk = static_cast<float const*>(p.m_k) + b * p.m_k_batch_stride;
+    float const* alpha = static_cast<float const*>(p.alpha) + h * 4;
+    float* out = static_cast<float*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
+
+    float const c0 = alpha[1] - alpha[0];
+    float const c1 = alpha[3] - alpha[2] - alpha[1] + alpha[0];
+    float const beta = i < p.seqlen_q ? (c0 + mq[i] * c1) * kLog2e : 0.f;
+    float const scaleLog2 = p.scale * kLog2e;
+
+    for (int d = lane; d < headDim; d += 32)
+    {
+        qs[warp * headDim + d] = i < p.seqlen_q ? q[i * p.q_row_stride + d] : 0.f;
+    }
+
+    float acc[Cfg::kMaxPerLane];
+#pragma unroll
+    for (int x = 0; x < Cfg::kMaxPerLane; ++x)
+    {
+        acc[x] = 0.f;
+    }
+    float rowMax = -INFINITY;
+    float rowSum = 0.f;
+
+    for (int n0 = 0; n0 < p.seqlen_k; n0 += Cfg::kBlockN)
+    {
+        __syncthreads();
+        for (int x = threadIdx.x; x < Cfg::kBlockN * headDim; x += Cfg::kThreads)
+        {
+            int const j = x / headDim;
+            int const d = x % headDim;
+            bool const valid = n0 + j < p.seqlen_k;
+            ks[j * (headDim + 1) + d] = valid ? k[(n0 + j) * p.k_row_stride + d] : 0.f;
+            vs[j * headDim + d] = valid ? v[(n0 + j) * p.v_row_stride + d] : 0.f;
+        }
+        if (threadIdx.x < Cfg::kBlockN)
+        {
+            mks[threadIdx.x] = n0 + threadIdx.x < p.seqlen_k ? mk[n0 + threadIdx.x] : 0.f;
+        }
+        __syncthreads();
+
+        float dot = 0.f;
+        for (int d = 0; d < headDim; ++d)
+        {
+            dot = fmaf(qs[warp * headDim + d], ks[lane * (headDim + 1) + d], dot);
+        }
+        float x = n0 + lane < p.seqlen_k ? dot * scaleLog2 + beta * mks[lane] : -INFINITY;
+        float tileMax = x;
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2)
+        {
+            tileMax = fmaxf(tileMax, __shfl_xor_sync(0xffffffffu, tileMax, off));
+        }
+        float const newMax = fmaxf(rowMax, tileMax);
+        float const correction = exp2f(rowMax - newMax);
+        float const prob = exp2f(x - newMax);
+        float tileSum = prob;
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2)
+        {
+            tileSum += __shfl_xor_sync(0xffffffffu, tileSum, off);
+        }
+        rowSum = rowSum * correction + tileSum;
+        rowMax = newMax;
+#pragma unroll
+        for (int x2 = 0; x2 < Cfg::kMaxPerLane; ++x2)
+        {
+            acc[x2] *= correction;
+        }
+        for (int j = 0; j < Cfg::kBlockN; ++j)
+        {
+            float const pj = __shfl_sync(0xffffffffu, prob, j);
+#pragma unroll
+            for (int x2 = 0; x2 < Cfg::kMaxPerLane; ++x2)
+            {
+                int const d = lane + 32 * x2;
+                if (d < headDim)
+                {
+                    acc[x2] = fmaf(pj, vs[j * headDim + d], acc[x2]);
+                }
+            }
+        }
+    }
+
+    if (i < p.seqlen_q)
+    {
+        float const inv = 1.f / rowSum;
+#pragma unroll
+        for (int x2 = 0; x2 < Cfg::kMaxPerLane; ++x2)
+        {
+            int const d = lane + 32 * x2;
+            if (d < headDim)
+            {
+                out[i * p.out_row_stride + d] = acc[x2] * inv;
+            }
+        }
+    }
+}
+
+} // namespace detail
+} // namespace sma
+} // namespace mild
