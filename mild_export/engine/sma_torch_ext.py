@@ -1,0 +1,49 @@
+"""The SMA plugin's CUDA kernel as a PyTorch extension (GPU tests and bench/ only).
+
+Compiles plugins/sma/sma_kernel.cu, the very file the TensorRT plugin links, with a small
+pybind11 binding, for the GPU torch sees. Needs nvcc and a CUDA build of torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import torch
+
+from mild_export.engine.trt_shim import REPO_ROOT
+
+SMA_DIR = REPO_ROOT / "plugins" / "sma"
+SOURCES = [SMA_DIR / "torch_binding.cpp", SMA_DIR / "sma_kernel.cu"]
+
+
+@functools.cache
+def load(verbose: bool = False) -> ModuleType:
+    """Build (cached by torch under ~/.cache/torch_extensions) and import the extension."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("the SMA kernel extension needs a CUDA build of torch and a GPU")
+    from torch.utils.cpp_extension import load as load_extension
+
+    major, minor = torch.cuda.get_device_capability()
+    if major < 8:
+        raise RuntimeError(
+            f"the SMA kernel needs sm_80 or newer (mma.sync bf16), this GPU is sm_{major}{minor}"
+        )
+    return load_extension(
+        name="mild_sma_ext",
+        sources=[str(s) for s in SOURCES],
+        extra_include_paths=[str(SMA_DIR)],
+        extra_cflags=["-O3", "-std=c++17"],
+        extra_cuda_cflags=[
+            "-O3",
+            "-std=c++17",
+            f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}",
+            "-lineinfo",
+        ],
+        verbose=verbose,
+    )
+
+
+def sma_forward(q, k, v, m_q, m_k, alpha, out=None):
+    """out = SMA(q, k, v, m_q, m_k, alpha) by the fused kernel; `out`, if given, is written in place."""
+    return load().sma_forward(q, k, v, m_q, m_k, alpha, out)

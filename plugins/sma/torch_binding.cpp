@@ -1,0 +1,69 @@
+// The SMA kernel as a thin PyTorch extension, for the GPU tests and bench/ (not part of the
+// plugin library). Built with torch.utils.cpp_extension.load over this file and sma_kernel.cu.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include "sma_params.h"
+
+namespace
+{
+
+mild::sma::DataType kernelType(at::ScalarType type)
+{
+    switch (type)
+    {
+    case at::kFloat: return mild::sma::DataType::kFloat32;
+    case at::kHalf: return mild::sma::DataType::kFloat16;
+    case at::kBFloat16: return mild::sma::DataType::kBFloat16;
+    default: TORCH_CHECK(false, "sma_forward: q must be float32, float16 or bfloat16, got ", type);
+    }
+}
+
+// out (optional) is written in place, so callers can poison it first.
+torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor mq, torch::Tensor mk,
+    torch::Tensor alpha, c10::optional<torch::Tensor> out)
+{
+    TORCH_CHECK(q.is_cuda(), "sma_forward: tensors must be on a CUDA device");
+    TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "sma_forward: q, k, v must be [B, H, S, D]");
+    TORCH_CHECK(mq.dim() == 2 && mk.dim() == 2 && alpha.dim() == 3, "sma_forward: masks [B, S], alpha [H, 2, 2]");
+    c10::cuda::CUDAGuard guard(q.device());
+    auto const dtype = q.scalar_type();
+    q = q.contiguous();
+    k = k.to(dtype).contiguous();
+    v = v.to(dtype).contiguous();
+    mq = mq.to(dtype).contiguous();
+    mk = mk.to(dtype).contiguous();
+    alpha = alpha.to(dtype).contiguous();
+    TORCH_CHECK(k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
+        "sma_forward: q ", q.sizes(), " and k/v ", k.sizes(), " disagree");
+    TORCH_CHECK(mq.size(0) == q.size(0) && mq.size(1) == q.size(2) && mk.size(0) == k.size(0)
+            && mk.size(1) == k.size(2) && alpha.size(0) == q.size(1) && alpha.size(1) == 2 && alpha.size(2) == 2,
+        "sma_forward: mask or alpha shape does not match q/k");
+    torch::Tensor result = out.has_value() ? *out : torch::empty_like(q);
+    TORCH_CHECK(result.sizes() == q.sizes() && result.scalar_type() == dtype && result.is_contiguous(),
+        "sma_forward: out must be a contiguous tensor like q");
+
+    mild::sma::Params p = mild::sma::contiguousParams(kernelType(dtype), q.size(0), q.size(1), q.size(2), k.size(2),
+        q.size(3));
+    p.q = q.data_ptr();
+    p.k = k.data_ptr();
+    p.v = v.data_ptr();
+    p.m_q = mq.data_ptr();
+    p.m_k = mk.data_ptr();
+    p.alpha = alpha.data_ptr();
+    p.out = result.data_ptr();
+    char const* problem = mild::sma::checkParams(p);
+    TORCH_CHECK(problem == nullptr, problem);
+    cudaError_t const status = mild::sma::launch(p, c10::cuda::getCurrentCUDAStream().stream());
+    TORCH_CHECK(status == cudaSuccess, "sma_forward: launch failed: ", cudaGetErrorString(status));
+    return result;
+}
+
+} // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+{
+    m.def("sma_forward", &smaForward, "Fused spatially-modulated attention (forward)", py::arg("q"), py::arg("k"),
+        py::arg("v"), py::arg("m_q"), py::arg("m_k"), py::arg("alpha"), py::arg("out") = py::none());
+}
