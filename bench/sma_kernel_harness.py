@@ -1,0 +1,184 @@
+"""SMA kernel lab (GPU): build, validate against float64, compute-sanitizer, time against SDPA.
+
+One device call runs it all from the repository root:
+
+    python bench/sma_kernel_harness.py            # writes bench/RESULTS.md (and $OUT/RESULTS.md)
+
+Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity against a float64
+reference on fresh random inputs (binary and soft masks, odd lengths, every supported head-dim
+bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from sma_schema.json;
+(3) compute-sanitizer memcheck on a small case (this script re-run with --sanitize-case);
+(4) timing at the SDXL shapes against PyTorch SDPA without bias and SDPA over the fold form,
+medians of CUDA-event timings after warm-up, beside the matrix-rate floor.
+Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
+DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mild_export.engine import sma_torch_ext  # noqa: E402
+from mild_export.ops.schema import SMA  # noqa: E402
+from reference import sma  # noqa: E402
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+HEAD_DIMS = [8, 40, 64, 80, 96, 128, 160, 200, 256]
+LENGTHS = [(1, 1), (17, 17), (77, 77), (129, 300), (300, 129), (1025, 1025)]
+TIMING_SHAPES = [(b, h, s, 64) for s in (256, 1024, 4096) for h in (10, 20) for b in (3, 6)]
+
+
+def inputs(b, h, sq, sk, d, dtype, soft, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    kw = {"device": "cuda", "generator": g}
+    q, k, v = (torch.randn(b, h, s, d, **kw).to(dtype) for s in (sq, sk, sk))
+    m_q, m_k = torch.rand(b, sq, **kw), torch.rand(b, sk, **kw)
+    if not soft:
+        m_q, m_k = (m_q > 0.5).float(), (m_k > 0.5).float()
+    alpha = 2.0 * torch.randn(h, 2, 2, **kw)
+    return q, k, v, m_q.to(dtype), m_k.to(dtype), alpha.to(dtype)
+
+
+def check(b, h, sq, sk, d, dtype_name, soft, seed) -> tuple[bool, float, float]:
+    args = inputs(b, h, sq, sk, d, DTYPES[dtype_name], soft, seed)
+    ref = sma.attention_reference(*(t.double() for t in args))
+    theirs = (sma.attention_reference(*args).double() - ref).abs().max().item()
+    out = torch.full_like(args[0], float("nan"))
+    sma_torch_ext.sma_forward(*args, out=out)
+    torch.cuda.synchronize()
+    ours = (out.double() - ref).abs().max().item() if torch.isfinite(out).all() else float("inf")
+    tol = SMA.tolerances[dtype_name]
+    return ours <= tol.factor * theirs + tol.atol, ours, theirs
+
+
+def validate(lines: list[str]) -> int:
+    lines += [
+        "## Parity against float64",
+        "",
+        "| dtype | B H Sq Sk D | masks | ours | PyTorch | ok |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    failures = 0
+    cases = [(2, 3, 77, 77, d, soft) for d in HEAD_DIMS for soft in (False, True)]
+    cases += [(3, 2, sq, sk, 64, soft) for sq, sk in LENGTHS for soft in (False, True)]
+    for dtype_name in DTYPES:
+        for i, (b, h, sq, sk, d, soft) in enumerate(cases):
+            ok, ours, theirs = check(b, h, sq, sk, d, dtype_name, soft, seed=i)
+            failures += not ok
+            lines.append(
+                f"| {dtype_name} | {b} {h} {sq} {sk} {d} | {'soft' if soft else 'binary'} | "
+                f"{ours:.2e} | {theirs:.2e} | {'yes' if ok else '**NO**'} |"
+            )
+    lines += ["", f"failures: {failures} of {len(cases) * len(DTYPES)}", ""]
+    return failures
+
+
+def sanitize(lines: list[str]) -> None:
+    tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
+    lines += ["## compute-sanitizer memcheck", ""]
+    if not Path(tool).exists():
+        lines += ["compute-sanitizer not found: not run", ""]
+        return
+    run = subprocess.run(
+        [tool, "--tool", "memcheck", "--error-exitcode", "3", sys.executable, __file__, "--sanitize-case"],
+        capture_output=True,
+        text=True,
+    )
+    summary = [ln for ln in run.stdout.splitlines() + run.stderr.splitlines() if "ERROR SUMMARY" in ln]
+    lines += [f"exit code {run.returncode}; {summary[-1] if summary else 'no summary line'}", ""]
+
+
+def sanitize_case() -> None:
+    for dtype_name in DTYPES:
+        for d in (40, 256):
+            args = inputs(1, 2, 70, 33, d, DTYPES[dtype_name], True, 0)
+            sma_torch_ext.sma_forward(*args)
+    torch.cuda.synchronize()
+
+
+def median_ms(fn, warmup=5, iters=30) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def matrix_rate_tflops() -> float:
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    ms = median_ms(lambda: a @ a, iters=10)
+    return 2 * 8192**3 / (ms * 1e-3) / 1e12
+
+
+def timing(lines: list[str]) -> None:
+    rate = matrix_rate_tflops()
+    lines += [
+        "## Timing (fp16, median ms)",
+        "",
+        f"measured fp16 matrix rate: {rate:.0f} TFLOP/s",
+        "",
+        "| B H S D | SMA kernel | SDPA (no bias) | SDPA fold | ratio to SDPA | floor |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for b, h, s, d in TIMING_SHAPES:
+        q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
+        ours = median_ms(lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha))  # noqa: B023
+        plain = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))  # noqa: B023
+        fold = median_ms(lambda: sma.attention_fold(q, k, v, m_q, m_k, alpha))  # noqa: B023
+        floor = 4 * b * h * s * s * d / (rate * 1e12) * 1e3
+        lines.append(
+            f"| {b} {h} {s} {d} | {ours:.3f} | {plain:.3f} | {fold:.3f} | {ours / plain:.2f} | {floor:.3f} |"
+        )
+    lines.append("")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sanitize-case", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-timing", action="store_true")
+    args = parser.parse_args()
+    if args.sanitize_case:
+        sanitize_case()
+        return 0
+    if not torch.cuda.is_available():
+        print("no CUDA GPU visible to torch: nothing to measure", file=sys.stderr)
+        return 2
+    sma_torch_ext.load()
+    lines = [
+        "# SMA kernel results",
+        "",
+        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}",
+        "",
+    ]
+    failures = validate(lines)
+    sanitize(lines)
+    if not args.no_timing:
+        timing(lines)
+    text = "\n".join(lines)
+    (ROOT / "bench" / "RESULTS.md").write_text(text)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "RESULTS.md").write_text(text)
+    print(text)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
