@@ -1,0 +1,109 @@
+"""Benchmark cases and their timed runs: N people, image side, steps, guidance.
+
+A case runs the real `ErasePipeline.erase` on a synthetic photo with N rectangular masks, all
+people removed and every layer decoded (what `mild-erase` does), so the timed work is the
+user's work. Warm-up runs are discarded; figures are medians over the repeats.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from mild_export.bench.timing import COMPOSE, TimedBackend, synchronize, timing_compose
+from reference.pipeline import ErasePipeline
+
+STAGES = ("text_encoder", "conditioner", "vae_encoder", "unet", "vae_decoder", COMPOSE, "other")
+
+
+@dataclass(frozen=True)
+class Case:
+    instances: int
+    resolution: int
+    steps: int
+    guidance: float  # 1 = no guidance (one row per branch), else two rows per branch
+
+    @property
+    def copies(self) -> int:
+        return 1 if self.guidance == 1.0 else 2
+
+    @property
+    def label(self) -> str:
+        cfg = "no cfg" if self.copies == 1 else f"cfg {self.guidance:g}"
+        return f"N={self.instances} {self.resolution}px {self.steps}st {cfg}"
+
+
+@dataclass
+class ImageRun:
+    """One timed image: the wall time of `erase` and every graph/compose call inside it."""
+
+    image_s: float
+    stages_ms: dict[str, float]  # per stage, summed over its calls; "other" is the rest (host work)
+    unet_steps_ms: list[float]
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    runs: list[ImageRun]
+    flops: dict[str, int] = field(default_factory=dict)  # per graph, for the whole image
+    floor_s: float = 0.0
+
+    @property
+    def image_s(self) -> float:
+        return statistics.median(r.image_s for r in self.runs)
+
+    @property
+    def stages_ms(self) -> dict[str, float]:
+        return {s: statistics.median(r.stages_ms[s] for r in self.runs) for s in STAGES}
+
+    @property
+    def unet_step_ms(self) -> float:
+        return statistics.median(ms for r in self.runs for ms in r.unet_steps_ms)
+
+    @property
+    def ratio(self) -> float:
+        """Measured over floor: 1 would be every FLOP at the matmul rate and nothing else."""
+        return self.image_s / self.floor_s if self.floor_s else float("nan")
+
+
+def synthetic_inputs(case: Case, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A noise photo and N overlapping rectangles, so composition has real work to do."""
+    g = torch.Generator().manual_seed(seed)
+    side = case.resolution
+    image = torch.rand(3, side, side, generator=g)
+    masks = torch.zeros(case.instances, side, side)
+    for k in range(case.instances):
+        top, left = (side * (1 + k)) // (case.instances + 4), (side * (1 + 2 * k)) // (2 * case.instances + 4)
+        masks[k, top : top + side // 3, left : left + side // 4] = 1
+    return image, masks
+
+
+def time_image(
+    pipeline: ErasePipeline, timed: TimedBackend, case: Case, image: Tensor, masks: Tensor
+) -> ImageRun:
+    timed.calls.clear()
+    with timing_compose(timed):
+        synchronize(timed.device)
+        start = time.perf_counter()
+        pipeline.erase(image, masks, steps=case.steps, guidance=case.guidance, all_layers=True)
+        synchronize(timed.device)
+        image_s = time.perf_counter() - start
+    stages_ms = {s: 0.0 for s in STAGES}
+    for call in timed.calls:
+        stages_ms[call.graph] += call.seconds * 1e3
+    stages_ms["other"] = image_s * 1e3 - sum(stages_ms.values())
+    unet_steps_ms = [call.seconds * 1e3 for call in timed.calls if call.graph == "unet"]
+    return ImageRun(image_s, stages_ms, unet_steps_ms)
+
+
+def run_case(timed: TimedBackend, case: Case, repeats: int, warmup: int) -> CaseResult:
+    """`warmup` discarded runs (allocations, kernel selection, shape specialisation), then `repeats`."""
+    pipeline = ErasePipeline(timed)
+    image, masks = synthetic_inputs(case)
+    runs = [time_image(pipeline, timed, case, image, masks) for _ in range(warmup + repeats)]
+    return CaseResult(case, runs[warmup:])

@@ -1,0 +1,148 @@
+"""`mild-bench`: time each stage of MILD for N = 1..4 people, beside the compute floor and Table 5.
+
+    mild-bench                                            # tiny model on the CPU, in seconds
+    mild-bench --model sdxl-inpaint --device cuda --json r.json --plot r.png
+    mild-bench --engines DIR --backend onnxruntime --instances 1,3
+
+Prints a table of stage medians; --json keeps every timing and the environment, --plot draws
+time per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from mild_export.bench.backends import BACKENDS, PRECISIONS, BenchOptions, Target, make_target
+from mild_export.bench.cases import Case, CaseResult, run_case
+from mild_export.bench.floor import FlopCounter, matrix_rate
+from mild_export.bench.report import environment, plot, table, write_json
+from mild_export.bench.timing import TimedBackend
+from mild_export.export.contracts import ExportShapes, check_resolutions
+
+log = logging.getLogger("mild")
+
+PAPER_SIDE = 512
+TINY_MODELS = ("tiny", "tiny-xl")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mild-bench", description=__doc__.split("\n\n")[0])
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--engines", type=Path, help="a mild-export output folder (exported graphs)")
+    source.add_argument("--model", help="tiny (default), sd15-inpaint, sdxl-inpaint or a model folder")
+    p.add_argument(
+        "--backend", choices=sorted(BACKENDS), help="default: onnxruntime with --engines, else reference"
+    )
+    p.add_argument(
+        "--instances", default="1,2,3,4", help="people per image, comma-separated (default 1,2,3,4)"
+    )
+    p.add_argument("--resolution", help="image sides, comma-separated (default 512; the tiny model: 64)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25, as in the paper)")
+    p.add_argument(
+        "--guidance", help="guidance scales, comma-separated; 1 = none (default 1,7.5: without and with)"
+    )
+    p.add_argument("--repeats", type=int, help="timed runs per case (default 3 tiny, 5 otherwise)")
+    p.add_argument("--warmup", type=int, help="discarded runs per case (default 1 tiny, 2 otherwise)")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
+    )
+    p.add_argument("--precision", choices=sorted(PRECISIONS), help="default fp16 on cuda, fp32 on cpu")
+    p.add_argument("--json", type=Path, help="write every timing and the environment here")
+    p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")
+    return p.parse_args(argv)
+
+
+def parse_list(option: str, text: str, kind: type) -> list:
+    try:
+        values = [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give comma-separated numbers, e.g. 1,2,3,4") from None
+    return list(dict.fromkeys(values))
+
+
+def plan_cases(args: argparse.Namespace, target: Target) -> list[Case]:
+    """The cases to run, checked up front against what the model or the exported graphs serve."""
+    config = target.config
+    instances = parse_list("--instances", args.instances, int)
+    if min(instances) < 1:
+        raise ValueError(f"--instances {args.instances!r}: every N must be at least 1")
+    if target.max_instances is not None and max(instances) > target.max_instances:
+        raise ValueError(
+            f"--instances {args.instances!r}: the graphs serve at most {target.max_instances} "
+            "(export again with a larger --max-instances)"
+        )
+    default_side = target.resolutions[0] if target.resolutions else min(PAPER_SIDE, config.resolution)
+    sides = parse_list("--resolution", args.resolution or str(default_side), int)
+    check_resolutions(config, ExportShapes(resolutions=tuple(sides)))
+    if target.resolutions and not all(min(target.resolutions) <= s <= max(target.resolutions) for s in sides):
+        raise ValueError(
+            f"--resolution {sides}: the graphs serve {min(target.resolutions)}..{max(target.resolutions)}"
+        )
+    scales = parse_list("--guidance", args.guidance or ("1,7.5" if target.guidance else "1"), float)
+    if min(scales) < 0:
+        raise ValueError(f"--guidance {args.guidance!r}: scales must be >= 0 (1 disables guidance)")
+    if not target.guidance and any(g != 1.0 for g in scales):
+        raise ValueError(f"--guidance {args.guidance!r}: {args.engines} was exported without --guidance")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    return [Case(n, side, args.steps, g) for side in sides for g in scales for n in instances]
+
+
+def run(args: argparse.Namespace) -> None:
+    tiny = args.engines is None and (args.model or "tiny") in TINY_MODELS
+    repeats = args.repeats if args.repeats is not None else 3 if tiny else 5
+    warmup = args.warmup if args.warmup is not None else 1 if tiny else 2
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to PyTorch here")
+    device = torch.device(args.device)
+    options = BenchOptions(args.model or "tiny", args.engines, device, args.precision)
+    target = make_target(args.backend, options)
+    cases = plan_cases(args, target)
+    rate = matrix_rate(device, PRECISIONS[target.precision])
+    counter = FlopCounter(target.config)
+    timed = TimedBackend(target.backend)
+    results: list[CaseResult] = []
+    for case in cases:
+        log.info("timing %s (%d warm-up, %d timed)", case.label, warmup, repeats)
+        result = run_case(timed, case, repeats, warmup)
+        result.flops = counter.case(case)
+        result.floor_s = sum(result.flops.values()) / rate.flops_per_s
+        results.append(result)
+    env = environment(device, target.name, target.precision)
+    title = f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}"
+    print(f"mild-bench: {title}")
+    print(table(results, rate))
+    if args.json:
+        settings = {
+            "model": str(args.engines or options.model),
+            "repeats": repeats,
+            "warmup": warmup,
+            "cases": len(cases),
+        }
+        write_json(args.json, results, rate, env, settings)
+        log.info("wrote %s", args.json)
+    if args.plot:
+        plot(args.plot, results, title)
+        log.info("wrote %s", args.plot)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="mild-bench: %(message)s")
+    args = parse_args(argv)
+    try:
+        run(args)
+    except ValueError as err:  # every input check raises ValueError naming the input and the fix
+        log.error("error: %s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
