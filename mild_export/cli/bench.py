@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -65,46 +66,65 @@ def parse_list(option: str, text: str, kind: type) -> list:
     return list(dict.fromkeys(values))
 
 
-def plan_cases(args: argparse.Namespace, target: Target) -> list[Case]:
-    """The cases to run, checked up front against what the model or the exported graphs serve."""
-    config = target.config
+@dataclass(frozen=True)
+class Request:
+    """What the command line asks for; None: the target's default."""
+
+    instances: list[int]
+    sides: list[int] | None
+    scales: list[float] | None
+    steps: int
+    repeats: int | None
+    warmup: int | None
+
+
+def parse_request(args: argparse.Namespace) -> Request:
+    """Checks that need no model, so a typo fails before a 10 GB model is built."""
     instances = parse_list("--instances", args.instances, int)
     if min(instances) < 1:
         raise ValueError(f"--instances {args.instances!r}: every N must be at least 1")
-    if target.max_instances is not None and max(instances) > target.max_instances:
-        raise ValueError(
-            f"--instances {args.instances!r}: the graphs serve at most {target.max_instances} "
-            "(export again with a larger --max-instances)"
-        )
-    default_side = target.resolutions[0] if target.resolutions else min(PAPER_SIDE, config.resolution)
-    sides = parse_list("--resolution", args.resolution or str(default_side), int)
-    check_resolutions(config, ExportShapes(resolutions=tuple(sides)))
-    if target.resolutions and not all(min(target.resolutions) <= s <= max(target.resolutions) for s in sides):
-        raise ValueError(
-            f"--resolution {sides}: the graphs serve {min(target.resolutions)}..{max(target.resolutions)}"
-        )
-    scales = parse_list("--guidance", args.guidance or ("1,7.5" if target.guidance else "1"), float)
-    if min(scales) < 0:
+    sides = parse_list("--resolution", args.resolution, int) if args.resolution else None
+    scales = parse_list("--guidance", args.guidance, float) if args.guidance else None
+    if scales and min(scales) < 0:
         raise ValueError(f"--guidance {args.guidance!r}: scales must be >= 0 (1 disables guidance)")
-    if not target.guidance and any(g != 1.0 for g in scales):
-        raise ValueError(f"--guidance {args.guidance!r}: {args.engines} was exported without --guidance")
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    return [Case(n, side, args.steps, g) for side in sides for g in scales for n in instances]
+    if (args.repeats is not None and args.repeats < 1) or (args.warmup is not None and args.warmup < 0):
+        raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to PyTorch here")
+    return Request(instances, sides, scales, args.steps, args.repeats, args.warmup)
+
+
+def plan_cases(request: Request, target: Target) -> list[Case]:
+    """The cases to run, with the target's defaults, checked against what it can serve."""
+    config = target.config
+    if target.max_instances is not None and max(request.instances) > target.max_instances:
+        raise ValueError(
+            f"--instances {request.instances}: the graphs serve at most {target.max_instances} "
+            "(export again with a larger --max-instances)"
+        )
+    served = target.resolutions
+    sides = request.sides or [served[0] if served else min(PAPER_SIDE, config.resolution)]
+    check_resolutions(config, ExportShapes(resolutions=tuple(sides)))
+    if served and not all(min(served) <= s <= max(served) for s in sides):
+        raise ValueError(f"--resolution {sides}: the graphs serve {min(served)}..{max(served)}")
+    scales = request.scales or ([1.0, 7.5] if target.guidance else [1.0])
+    if not target.guidance and any(g != 1.0 for g in scales):
+        raise ValueError(f"--guidance {scales}: the graphs were exported without --guidance")
+    return [Case(n, side, request.steps, g) for side in sides for g in scales for n in request.instances]
 
 
 def run(args: argparse.Namespace) -> None:
-    tiny = args.engines is None and (args.model or "tiny") in TINY_MODELS
-    repeats = args.repeats if args.repeats is not None else 3 if tiny else 5
-    warmup = args.warmup if args.warmup is not None else 1 if tiny else 2
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible to PyTorch here")
+    request = parse_request(args)
     device = torch.device(args.device)
-    options = BenchOptions(args.model or "tiny", args.engines, device, args.precision)
-    target = make_target(args.backend, options)
-    cases = plan_cases(args, target)
+    target = make_target(
+        args.backend, BenchOptions(args.model or "tiny", args.engines, device, args.precision)
+    )
+    cases = plan_cases(request, target)
+    tiny = target.config.name in TINY_MODELS  # seconds per case on a CPU: fewer runs suffice
+    repeats = request.repeats if request.repeats is not None else 3 if tiny else 5
+    warmup = request.warmup if request.warmup is not None else 1 if tiny else 2
     rate = matrix_rate(device, PRECISIONS[target.precision])
     counter = FlopCounter(target.config)
     timed = TimedBackend(target.backend)
@@ -121,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
     print(table(results, rate))
     if args.json:
         settings = {
-            "model": str(args.engines or options.model),
+            "model": str(args.engines or args.model or "tiny"),
             "repeats": repeats,
             "warmup": warmup,
             "cases": len(cases),
