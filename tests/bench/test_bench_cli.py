@@ -1,0 +1,105 @@
+"""mild-bench as a user runs it: the table, the JSON of every timing, the plot; bad input in one line."""
+
+import contextlib
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from mild_export.bench.cases import STAGES
+from mild_export.cli.bench import main
+
+CASES = {(1, 1.0), (2, 1.0), (1, 7.5), (2, 7.5)}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--model", "tiny", "--backend", "reference", "--instances", "1,2", "--steps", "2"]
+    argv += ["--repeats", "1", "--json", str(out / "r.json"), "--plot", str(out / "r.png")]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):  # capsys is per test; this fixture runs once per module
+        code = main(argv)
+    return code, out, stdout.getvalue()
+
+
+def test_prints_the_table(report):
+    code, _, text = report
+    assert code == 0
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("case"))
+    for column in (
+        "text ms",
+        "unet ms",
+        "vae dec ms",
+        "compose ms",
+        "image s",
+        "floor s",
+        "xfloor",
+        "paper s",
+    ):
+        assert column in header
+    for n, cfg in [(1, "no cfg"), (2, "no cfg"), (1, "cfg 7.5"), (2, "cfg 7.5")]:
+        assert any(line.startswith(f"N={n} 64px 2st {cfg}") for line in lines)
+    assert any("Table 5" in line and "1.91 s" in line and "512x512, 25 steps" in line for line in lines)
+
+
+def test_json_holds_every_case_stage_and_the_environment(report):
+    _, out, _ = report
+    data = json.loads((out / "r.json").read_text())
+    assert set(data) >= {"environment", "settings", "matrix_rate", "paper", "stages", "cases"}
+    env = data["environment"]
+    assert env["backend"] == "reference" and env["precision"] == "fp32" and env["device"] == "cpu"
+    assert env["device_name"] and env["torch"] and env["date"]
+    assert data["paper"]["mild_s"] == 1.91 and data["paper"]["sdxl_inpaint_s"] == 1.79
+    assert data["stages"] == list(STAGES)
+    assert {(c["instances"], c["guidance"]) for c in data["cases"]} == CASES
+    assert data["matrix_rate"]["flops_per_s"] > 0
+    for case in data["cases"]:
+        assert case["resolution"] == 64 and case["steps"] == 2  # the tiny model's own side
+        assert len(case["runs"]) == 1
+        run = case["runs"][0]
+        assert set(run["stages_ms"]) == set(STAGES)
+        assert all(run["stages_ms"][s] > 0 for s in STAGES if s != "other")  # "other" is a difference
+        assert len(run["unet_steps_ms"]) == 2 and min(run["unet_steps_ms"]) > 0
+        assert run["image_s"] * 1e3 >= sum(run["stages_ms"][s] for s in STAGES if s != "other")
+        assert set(case["flops"]) == {"text_encoder", "conditioner", "vae_encoder", "unet", "vae_decoder"}
+        assert min(case["flops"].values()) > 0
+        assert case["floor_s"] > 0 and case["ratio_to_floor"] > 1
+
+
+def test_plot_is_a_png(report):
+    _, out, _ = report
+    with Image.open(out / "r.png") as image:
+        assert image.format == "PNG" and image.size[0] > 100
+
+
+def one_line_error(caplog) -> str:
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    return errors[0]
+
+
+def test_zero_instances(caplog):
+    assert main(["--instances", "0"]) == 2
+    assert one_line_error(caplog) == "error: --instances '0': every N must be at least 1"
+
+
+def test_engines_folder_without_manifest(tmp_path, caplog):
+    assert main(["--engines", str(tmp_path)]) == 2
+    assert "manifest.json not found" in one_line_error(caplog)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--instances", "1,x"], "--instances '1,x': give comma-separated numbers"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--resolution", "60"], "resolution 60 is not supported by tiny"),
+        (["--backend", "onnxruntime"], "give --engines DIR"),
+    ],
+)
+def test_other_bad_input(argv, message, caplog):
+    assert main(argv) == 2
+    assert message in one_line_error(caplog)
