@@ -1,9 +1,10 @@
 """The compute floor of a case: FLOPs counted from the model, over the device's matrix rate.
 
 FLOPs come from a forward pass of the reference modules under `FlopCounterMode` on the meta
-device: no weights are materialised (the SDXL layout would be 10 GB in fp32), and attention is
-counted (on CPU tensors PyTorch's fused SDPA kernel is not counted at all). The counter sees
-matrix products and convolutions only, so the floor is what the matrix units cannot beat.
+device: no weights are materialised (the SDXL layout, text encoders included, holds 3.4 billion
+parameters: 14 GB in fp32), and attention is counted (on CPU tensors PyTorch's fused SDPA kernel
+is not counted at all). The counter sees matrix products and convolutions only, so the floor is
+what the matrix units cannot beat.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class Request:
 
 
 def parse_request(args: argparse.Namespace) -> Request:
-    """Checks that need no model, so a typo fails before a 10 GB model is built."""
+    """Checks that need no model, so a typo fails before a 14 GB model is built."""
     instances = parse_list("--instances", args.instances, int)
     if min(instances) < 1:
         raise ValueError(f"--instances {args.instances!r}: every N must be at least 1")
