@@ -12,16 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from reference import hmg
+from reference import conditions
 from reference.backend import Backend
 from reference.compose import ComposeMode, compose, layers_needed
+from reference.conditions import LATENT_FACTOR
 from reference.ddim import DDIM
 from reference.sampler import BranchInputs, denoise
-
-LATENT_FACTOR = 8
 
 
 @dataclass
@@ -114,22 +112,15 @@ class ErasePipeline:
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Branch k's tokens are [text; pose; parsing; mask_k] (Sec. 3.2); rows cond then uncond."""
         n, size = masks.shape[0], tuple(image.shape[1:])
-        cfg = self.config.hmg
-        if keypoints is None:
-            keypoints = torch.zeros(n, hmg.POSE_CHANNELS, 3)
-        maps = {
-            "pose_maps": hmg.render_pose_maps(keypoints.float().to(self.device), size, cfg)[None],
-            "parsing_maps": hmg.render_parsing_maps(
-                None if parsing is None else parsing.to(self.device), cfg
-            )[None],
-            "mask_maps": hmg.render_mask_maps(hmg.context_masks(masks), cfg),
-        }
+        maps = conditions.condition_maps(masks, keypoints, parsing, self.config.hmg)
         tokens = self.backend.run("conditioner", {k: v.to(self.device) for k, v in maps.items()})
         text = self.backend.run("text_encoder", self.backend.tokenize([prompt, ""][:copies]))
-        contexts = []
-        for row in range(copies):
-            shared = torch.cat([text["prompt_embeds"][row : row + 1], tokens["hmg_tokens"]], dim=1)
-            contexts.append(torch.cat([shared.expand(n + 1, -1, -1), tokens["mask_tokens"]], dim=1))
+        contexts = [
+            conditions.branch_contexts(
+                text["prompt_embeds"][row : row + 1], tokens["hmg_tokens"], tokens["mask_tokens"]
+            )
+            for row in range(copies)
+        ]
         context_fg = torch.cat([c[:n] for c in contexts])
         context_bg = torch.cat([c[n:] for c in contexts])
         added = {}
@@ -145,11 +136,10 @@ class ErasePipeline:
 
     def prepare_mask_latents(self, image: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """fg k: [M_k, E(x (1 - M_k))]; bg: [M_all, E(x (1 - M_all))] (DESIGN.md section 1)."""
-        m_all = masks.sum(dim=0, keepdim=True).clamp(0, 1)
-        branch_masks = torch.cat([masks, m_all])[:, None]  # [N + 1, 1, H, W]
-        x = image * 2 - 1
-        latents = self.backend.run("vae_encoder", {"images": x[None] * (1 - branch_masks)})["latents"]
-        latent_masks = F.max_pool2d(branch_masks, LATENT_FACTOR)  # a latent pixel touching the mask is inside
+        branch_masks = conditions.branch_masks(masks)  # [N + 1, 1, H, W]
+        images = conditions.masked_images(image, branch_masks)
+        latents = self.backend.run("vae_encoder", {"images": images})["latents"]
+        latent_masks = conditions.latent_masks(branch_masks)
         cond = torch.cat([latent_masks, latents.to(latent_masks.dtype)], dim=1)
         n = masks.shape[0]
         return cond[:n], cond[n:], latent_masks[:n], latent_masks[n:]
