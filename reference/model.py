@@ -3,7 +3,8 @@
 `load_model("tiny")` builds the bundled tiny model from its seed (no files needed);
 `load_model("sd15-inpaint" | "sdxl-inpaint")` builds the real layouts with random weights (for
 timing); `load_model(PATH)` loads a local diffusers inpainting folder, plus the trained MILD
-modules from `PATH/mild/` when present.
+modules from `PATH/mild/` when present; `load_model(DIR)` of a `mild-merge` output folder
+rebuilds the merged model (BranchLinear Q/K/V) from that folder alone.
 """
 
 from __future__ import annotations
@@ -99,12 +100,18 @@ REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
 
 
 def load_pretrained(folder: Path) -> MildModel:
-    """A local diffusers inpainting folder (no downloads), plus `mild/weights.safetensors`."""
+    """A local diffusers inpainting folder (no downloads), plus `mild/weights.safetensors`;
+    or a merged folder written by `mild-merge` (recognised by its manifest.json)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(
             f"model {str(folder)!r} is neither a configuration ({', '.join(PRESETS)}) nor a folder"
         )
+    if (folder / "manifest.json").is_file():  # a mild-merge output folder (reference/merge.py)
+        from reference.merge import is_merged_folder, load_merged
+
+        if is_merged_folder(folder):
+            return load_merged(folder)
     unet_config = folder / "unet" / "config.json"
     if not unet_config.is_file():
         raise ValueError(
