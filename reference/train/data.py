@@ -1,0 +1,83 @@
+"""The dataset folder (DESIGN.md section 2) as a source of training `Example`s.
+
+The folder format, its validation (missing masks or backgrounds, sizes) and the random instance
+subsets belong to `reference.data.dataset`; this adapter only turns its samples into the tensors
+the trainer's batch builder takes, whatever array layout the loader hands out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from reference.train.batch import Example
+from reference.train.config import TrainConfig
+
+FIELDS = ("image", "background", "masks", "keypoints", "parsing", "prompt")
+
+
+def _field(sample: Any, name: str) -> Any:
+    if isinstance(sample, Mapping):
+        return sample.get(name)
+    return getattr(sample, name, None)
+
+
+def _image(value: Any) -> Tensor:
+    """[H, W, 3] uint8 / [3, H, W] float in [0, 1] -> [3, H, W] float in [0, 1]."""
+    t = torch.as_tensor(np.asarray(value)) if not isinstance(value, Tensor) else value
+    if t.ndim == 3 and t.shape[-1] == 3 and t.shape[0] != 3:
+        t = t.permute(2, 0, 1)
+    return t.float() / 255 if t.dtype == torch.uint8 else t.float()
+
+
+def _optional(value: Any, dtype: torch.dtype) -> Tensor | None:
+    if value is None:
+        return None
+    return torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value).to(dtype)
+
+
+def to_example(sample: Any) -> Example:
+    image, background = _field(sample, "image"), _field(sample, "background")
+    if background is None:
+        raise ValueError("training needs the clean background of every sample (backgrounds/ in the dataset)")
+    masks = torch.as_tensor(np.asarray(_field(sample, "masks"))).float()
+    return Example(
+        image=_image(image),
+        background=_image(background),
+        masks=(masks > (127 if masks.max() > 1 else 0.5)).float(),
+        keypoints=_optional(_field(sample, "keypoints"), torch.float32),
+        parsing=_optional(_field(sample, "parsing"), torch.int64),
+        prompt=_field(sample, "prompt") or "",
+    )
+
+
+class ExampleDataset:
+    """Index -> Example over any loader whose samples carry the FIELDS (as keys or attributes)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int) -> Example:
+        return to_example(self.inner[index])
+
+
+def open_dataset(folder: Path, config: TrainConfig, size: int | None = None) -> ExampleDataset:
+    """The training set at `folder`: validated by the loader, backgrounds required."""
+    try:
+        from reference.data.dataset import MildDataset
+    except ImportError as err:
+        raise ValueError(f"the dataset loader reference/data/dataset.py is not available ({err})") from None
+    dataset = MildDataset(
+        Path(folder), train=True, size=size, max_instances=config.max_instances, seed=config.seed
+    )
+    if len(dataset) == 0:
+        raise ValueError(f"{folder} holds no training samples (images/ is empty)")
+    return ExampleDataset(dataset)
