@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
     from reference.train.trainer import Trainer
 
     if args.resume:
-        meta = ckpt.load_meta(ckpt.resolve(args.out))
+        _, meta = ckpt.verify_checkpoint(args.out)  # a corrupt checkpoint fails here, named
         config, model = TrainConfig.from_dict(meta["train_config"]), meta["model"]
         log.info(
             "resuming %s from step %d (configuration %s, model %s)",

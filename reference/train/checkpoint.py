@@ -135,12 +135,11 @@ def load_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: Path, with_state: bool = True) -> Checkpoint:
-    """Verify hashes, then read; every failure names the file at fault."""
+def verify_checkpoint(path: Path, with_state: bool = True) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint folder, meta) after checking every file against meta.json's sha256."""
     path = resolve(path)
     meta = load_meta(path)
-    names = (WEIGHTS, STATE) if with_state else (WEIGHTS,)
-    for name in names:
+    for name in (WEIGHTS, STATE) if with_state else (WEIGHTS,):
         file = path / name
         if not file.is_file():
             raise ValueError(f"checkpoint file {file} is missing: the checkpoint is incomplete")
@@ -149,6 +148,12 @@ def load_checkpoint(path: Path, with_state: bool = True) -> Checkpoint:
                 f"checkpoint file {file} is corrupt (its sha256 differs from {path / META}): "
                 "use an older checkpoint"
             )
+    return path, meta
+
+
+def load_checkpoint(path: Path, with_state: bool = True) -> Checkpoint:
+    """Verify hashes, then read; every failure names the file at fault."""
+    path, meta = verify_checkpoint(path, with_state)
     try:
         weights = load_file(str(path / WEIGHTS))
         state = torch.load(path / STATE, weights_only=True) if with_state else {}
