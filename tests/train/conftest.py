@@ -50,6 +50,16 @@ def make_trainer(run_dir: Path, config: TrainConfig | None = None, data=None) ->
     return Trainer("tiny", config or fast_config(), data, run_dir, progress=False)
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps process-wide singletons; each test's trainer needs its own settings."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+
+
 @pytest.fixture
 def examples() -> list[Example]:
     return toy_examples(8)
