@@ -29,7 +29,8 @@ def test_short_run_lowers_the_loss(tmp_path):
 
 
 def test_gradient_accumulation_consumes_micro_batches(tmp_path):
-    trainer = make_trainer(tmp_path, fast_config(max_steps=3, batch_size=1, gradient_accumulation=2))
+    config = fast_config(max_steps=3, batch_size=1, gradient_accumulation=2, stages=BOTH)
+    trainer = make_trainer(tmp_path, config)
     trainer.train()
     assert trainer.step_count == 3 and trainer.order.consumed == 6
     steps = {float(state["step"]) for state in trainer.optimizer.state_dict()["state"].values()}
