@@ -107,3 +107,21 @@ def test_corrupt_merged_folder_is_named(tmp_path):
     (tmp_path / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(ValueError, match=rf"{WEIGHTS} is missing or differs"):
         load_merged(tmp_path)
+
+
+def test_pipeline_on_a_merged_folder_matches_the_lora_model(tmp_path):
+    from reference.backend import TorchBackend
+    from reference.pipeline import ErasePipeline
+
+    trained = make_trained_tiny(seed=4)
+    save_merged(merge_model(trained), tmp_path, "tiny")
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 64, 64, generator=g)
+    masks = torch.zeros(2, 64, 64)
+    masks[0, 8:30, 8:30] = 1
+    masks[1, 30:60, 20:50] = 1
+    lora = ErasePipeline(TorchBackend(trained)).erase(image, masks, steps=3, all_layers=True)
+    merged = ErasePipeline(TorchBackend(load_model(tmp_path))).erase(image, masks, steps=3, all_layers=True)
+    torch.testing.assert_close(merged.background, lora.background, rtol=0, atol=1e-4)
+    for k in (0, 1):
+        torch.testing.assert_close(merged.layers[k], lora.layers[k], rtol=0, atol=1e-4)
