@@ -46,3 +46,17 @@ def test_checkpoints_are_complete_and_pruned(tmp_path):
     assert loaded.step == 6
     assert set(loaded.weights) == set(trainer.named)
     assert set(loaded.state) == {"optimizer", "scheduler", "rng", "data"}
+
+
+def test_a_save_killed_midway_leaves_the_last_complete_checkpoint(tmp_path):
+    """A kill during a save leaves only a hidden temporary folder: ignored, then cleaned up."""
+    trainer = make_trainer(tmp_path, fast_config(max_steps=4, checkpoint_every=2))
+    trainer.train()
+    stale = tmp_path / ckpt.CHECKPOINTS / ".step-00000006.tmp-99999"
+    stale.mkdir()
+    (stale / ckpt.WEIGHTS).write_bytes(b"half a file")
+    resumed = make_trainer(tmp_path, fast_config(max_steps=6, checkpoint_every=2))
+    assert resumed.resume() == 4
+    resumed.train()
+    assert not stale.exists()
+    assert ckpt.load_checkpoint(tmp_path).step == 6
