@@ -1,10 +1,11 @@
 // mild_erase_app: erase people from a PNG with the engines of a mild-export folder.
 //
 //   mild_erase_app --engines DIR --image photo.png --mask person0.png [--mask person1.png ...]
-//                  --out composite.png [--remove 0,1] [--steps 25] [--guidance 1] [--seed 0]
+//                  --out composite.png [--remove 1,2] [--steps 25] [--guidance 1] [--seed 0]
 //                  [--prompt TEXT] [--compose copy-outside|eq6] [--plugin libmild_plugins.so]
 //                  [--noise noise.f32] [--quiet]
 //
+// Options mean what they mean for mild-erase (--remove counts instances from 1, in --mask order).
 // Masks are read like mild-erase reads them: white (or any bright colour) is the person, values
 // are binarised at 0.5, a mask holding only 0 and 1 takes 1 as the person, transparency is black.
 #include "mild/mild.hpp"
@@ -91,7 +92,7 @@ std::vector<int> parse_list(const std::string& text) {
 int usage(const char* why) {
     std::cerr << "mild_erase_app: error: " << why << "\n"
               << "usage: mild_erase_app --engines DIR --image IMAGE.png --mask MASK.png [--mask ...] --out OUT.png\n"
-                 "       [--remove 0,1] [--steps 25] [--guidance 1] [--seed 0] [--prompt TEXT]\n"
+                 "       [--remove 1,2] [--steps 25] [--guidance 1] [--seed 0] [--prompt TEXT]\n"
                  "       [--compose copy-outside|eq6] [--plugin LIB] [--noise FILE.f32] [--quiet]\n";
     return 2;
 }
@@ -120,7 +121,11 @@ int main(int argc, char** argv) {
             else if (arg == "--image") image_path = value();
             else if (arg == "--mask") mask_paths.push_back(value());
             else if (arg == "--out") out_path = value();
-            else if (arg == "--remove") params.set_remove(parse_list(value()));
+            else if (arg == "--remove") {
+                std::vector<int> remove = parse_list(value());
+                for (int& k : remove) k -= 1;  // 1-based on the command line, 0-based in the API
+                params.set_remove(remove);
+            }
             else if (arg == "--steps") params.raw.steps = std::stoi(value());
             else if (arg == "--guidance") params.raw.guidance = std::stof(value());
             else if (arg == "--seed") params.raw.seed = std::stoull(value());
@@ -165,7 +170,7 @@ int main(int argc, char** argv) {
             params.raw.initial_noise = noise.data();
         }
         mild::Context::Params cp;
-        cp.model_dir(engines);
+        cp.model_dir(engines).lazy_load(true);  // bad masks are reported before the engines load
         if (!plugin.empty()) cp.plugin_library(plugin);
         mild::Context ctx(cp);
         mild_image image{photo.width, photo.height, 4, 0, photo.rgba.data()};

@@ -4,6 +4,7 @@
 #include "schedule.hpp"
 
 #include <cstring>
+#include <dlfcn.h>
 #include <fstream>
 
 namespace mild::detail {
@@ -72,9 +73,13 @@ void Pipeline::ensure_loaded() {
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess || count == 0) {
         cudaGetLastError();  // clear the sticky error for the next attempt
-        fail(MILD_ERROR_NO_CUDA_DEVICE, "no CUDA device: cudaGetDeviceCount says ",
-             err == cudaSuccess ? "0 devices" : cudaGetErrorString(err),
-             ". The engines of ", model_dir_, " need an NVIDIA GPU with a driver");
+        void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+        const std::string why = driver == nullptr ? "no NVIDIA driver (libcuda.so.1 is not loadable)"
+                                : err == cudaSuccess ? "the driver sees 0 devices"
+                                                     : std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
+        if (driver != nullptr) dlclose(driver);
+        fail(MILD_ERROR_NO_CUDA_DEVICE, "no CUDA device: ", why, ". The engines of ", model_dir_,
+             " need an NVIDIA GPU and its driver");
     }
     if (params_.device >= count) {
         fail(MILD_ERROR_NO_CUDA_DEVICE, "params->device is ", params_.device, " but there are ", count,

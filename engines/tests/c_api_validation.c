@@ -42,6 +42,15 @@ static void check(const char* name, int condition) {
     }
 }
 
+/* what the message of an expected load failure must mention */
+static const char* load_needle(mild_status s) {
+    switch (s) {
+        case MILD_ERROR_NO_CUDA_DEVICE: return "no CUDA device";
+        case MILD_ERROR_TENSORRT_MISMATCH: return "ILogger";
+        default: return NULL;
+    }
+}
+
 static mild_status status_named(const char* name) {
     int s;
     for (s = 0; s <= MILD_ERROR_INTERNAL; ++s) {
@@ -133,7 +142,7 @@ int main(int argc, char** argv) {
     cp.device = -1;
     expect("create: device -1", mild_context_create(&cp, &ctx), MILD_ERROR_INVALID_ARGUMENT, "device");
     cp.device = 0;
-    expect("create: engines load (this machine)", mild_context_create(&cp, &ctx), want_load, NULL);
+    expect("create: engines load (this machine)", mild_context_create(&cp, &ctx), want_load, load_needle(want_load));
     check("create: no context after a load failure", (want_load == MILD_OK) == (ctx != NULL));
     mild_context_free(ctx);
     ctx = NULL;
@@ -224,7 +233,8 @@ int main(int argc, char** argv) {
     ep.prompt_source = MILD_PROMPT_AUTO;
 
     /* ---- valid arguments reach the engines, which need this machine's GPU ---- */
-    expect("erase: valid arguments, then the engines", mild_erase(ctx, &image, masks, 2, &ep, &out), want_load, NULL);
+    expect("erase: valid arguments, then the engines", mild_erase(ctx, &image, masks, 2, &ep, &out), want_load,
+           load_needle(want_load));
     ep.prompt = NULL;
     ep.progress = NULL;
     expect("erase: NULL params are the defaults", mild_erase(ctx, &image, masks, 2, NULL, &out), want_load, NULL);
