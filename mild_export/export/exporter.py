@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from mild_export.export.contracts import ExportShapes, contracts
 from mild_export.export.manifest import Manifest, file_sha256, graph_entry, graph_key, weights_sha256
 from mild_export.export.modules import graph_modules
-from mild_export.export.onnx_export import OPSET, check_opset, export_graph
+from mild_export.export.onnx_export import check_opset, export_graph, opset_for
 from mild_export.export.precision import KEPT_IN_FP32, Precision, SMAForm
 from reference.model import MildModel
 from reference.text import save_tokenizers
@@ -48,7 +48,7 @@ def export_model(
 ) -> Manifest:
     """Write every graph that is missing or stale; reuse the rest (same key, same file hash)."""
     out = Path(out)
-    check_opset()
+    check_opset(settings.precision)
     check_writable(out)
     graph_contracts = contracts(model.config, settings.shapes)
     try:
@@ -62,7 +62,7 @@ def export_model(
         config=model.config.to_dict(),
         precision=settings.precision.value,
         sma=settings.sma.value,
-        opset=OPSET,
+        opset=opset_for(settings.precision),
         shapes=asdict(settings.shapes),
         kept_in_fp32=list(KEPT_IN_FP32) if settings.precision is not Precision.FP32 else [],
     )
@@ -74,7 +74,7 @@ def export_model(
             contract,
             precision=settings.precision.value,
             sma=settings.sma.value if name == "unet" else None,
-            opset=OPSET,
+            opset=opset_for(settings.precision),
         )
         path = out / f"{name}.onnx"
         old = previous.graphs.get(name) if previous else None

@@ -24,15 +24,23 @@ from reference import sma
 log = logging.getLogger("mild")
 
 OPSET = 18
+BF16_OPSET = 22  # Conv and most other ops accept bfloat16 from opset 22 on
+
+
+def opset_for(precision: Precision) -> int:
+    return BF16_OPSET if precision is Precision.BF16 else OPSET
+
+
 PROTOBUF_LIMIT = 2**31 - 1
 
 
-def check_opset() -> None:
+def check_opset(precision: Precision) -> None:
     """The installed onnx must know every op of the opset we write."""
-    if onnx.defs.onnx_opset_version() < OPSET:
+    needed = opset_for(precision)
+    if onnx.defs.onnx_opset_version() < needed:
         raise ValueError(
             f"the installed onnx {onnx.__version__} writes opset {onnx.defs.onnx_opset_version()} at most, "
-            f"mild-export needs opset {OPSET}: pip install 'onnx>=1.14'"
+            f"mild-export needs opset {needed} for {precision.value}: pip install -U onnx"
         )
 
 
@@ -69,7 +77,7 @@ def export_graph(
             input_names=list(contract.inputs),
             output_names=list(contract.spec.outputs),
             custom_translation_table={sma_torch.OVERLOAD: sma_onnx.emit_node},
-            opset_version=OPSET,
+            opset_version=opset_for(precision),
             dynamo=True,
             optimize=True,
             verbose=False,

@@ -70,8 +70,16 @@ def function_proto() -> onnx.FunctionProto:
 
 
 def add_function(model: onnx.ModelProto) -> None:
-    """Attach the model-local function body of every SMA node (once) and the opset import."""
+    """Attach the model-local function body of every SMA node (once) and the opset import.
+
+    The body's ops mean the same from opset 18 to 22, so it imports the model's own version.
+    """
     if not any(f.domain == SMA.domain and f.name == SMA.op_type for f in model.functions):
-        model.functions.append(function_proto())
+        function = function_proto()
+        version = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        for opset in function.opset_import:
+            if opset.domain in ("", "ai.onnx"):
+                opset.version = version
+        model.functions.append(function)
     if not any(o.domain == SMA.domain for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(SMA.domain, SMA.version))

@@ -66,7 +66,7 @@ def test_output_folder_that_cannot_be_written(tmp_path, caplog):
 def test_opset_the_installed_onnx_cannot_write(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(onnx_export.onnx.defs, "onnx_opset_version", lambda: 17)
     assert main(["--model", "tiny", "--out", str(tmp_path)]) == 2
-    assert "writes opset 17 at most, mild-export needs opset 18" in caplog.text
+    assert "writes opset 17 at most, mild-export needs opset 18 for fp32" in caplog.text
 
 
 def test_model_that_does_not_exist(tmp_path, caplog):

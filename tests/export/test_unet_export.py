@@ -95,3 +95,17 @@ def test_fp16_graph_is_as_close_as_pytorch_fp16(model, tmp_path):
         ours_err, torch_err = relative_error(ours.astype(np.float32), exact), relative_error(theirs, exact)
         # DESIGN.md section 8: fp16 below 1e-2, and no worse than a small multiple of PyTorch's own fp16
         assert ours_err < 1e-2 and ours_err <= 3 * torch_err + 1e-4, (ours_err, torch_err)
+
+
+def test_bf16_graph_is_bf16_and_valid(tmp_path):
+    """ONNX Runtime's CPU provider has few bf16 kernels, so bf16 is checked for type and validity."""
+    model = make_trained_tiny(seed=1)
+    contract = contracts(model.config, SHAPES)["unet"]
+    path = export_graph(
+        contract, graph_modules(model)["unet"], tmp_path / "unet_bf16.onnx", Precision.BF16, SMAForm.PLUGIN
+    )
+    graph = onnx.load(str(path))
+    types = {i.name: i.type.tensor_type.elem_type for i in graph.graph.input}
+    assert types["sample_fg"] == onnx.TensorProto.BFLOAT16 and types["timestep"] == onnx.TensorProto.FLOAT
+    assert {o.type.tensor_type.elem_type for o in graph.graph.output} == {onnx.TensorProto.BFLOAT16}
+    assert next(o.version for o in graph.opset_import if o.domain == "") == 22

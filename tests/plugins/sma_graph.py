@@ -36,4 +36,3 @@ def sma_model(
     )
     sma_onnx.add_function(model)
     return model.SerializeToString()
-
