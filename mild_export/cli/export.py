@@ -1,10 +1,12 @@
-"""`mild-export`: turn a MILD model into ONNX graphs (and TensorRT engines where available).
+"""`mild-export`: turn a MILD model into ONNX graphs and TensorRT engines (where TensorRT is installed).
 
     mild-export --model tiny --out engines/tiny
     mild-export --model PATH --fp16 --resolution 512 --resolution 1024 --max-instances 4 --out DIR
+    mild-export --model PATH --fp16 --targets sm86,sm89 --plugin build/plugins/plugins/sma/libmild_plugins.so --out DIR
 
-Writes DIR/unet.onnx, text_encoder.onnx, conditioner.onnx, vae_encoder.onnx, vae_decoder.onnx
-and DIR/manifest.json. Running it again with the same inputs reuses what is there.
+Writes DIR/unet.onnx, text_encoder.onnx, conditioner.onnx, vae_encoder.onnx, vae_decoder.onnx,
+their engines DIR/<graph>.plan and DIR/manifest.json. Running it again with the same inputs
+reuses what is there.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mild_export.engine.trt_shim import TensorRTError
 from mild_export.export.contracts import ExportShapes
 from mild_export.export.precision import Precision, SMAForm
+
+if TYPE_CHECKING:
+    from mild_export.engine.build import Toolchain
 
 log = logging.getLogger("mild")
 
@@ -54,16 +61,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="plugin (default) / function: a mild.SpatiallyModulatedAttention node with its function body; "
         "fold: plain attention over Q and K extended by one channel",
     )
-    p.add_argument("--force", action="store_true", help="export again even if the files are up to date")
+    p.add_argument(
+        "--force", action="store_true", help="export and build again even if the files are up to date"
+    )
+    engines = p.add_argument_group("TensorRT engines")
+    engines.add_argument(
+        "--engines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build DIR/<graph>.plan after the export (default; skipped with a notice when TensorRT or the "
+        "plugin library is missing); --no-engines exports the ONNX graphs only",
+    )
+    engines.add_argument(
+        "--targets",
+        help="TensorRT for RTX compute capabilities, e.g. sm86,sm89 (default: the GPU present, else "
+        "sm80,sm86,sm89,sm120); sm90 is not an RTX target",
+    )
+    engines.add_argument(
+        "--plugin",
+        type=Path,
+        help="libmild_plugins.so for --sma plugin engines (default: $MILD_PLUGIN_LIBRARY, then "
+        "build/plugins/plugins/sma/ of this checkout)",
+    )
     return p.parse_args(argv)
 
 
+def engine_toolchain(args: argparse.Namespace) -> Toolchain | None:
+    """The engine toolchain, or None (with the reason logged) when engines are skipped."""
+    from mild_export.engine.build import EngineSettings, EnginesUnavailable, check_engines, parse_targets
+
+    targets = parse_targets(args.targets) if args.targets else None
+    if not args.engines:
+        log.info("engines: skipped (--no-engines)")
+        return None
+    try:
+        return check_engines(EngineSettings(targets=targets, plugin=args.plugin), args.sma)
+    except EnginesUnavailable as why:
+        log.warning("engines: skipped, %s", why)
+        return None
+
+
 def run(args: argparse.Namespace) -> None:
+    from mild_export.engine.build import build_engines, prune_stale_engines
+    from mild_export.export.contracts import contracts
     from mild_export.export.exporter import ExportSettings, export_model
     from reference.model import load_model
 
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
+    tools = engine_toolchain(args)  # bad --targets or --plugin fail here, before the export
     precision = Precision.FP16 if args.fp16 else Precision.BF16 if args.bf16 else Precision.FP32
     log.info("loading model %s", args.model)
     model = load_model(args.model)
@@ -73,13 +119,37 @@ def run(args: argparse.Namespace) -> None:
         guidance=args.guidance,
     )
     settings = ExportSettings(precision=precision, sma=SMAForm(args.sma), shapes=shapes, force=args.force)
+    previous = previous_engines(args.out)
     manifest = export_model(model, str(args.model), args.out, settings)
     log.info("wrote %d graphs and manifest.json to %s (%s)", len(manifest.graphs), args.out, precision.value)
-    log.info(
-        "engines: skipped, TensorRT engine building arrives with the SMA plugin; "
-        "the graphs run on ONNX Runtime (mild-erase --backend onnxruntime --engines %s)",
-        args.out,
+    prune_stale_engines(args.out, manifest, previous)
+    manifest.write(args.out)
+    if tools is None:
+        log.info(
+            "the graphs run on ONNX Runtime: mild-erase --backend onnxruntime --engines %s ...", args.out
+        )
+        return
+    built = build_engines(
+        args.out, manifest, contracts(model.config, shapes), tools, force=args.force, progress=True
     )
+    log.info(
+        "engines: %d built, %d up to date in %s (%s, %s)",
+        sum(built.values()),
+        len(built) - sum(built.values()),
+        args.out,
+        tools.tensorrt,
+        ",".join(tools.targets) or "the GPU present",
+    )
+
+
+def previous_engines(out: Path) -> dict:
+    """The engines section of an earlier run in `out`, or {}."""
+    from mild_export.export.manifest import Manifest
+
+    try:
+        return dict(Manifest.read(out).engines)
+    except ValueError:
+        return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         log.error("error: %s", err)
         return 2
+    except TensorRTError as err:
+        log.error("error: %s", err)
+        return 1
     return 0
 
 

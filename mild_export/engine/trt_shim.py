@@ -140,14 +140,17 @@ class TensorRT:
             count += int(core is not None and core.plugin_name == op_type)
         return count
 
-    def parse_onnx(self, network: Any, model: bytes, logger: Any, plugin_override: bool = True) -> Any:
+    def parse_onnx(
+        self, network: Any, model: bytes, logger: Any, plugin_override: bool = True, path: Path | None = None
+    ) -> Any:
         """Parse an ONNX model into `network`. With `plugin_override`, nodes whose op has a loaded
-        plugin (SMA) become plugin layers instead of their model-local function bodies. Returns the
-        parser, which must outlive the network."""
+        plugin (SMA) become plugin layers instead of their model-local function bodies. `path` is
+        the model's file, where external weights are looked up. Returns the parser, which must
+        outlive the network."""
         parser = self.module.OnnxParser(network, logger)
         if plugin_override:
             parser.set_flag(self.module.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
-        if not parser.parse(model):
+        if not parser.parse(model, None if path is None else str(path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
             raise TensorRTError("ONNX parse failed:\n" + "\n".join(errors))
         return parser
@@ -175,13 +178,28 @@ class TensorRT:
         for i, capability in enumerate(capabilities):
             config.set_compute_capability(capability, i)
 
+    def rtx_targets(self) -> list[str]:
+        """The ahead-of-time targets this TensorRT for RTX knows: ["sm75", "sm80", ...]."""
+        return [n.lower() for n in self.module.ComputeCapability.__members__ if n.startswith("SM")]
+
+    def check_target(self, target: str) -> None:
+        """Raise ValueError naming `target` unless TensorRT for RTX can build for it."""
+        name = target.strip().lower()
+        known = self.rtx_targets()
+        if name == "sm90":
+            raise ValueError(
+                f"target sm90 (Hopper: H100, H200) is not a TensorRT for RTX target; TensorRT for RTX "
+                f"{self.version} builds for {','.join(known)}. On Hopper use full TensorRT "
+                "(pip install tensorrt), which builds for the GPU present"
+            )
+        if name not in known:
+            raise ValueError(
+                f"unknown target {target!r}: TensorRT for RTX {self.version} builds for {','.join(known)}"
+            )
+
     def _compute_capability(self, target: str) -> Any:
-        cc = self.module.ComputeCapability
-        name = target.strip().upper()
-        if not hasattr(cc, name) or name in ("NONE", "NAME", "VALUE"):
-            known = [n.lower() for n in cc.__members__ if n.startswith("SM")]
-            raise ValueError(f"unknown target {target!r}: TensorRT for RTX {self.version} knows {known}")
-        return getattr(cc, name)
+        self.check_target(target)
+        return getattr(self.module.ComputeCapability, target.strip().upper())
 
     def build(self, builder: Any, network: Any, config: Any, logger: Any) -> bytes:
         """Build a serialized engine, or raise with TensorRT's errors in the message."""

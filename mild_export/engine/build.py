@@ -1,0 +1,354 @@
+"""Build one TensorRT engine per exported graph: DIR/<graph>.plan, listed in DIR/manifest.json.
+
+    settings = EngineSettings(targets=("sm86",), plugin=None, force=False)
+    check_engines(settings)                  # before the export: TensorRT, targets, plugin library
+    build_engines(out, manifest, contracts, settings)
+
+Each engine is parsed from its ONNX file (SMA nodes become the plugin for `--sma plugin` graphs,
+which embed the plugin library), optimised for the profile of its graph contract, built ahead of
+time for the chosen compute capabilities (TensorRT for RTX) or for the GPU present (full
+TensorRT), and written under a temporary name before it replaces the old one. The precision is
+the ONNX graph's own: networks are strongly typed (DESIGN.md section 7). An engine is built again
+only when its key changes: the ONNX file, the profile, the targets, the TensorRT version or the
+plugin library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+from tqdm.auto import tqdm
+
+from mild_export.engine.trt_shim import (
+    DEFAULT_PLUGIN_BUILD_DIR,
+    PLUGIN_LIBRARY_NAME,
+    REPO_ROOT,
+    TensorRT,
+    plugin_library_path,
+)
+from mild_export.export.contracts import GraphContract
+from mild_export.export.manifest import Manifest, file_sha256
+from mild_export.ops.schema import SMA
+
+log = logging.getLogger("mild")
+
+PLUGIN_ENV = "MILD_PLUGIN_LIBRARY"
+TIMING_CACHE = "timing.cache"
+# without a GPU to build for: the RTX-class GPUs of the last three generations and A100
+DEFAULT_RTX_TARGETS = ("sm80", "sm86", "sm89", "sm120")
+KEY_VERSION = 1
+BUILD_PLUGIN = (
+    f"cmake -S . -B {DEFAULT_PLUGIN_BUILD_DIR.relative_to(REPO_ROOT)} "
+    "-DTensorRT_INCLUDE_DIR=third_party/tensorrt/include && "
+    f"cmake --build {DEFAULT_PLUGIN_BUILD_DIR.relative_to(REPO_ROOT)}"
+)
+
+
+class EnginesUnavailable(RuntimeError):
+    """Engines cannot be built on this machine; the message says why and what to run."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    targets: tuple[str, ...] | None = None  # None: the GPU present, else DEFAULT_RTX_TARGETS
+    plugin: Path | None = None  # None: $MILD_PLUGIN_LIBRARY, then the default CMake build folder
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """What check_engines found: the TensorRT module, the targets and the plugin library."""
+
+    trt: TensorRT
+    targets: tuple[str, ...]
+    plugin: Path | None
+
+    @property
+    def tensorrt(self) -> str:
+        return f"{'TensorRT-RTX' if self.trt.is_rtx else 'TensorRT'} {self.trt.version}"
+
+
+# --- targets ---------------------------------------------------------------------------------------
+
+
+def parse_targets(value: str) -> tuple[str, ...]:
+    """'sm86,sm89' -> ('sm86', 'sm89'); also accepts 'sm_86' and '86'."""
+    targets = []
+    for part in value.split(","):
+        match = re.fullmatch(r"(?:sm_?)?(\d{2,3})", part.strip().lower())
+        if match is None:
+            raise ValueError(
+                f"--targets {value!r}: {part.strip()!r} is not a compute capability; "
+                "give a comma-separated list such as sm86,sm89"
+            )
+        targets.append(f"sm{match.group(1)}")
+    return tuple(dict.fromkeys(targets))
+
+
+def present_gpu() -> str | None:
+    """The compute capability of the first visible CUDA GPU ('sm86'), or None."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        major, minor = torch.cuda.get_device_capability(0)
+    except (ImportError, RuntimeError):
+        return None
+    return f"sm{major}{minor}"
+
+
+def choose_targets(trt: TensorRT, requested: Sequence[str] | None, gpu: str | None) -> tuple[str, ...]:
+    """The ahead-of-time targets to build for; () means the GPU present (full TensorRT)."""
+    if not trt.is_rtx:
+        if requested:
+            raise ValueError(
+                f"--targets {','.join(requested)}: full TensorRT {trt.version} builds for the GPU present; "
+                "leave --targets out (ahead-of-time targets need TensorRT for RTX)"
+            )
+        if gpu is None:
+            raise EnginesUnavailable(
+                f"full TensorRT {trt.version} builds engines for the GPU present and there is none: "
+                "build on the GPU that will run them, or install TensorRT for RTX "
+                "(bash scripts/setup-tensorrt-rtx.sh), which builds ahead of time without a GPU"
+            )
+        return ()
+    if requested:
+        for target in requested:
+            trt.check_target(target)
+        return tuple(requested)
+    known = trt.rtx_targets()
+    if gpu is not None and gpu in known:
+        return (gpu,)
+    if gpu is not None:
+        log.warning(
+            "engines: the GPU present (%s) is not a TensorRT for RTX target; building for %s",
+            gpu,
+            ",".join(DEFAULT_RTX_TARGETS),
+        )
+    return tuple(t for t in DEFAULT_RTX_TARGETS if t in known)
+
+
+# --- the plugin library ------------------------------------------------------------------------------
+
+
+def find_plugin_library(explicit: Path | None) -> Path:
+    """--plugin PATH, then $MILD_PLUGIN_LIBRARY, then the default CMake build folder.
+
+    A path the user named and that is missing is an error (ValueError); a missing default build
+    means engines cannot be built here (EnginesUnavailable, with the command that builds it)."""
+    for origin, value in (("--plugin", explicit), (PLUGIN_ENV, os.environ.get(PLUGIN_ENV))):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ValueError(
+                    f"{origin} {path}: no such file; give the path of {PLUGIN_LIBRARY_NAME} "
+                    f"(built by `{BUILD_PLUGIN}`)"
+                )
+            return path.resolve()
+    path = plugin_library_path()
+    if not path.is_file():
+        raise EnginesUnavailable(
+            f"the SMA plugin library {PLUGIN_LIBRARY_NAME} was not found (no --plugin, no ${PLUGIN_ENV}, "
+            f"not in {path.parent}): build it with `{BUILD_PLUGIN}`, or export with --sma function, "
+            "whose engines need no plugin"
+        )
+    return path
+
+
+def check_engines(settings: EngineSettings, sma: str) -> Toolchain:
+    """Everything engine building needs, checked before minutes of export.
+
+    Raises ValueError for bad options and EnginesUnavailable when this machine cannot build."""
+    requested = settings.targets
+    try:
+        trt = TensorRT.load()
+    except ImportError as err:
+        raise EnginesUnavailable(str(err)) from None
+    targets = choose_targets(trt, requested, present_gpu())
+    plugin = find_plugin_library(settings.plugin) if sma == "plugin" else None
+    return Toolchain(trt, targets, plugin)
+
+
+# --- building ----------------------------------------------------------------------------------------
+
+
+def sma_node_count(model: onnx.ModelProto) -> int:
+    """SMA nodes in the main graph: each must become one plugin layer."""
+    return sum(n.op_type == SMA.op_type and n.domain == SMA.domain for n in model.graph.node)
+
+
+def engine_key(tools: Toolchain, onnx_sha256: str, contract: GraphContract) -> str:
+    """What makes an engine: its ONNX file, profile, targets, TensorRT and plugin library."""
+    described = {
+        "version": KEY_VERSION,
+        "onnx": onnx_sha256,
+        "profile": {k: [list(s) for s in v] for k, v in contract.profile().items()},
+        "targets": list(tools.targets),
+        "tensorrt": tools.tensorrt,
+        "plugin": file_sha256(tools.plugin) if tools.plugin else None,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def write_atomically(data: bytes, path: Path) -> Path:
+    """Write under a temporary name beside `path`, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _check_inputs(network: Any, contract: GraphContract, onnx_path: Path) -> None:
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    if names != set(contract.inputs):
+        raise ValueError(
+            f"{onnx_path} has inputs {sorted(names)} but the {contract.name} contract declares "
+            f"{sorted(contract.inputs)}: export again with --force"
+        )
+
+
+def _timing_cache(trt: TensorRT, config: Any, path: Path) -> Any:
+    """The folder's timing cache, or a new one when there is none or it does not load."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None and data:
+        log.warning("engines: %s could not be read, starting a new timing cache", path)
+        cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, False)
+    return cache
+
+
+def build_engine(tools: Toolchain, onnx_path: Path, contract: GraphContract, cache_path: Path) -> tuple[bytes, int]:
+    """The serialized engine of one graph and its number of SMA plugin layers."""
+    trt = tools.trt
+    logger = trt.logger("WARNING")
+    builder = trt.builder(logger)
+    if tools.plugin is not None:
+        trt.load_plugin_library(builder, tools.plugin)
+    network = trt.network(builder)  # strongly typed: the ONNX types are the precision
+    _parser = trt.parse_onnx(
+        network, onnx_path.read_bytes(), logger, plugin_override=tools.plugin is not None, path=onnx_path
+    )
+    _check_inputs(network, contract, onnx_path)
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in contract.profile().items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    trt.set_targets(config, tools.targets)
+    if tools.plugin is not None:
+        config.plugins_to_serialize = [str(tools.plugin)]
+    cache = _timing_cache(trt, config, cache_path)
+    plan = trt.build(builder, network, config, logger)
+    write_atomically(bytes(cache.serialize()), cache_path)
+    return plan, trt.count_plugin_layers(network)
+
+
+def _up_to_date(entry: dict[str, Any] | None, key: str, path: Path) -> bool:
+    return bool(entry) and entry.get("key") == key and path.is_file() and file_sha256(path) == entry["sha256"]
+
+
+def prune_stale_engines(out: Path, manifest: Manifest, previous: dict[str, Any]) -> None:
+    """Carry over the engines section of the last run, minus engines whose ONNX file changed
+    (their plans are deleted: a runtime must never pair a graph with an older engine)."""
+    for name, entry in previous.items():
+        if name not in manifest.graphs or not isinstance(entry, dict):
+            if name not in manifest.graphs:
+                manifest.engines[name] = entry  # plugin_library, timing_cache, prompt_cache
+            continue
+        if entry.get("onnx_sha256") == manifest.graphs[name].sha256:
+            manifest.engines[name] = entry
+            continue
+        stale = out / entry.get("file", f"{name}.plan")
+        if stale.is_file():
+            stale.unlink()
+            log.info("engines: removed %s, built from an older %s", stale.name, manifest.graphs[name].file)
+
+
+def _copy_plugin(out: Path, plugin: Path, manifest: Manifest) -> None:
+    """Put the plugin library beside the engines so the runtimes load the one they were built with."""
+    target = out / PLUGIN_LIBRARY_NAME
+    if not target.is_file() or file_sha256(target) != file_sha256(plugin):
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(plugin, tmp)
+        os.replace(tmp, target)
+    manifest.engines["plugin_library"] = PLUGIN_LIBRARY_NAME
+
+
+def build_engines(
+    out: Path,
+    manifest: Manifest,
+    graph_contracts: dict[str, GraphContract],
+    tools: Toolchain,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, bool]:
+    """Build every engine that is missing or stale; returns graph name -> built (False: reused).
+
+    The manifest is written after each engine, so an interrupted run keeps what it finished."""
+    out = Path(out)
+    if tools.plugin is not None:
+        _copy_plugin(out, tools.plugin, manifest)
+    built = {}
+    bar = tqdm(list(manifest.graphs), desc="engines", unit="engine", disable=not progress)
+    for name in bar:
+        graph = manifest.graphs[name]
+        onnx_path = manifest.verify(out, name)
+        key = engine_key(tools, graph.sha256, graph_contracts[name])
+        path = out / f"{name}.plan"
+        old = manifest.engines.get(name)
+        if not force and _up_to_date(old, key, path):
+            bar.set_postfix_str(f"{name}: up to date")
+            log.info("engines: %s is up to date", path.name)
+            built[name] = False
+            continue
+        bar.set_postfix_str(f"{name}: building")
+        start = time.perf_counter()
+        plan, plugin_layers = build_engine(tools, onnx_path, graph_contracts[name], out / TIMING_CACHE)
+        seconds = time.perf_counter() - start
+        sma_nodes = sma_node_count(onnx.load(str(onnx_path), load_external_data=False))
+        if tools.plugin is not None and plugin_layers != sma_nodes:
+            raise ValueError(
+                f"{name}: {onnx_path.name} has {sma_nodes} SMA nodes but the engine has {plugin_layers} "
+                f"plugin layers: is {tools.plugin} the library for this graph's SMA version?"
+            )
+        write_atomically(plan, path)
+        manifest.engines[name] = {
+            "file": path.name,
+            "sha256": file_sha256(path),
+            "key": key,
+            "onnx_sha256": graph.sha256,
+            "tensorrt": tools.tensorrt,
+            "targets": list(tools.targets),
+            "precision": manifest.precision,
+            "plugin_layers": plugin_layers,
+            "symbols": {k: asdict(v) for k, v in graph_contracts[name].symbols.items()},
+            "build_seconds": round(seconds, 1),
+        }
+        manifest.engines["timing_cache"] = TIMING_CACHE
+        manifest.write(out)
+        built[name] = True
+        log.info(
+            "engines: built %s in %.1f s (%d plugin layers, %s)",
+            path.name,
+            seconds,
+            plugin_layers,
+            ",".join(tools.targets) or "the GPU present",
+        )
+    manifest.write(out)
+    return built
