@@ -180,7 +180,8 @@ def _head(canvas: raster.Canvas, pose: Pose, outfit: Outfit) -> None:
     if outfit.sunglasses and pose.facing != "back":
         eyes = pose.points[[K["r_eye"], K["l_eye"]]]
         mid, span = eyes.mean(axis=0), max(abs(eyes[1, 0] - eyes[0, 0]) / 2, 0.3 * r)
-        glasses = raster.capsule(size, mid - [span, 0], mid + [span, 0], 0.22 * r)
+        offset = np.array([span, 0.0])
+        glasses = raster.capsule(size, mid - offset, mid + offset, 0.22 * r)
         canvas.paint(glasses, Lip.SUNGLASSES, outfit.colors[int(Lip.SUNGLASSES)], shade=0.0)
 
 
