@@ -62,6 +62,7 @@ class SynthSample:
     keypoints: np.ndarray  # [N, 18, 3] float32: x, y in pixels, confidence 1 / 0 (outside, unseen)
     parsing: np.ndarray  # [H, W] uint8 LIP ids of the visible figure pixels, 0 elsewhere
     prompt: str  # describes the clean background
+    amodal: np.ndarray  # [N, H, W] bool: each whole figure, hidden parts included (not written)
 
 
 @dataclass
@@ -241,4 +242,5 @@ def make_sample(
         keypoints=np.stack([f.keypoints for f in figures]).astype(np.float32),
         parsing=parsing,
         prompt=prompt,
+        amodal=np.stack([f.canvas.covered for f in figures]),
     )
