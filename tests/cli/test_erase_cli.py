@@ -58,3 +58,19 @@ def test_onnxruntime_backend_needs_engines(photo, capsys):
     with pytest.raises(SystemExit):
         run(photo, "--backend", "onnxruntime")
     assert "--backend onnxruntime runs exported graphs: give --engines DIR" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["--demo", "--steps", "2", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["input.png", "composite.png", "background.png"]
+        + [f"{kind}_{k}.png" for kind in ("mask", "layer") for k in (1, 2, 3)]
+    )
+    composite = np.asarray(Image.open(out / "composite.png"))
+    assert composite.shape == np.asarray(Image.open(out / "input.png")).shape == (64, 64, 3)
+    union = np.stack([np.asarray(Image.open(out / f"mask_{k}.png"))[..., 0] > 0 for k in (1, 2, 3)]).any(
+        axis=0
+    )
+    assert union.any() and not union.all()
