@@ -9,7 +9,6 @@ from PIL import Image
 from mild_export.cli import train as train_cli
 
 
-
 def write_png(path, array):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
