@@ -1,8 +1,19 @@
-"""Shared test helpers: a tiny model whose MILD modules look trained, so parity tests can fail."""
+"""Shared test helpers: a tiny model whose MILD modules look trained, so parity tests can fail;
+the SMA plugin library built once per session with CMake, and TensorRT loaded (plugin and engine
+tests).
+
+The library is configured into build/plugins for one architecture (sm_86) and rebuilt
+incrementally on later sessions, so a re-run costs a no-op `cmake --build`.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
+from mild_export.engine.trt_shim import DEFAULT_PLUGIN_BUILD_DIR, REPO_ROOT, TensorRT, plugin_library_path
 from reference.model import MildModel, load_model
 
 TRAINED_MARKERS = ("lora_B", "lora_scale", "sma_alpha", "offsets.net.4")
@@ -22,3 +33,51 @@ def make_trained_tiny(seed: int = 0) -> MildModel:
 @pytest.fixture
 def trained_tiny() -> MildModel:
     return make_trained_tiny()
+
+
+# --- TensorRT: the plugin library and the module ----------------------------------------------------
+
+HEADERS = REPO_ROOT / "third_party" / "tensorrt" / "include"
+TEST_ARCH = "86-real"
+
+
+def _run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def plugin_library() -> Path:
+    """Path of libmild_plugins.so, configured and built here if needed."""
+    if shutil.which("cmake") is None or shutil.which("nvcc") is None:
+        pytest.skip("building the plugin needs cmake and nvcc on PATH")
+    if not (HEADERS / "NvInferRuntime.h").is_file():
+        pytest.skip(f"TensorRT headers missing in {HEADERS}: run `bash scripts/setup-tensorrt-rtx.sh`")
+    build = DEFAULT_PLUGIN_BUILD_DIR
+    if not (build / "CMakeCache.txt").is_file():
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        _run(
+            [
+                "cmake",
+                "-S",
+                ".",
+                "-B",
+                str(build),
+                *generator,
+                f"-DCMAKE_CUDA_ARCHITECTURES={TEST_ARCH}",
+                f"-DTensorRT_INCLUDE_DIR={HEADERS}",
+            ]
+        )
+    _run(["cmake", "--build", str(build), "--parallel", "2"])
+    path = plugin_library_path(build)
+    assert path.is_file(), f"the build succeeded but {path} is missing"
+    return path
+
+
+@pytest.fixture(scope="session")
+def trt() -> TensorRT:
+    try:
+        return TensorRT.load()
+    except ImportError as exc:
+        pytest.skip(f"{exc}")

@@ -2,7 +2,7 @@
 
     mild-export --model tiny --out engines/tiny
     mild-export --model PATH --fp16 --resolution 512 --resolution 1024 --max-instances 4 --out DIR
-    mild-export --model PATH --fp16 --targets sm86,sm89 --plugin build/plugins/plugins/sma/libmild_plugins.so --out DIR
+    mild-export --model PATH --fp16 --targets sm86,sm89 --plugin PATH/libmild_plugins.so --out DIR
 
 Writes DIR/unet.onnx, text_encoder.onnx, conditioner.onnx, vae_encoder.onnx, vae_decoder.onnx,
 their engines DIR/<graph>.plan and DIR/manifest.json. Running it again with the same inputs

@@ -189,15 +189,16 @@ def sma_node_count(model: onnx.ModelProto) -> int:
     return sum(n.op_type == SMA.op_type and n.domain == SMA.domain for n in model.graph.node)
 
 
-def engine_key(tools: Toolchain, onnx_sha256: str, contract: GraphContract) -> str:
-    """What makes an engine: its ONNX file, profile, targets, TensorRT and plugin library."""
+def engine_key(tools: Toolchain, onnx_sha256: str, contract: GraphContract, plugin: Path | None) -> str:
+    """What makes an engine: its ONNX file, profile, targets, TensorRT and plugin library (for
+    the graphs that have SMA nodes and are built with the plugin)."""
     described = {
         "version": KEY_VERSION,
         "onnx": onnx_sha256,
         "profile": {k: [list(s) for s in v] for k, v in contract.profile().items()},
         "targets": list(tools.targets),
         "tensorrt": tools.tensorrt,
-        "plugin": file_sha256(tools.plugin) if tools.plugin else None,
+        "plugin": file_sha256(plugin) if plugin else None,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
@@ -222,7 +223,7 @@ def _check_inputs(network: Any, contract: GraphContract, onnx_path: Path) -> Non
         )
 
 
-def _timing_cache(trt: TensorRT, config: Any, path: Path) -> Any:
+def _timing_cache(config: Any, path: Path) -> Any:
     """The folder's timing cache, or a new one when there is none or it does not load."""
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
@@ -233,16 +234,21 @@ def _timing_cache(trt: TensorRT, config: Any, path: Path) -> Any:
     return cache
 
 
-def build_engine(tools: Toolchain, onnx_path: Path, contract: GraphContract, cache_path: Path) -> tuple[bytes, int]:
-    """The serialized engine of one graph and its number of SMA plugin layers."""
+def build_engine(
+    tools: Toolchain, onnx_path: Path, contract: GraphContract, plugin: Path | None, cache_path: Path
+) -> tuple[bytes, int]:
+    """The serialized engine of one graph and its number of SMA plugin layers. With `plugin`, SMA
+    nodes become plugin layers and the library is embedded in the engine; without, their function
+    bodies are inlined. The timing cache at `cache_path` is read and updated where the TensorRT
+    has one (full TensorRT)."""
     trt = tools.trt
     logger = trt.logger("WARNING")
     builder = trt.builder(logger)
-    if tools.plugin is not None:
-        trt.load_plugin_library(builder, tools.plugin)
+    if plugin is not None:
+        trt.load_plugin_library(builder, plugin)
     network = trt.network(builder)  # strongly typed: the ONNX types are the precision
     _parser = trt.parse_onnx(
-        network, onnx_path.read_bytes(), logger, plugin_override=tools.plugin is not None, path=onnx_path
+        network, onnx_path.read_bytes(), logger, plugin_override=plugin is not None, path=onnx_path
     )
     _check_inputs(network, contract, onnx_path)
     config = builder.create_builder_config()
@@ -251,11 +257,12 @@ def build_engine(tools: Toolchain, onnx_path: Path, contract: GraphContract, cac
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     trt.set_targets(config, tools.targets)
-    if tools.plugin is not None:
-        config.plugins_to_serialize = [str(tools.plugin)]
-    cache = _timing_cache(trt, config, cache_path)
+    if plugin is not None:
+        config.plugins_to_serialize = [str(plugin)]
+    cache = _timing_cache(config, cache_path) if trt.has_timing_cache else None
     plan = trt.build(builder, network, config, logger)
-    write_atomically(bytes(cache.serialize()), cache_path)
+    if cache is not None:
+        write_atomically(bytes(cache.serialize()), cache_path)
     return plan, trt.count_plugin_layers(network)
 
 
@@ -307,48 +314,62 @@ def build_engines(
     built = {}
     bar = tqdm(list(manifest.graphs), desc="engines", unit="engine", disable=not progress)
     for name in bar:
-        graph = manifest.graphs[name]
         onnx_path = manifest.verify(out, name)
-        key = engine_key(tools, graph.sha256, graph_contracts[name])
+        sma_nodes = sma_node_count(onnx.load(str(onnx_path), load_external_data=False))
+        plugin = tools.plugin if sma_nodes else None
+        key = engine_key(tools, manifest.graphs[name].sha256, graph_contracts[name], plugin)
         path = out / f"{name}.plan"
-        old = manifest.engines.get(name)
-        if not force and _up_to_date(old, key, path):
+        if not force and _up_to_date(manifest.engines.get(name), key, path):
             bar.set_postfix_str(f"{name}: up to date")
             log.info("engines: %s is up to date", path.name)
             built[name] = False
             continue
         bar.set_postfix_str(f"{name}: building")
-        start = time.perf_counter()
-        plan, plugin_layers = build_engine(tools, onnx_path, graph_contracts[name], out / TIMING_CACHE)
-        seconds = time.perf_counter() - start
-        sma_nodes = sma_node_count(onnx.load(str(onnx_path), load_external_data=False))
-        if tools.plugin is not None and plugin_layers != sma_nodes:
-            raise ValueError(
-                f"{name}: {onnx_path.name} has {sma_nodes} SMA nodes but the engine has {plugin_layers} "
-                f"plugin layers: is {tools.plugin} the library for this graph's SMA version?"
-            )
-        write_atomically(plan, path)
-        manifest.engines[name] = {
-            "file": path.name,
-            "sha256": file_sha256(path),
-            "key": key,
-            "onnx_sha256": graph.sha256,
-            "tensorrt": tools.tensorrt,
-            "targets": list(tools.targets),
-            "precision": manifest.precision,
-            "plugin_layers": plugin_layers,
-            "symbols": {k: asdict(v) for k, v in graph_contracts[name].symbols.items()},
-            "build_seconds": round(seconds, 1),
-        }
-        manifest.engines["timing_cache"] = TIMING_CACHE
+        entry = _build(tools, manifest, name, graph_contracts[name], plugin, sma_nodes, out)
+        manifest.engines[name] = entry | {"key": key}
+        if tools.trt.has_timing_cache:
+            manifest.engines["timing_cache"] = TIMING_CACHE
         manifest.write(out)
         built[name] = True
         log.info(
             "engines: built %s in %.1f s (%d plugin layers, %s)",
             path.name,
-            seconds,
-            plugin_layers,
+            entry["build_seconds"],
+            entry["plugin_layers"],
             ",".join(tools.targets) or "the GPU present",
         )
     manifest.write(out)
     return built
+
+
+def _build(
+    tools: Toolchain,
+    manifest: Manifest,
+    name: str,
+    contract: GraphContract,
+    plugin: Path | None,
+    sma_nodes: int,
+    out: Path,
+) -> dict[str, Any]:
+    """Build and write DIR/<name>.plan; returns its manifest entry (without the key)."""
+    onnx_path = out / manifest.graphs[name].file
+    start = time.perf_counter()
+    plan, plugin_layers = build_engine(tools, onnx_path, contract, plugin, out / TIMING_CACHE)
+    seconds = time.perf_counter() - start
+    if plugin is not None and plugin_layers != sma_nodes:
+        raise ValueError(
+            f"{name}: {onnx_path.name} has {sma_nodes} SMA nodes but the engine has {plugin_layers} "
+            f"plugin layers: is {plugin} the library for this graph's SMA version?"
+        )
+    path = write_atomically(plan, out / f"{name}.plan")
+    return {
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "onnx_sha256": manifest.graphs[name].sha256,
+        "tensorrt": tools.tensorrt,
+        "targets": list(tools.targets),
+        "precision": manifest.precision,
+        "plugin_layers": plugin_layers,
+        "symbols": {k: asdict(v) for k, v in contract.symbols.items()},
+        "build_seconds": round(seconds, 1),
+    }

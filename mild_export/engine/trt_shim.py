@@ -78,6 +78,12 @@ class TensorRT:
     def version(self) -> str:
         return self.module.__version__
 
+    @property
+    def has_timing_cache(self) -> bool:
+        """Full TensorRT times tactics and can keep the timings; TensorRT for RTX picks kernels at
+        run time, and its timing-cache calls are deprecated no-ops."""
+        return not self.is_rtx
+
     # --- logging -------------------------------------------------------------------------------
     def logger(self, min_severity: str = "INFO") -> Any:
         """An ILogger that keeps every record (`.records`) so callers can show or assert on them."""

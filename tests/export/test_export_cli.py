@@ -9,12 +9,13 @@ from mild_export.cli.export import main, parse_resolutions
 from mild_export.export import onnx_export
 
 GRAPHS = {"text_encoder", "conditioner", "vae_encoder", "vae_decoder", "unet"}
+ONNX_ONLY = ["--model", "tiny", "--no-engines"]  # engine builds are tested in tests/engine
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
-    assert main(["--model", "tiny", "--out", str(out), "--max-instances", "3", "--guidance"]) == 0
+    assert main([*ONNX_ONLY, "--out", str(out), "--max-instances", "3", "--guidance"]) == 0
     return out
 
 
@@ -34,9 +35,9 @@ def test_writes_every_graph_and_the_manifest(exported):
 
 def test_second_run_reuses_and_force_rebuilds(exported, caplog):
     before = {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")}
-    assert main(["--model", "tiny", "--out", str(exported), "--max-instances", "3", "--guidance"]) == 0
+    assert main([*ONNX_ONLY, "--out", str(exported), "--max-instances", "3", "--guidance"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")} == before
-    assert main(["--model", "tiny", "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
+    assert main([*ONNX_ONLY, "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
     after = {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")}
     assert after["unet.onnx"] != before["unet.onnx"]  # wider profile: new contract, new file
     assert after["text_encoder.onnx"] == before["text_encoder.onnx"]  # its contract did not change
@@ -45,7 +46,7 @@ def test_second_run_reuses_and_force_rebuilds(exported, caplog):
 def test_a_tampered_graph_is_exported_again(exported):
     unet = exported / "unet.onnx"
     unet.write_bytes(unet.read_bytes()[:1000])
-    assert main(["--model", "tiny", "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
+    assert main([*ONNX_ONLY, "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
     onnx.checker.check_model(str(unet), full_check=True)
 
 
