@@ -1,14 +1,14 @@
 """Build one TensorRT engine per exported graph: DIR/<graph>.plan, listed in DIR/manifest.json.
 
-    settings = EngineSettings(targets=("sm86",), plugin=None, force=False)
-    check_engines(settings)                  # before the export: TensorRT, targets, plugin library
-    build_engines(out, manifest, contracts, settings)
+    tools = check_engines(EngineSettings(targets=("sm86",)), sma="plugin")  # before the export
+    build_engines(out, manifest, contracts(config, shapes), tools)          # after it
 
 Each engine is parsed from its ONNX file (SMA nodes become the plugin for `--sma plugin` graphs,
 which embed the plugin library), optimised for the profile of its graph contract, built ahead of
 time for the chosen compute capabilities (TensorRT for RTX) or for the GPU present (full
 TensorRT), and written under a temporary name before it replaces the old one. The precision is
-the ONNX graph's own: networks are strongly typed (DESIGN.md section 7). An engine is built again
+the ONNX graph's own: networks are strongly typed (DESIGN.md section 7). Full TensorRT keeps
+its tactic timings in DIR/timing.cache (TensorRT for RTX has none). An engine is built again
 only when its key changes: the ONNX file, the profile, the targets, the TensorRT version or the
 plugin library.
 """
@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -63,7 +64,6 @@ class EnginesUnavailable(RuntimeError):
 class EngineSettings:
     targets: tuple[str, ...] | None = None  # None: the GPU present, else DEFAULT_RTX_TARGETS
     plugin: Path | None = None  # None: $MILD_PLUGIN_LIBRARY, then the default CMake build folder
-    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,16 +97,29 @@ def parse_targets(value: str) -> tuple[str, ...]:
 
 
 def present_gpu() -> str | None:
-    """The compute capability of the first visible CUDA GPU ('sm86'), or None."""
+    """The compute capability of the first visible NVIDIA GPU ('sm86'), or None: from torch, else
+    from nvidia-smi (a CPU build of torch does not see the GPU)."""
     try:
         import torch
 
-        if not torch.cuda.is_available():
-            return None
-        major, minor = torch.cuda.get_device_capability(0)
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return f"sm{major}{minor}"
     except (ImportError, RuntimeError):
+        pass
+    if shutil.which("nvidia-smi") is None:
         return None
-    return f"sm{major}{minor}"
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.fullmatch(r"(\d+)\.(\d+)", result.stdout.strip().split("\n")[0].strip())
+    return f"sm{match.group(1)}{match.group(2)}" if result.returncode == 0 and match else None
 
 
 def choose_targets(trt: TensorRT, requested: Sequence[str] | None, gpu: str | None) -> tuple[str, ...]:
@@ -161,8 +174,9 @@ def find_plugin_library(explicit: Path | None) -> Path:
     if not path.is_file():
         raise EnginesUnavailable(
             f"the SMA plugin library {PLUGIN_LIBRARY_NAME} was not found (no --plugin, no ${PLUGIN_ENV}, "
-            f"not in {path.parent}): build it with `{BUILD_PLUGIN}`, or export with --sma function, "
-            "whose engines need no plugin"
+            f"not in {path.parent}): build it with `{BUILD_PLUGIN}` (headers, TensorRT for RTX: "
+            "`bash scripts/setup-tensorrt-rtx.sh`), or export with --sma function, whose engines need "
+            "no plugin"
         )
     return path
 
