@@ -59,6 +59,11 @@ def folded_weights(layer: LoraLayer, scales: dict[str, Tensor], index: int) -> d
     return out
 
 
+def is_merged(model: MildModel) -> bool:
+    """Whether the Q/K/V projections already hold folded branch weights (no LoRA adapters left)."""
+    return any(isinstance(m, BranchLinear) for m in model.unet.modules())
+
+
 def merge_model(model: MildModel) -> MildModel:
     """A new MildModel with BranchLinear Q/K/V (folded LoRA), sharing every other tensor with `model`."""
     merged = skeleton(model.config, model.text)
@@ -69,10 +74,9 @@ def merge_model(model: MildModel) -> MildModel:
             layer = getattr(attn, proj)
             if not isinstance(layer, LoraLayer):
                 raise ValueError(f"{proj} of an attention has no LoRA adapters: the model is already merged")
-            weights = folded_weights(layer, proc.lora_scale, index)
-            with torch.no_grad():
-                getattr(new_attn, proj).weight_fg.copy_(weights["fg"])
-                getattr(new_attn, proj).weight_bg.copy_(weights["bg"])
+            branch_linear = getattr(new_attn, proj)
+            for b, weight in folded_weights(layer, proc.lora_scale, index).items():
+                setattr(branch_linear, f"weight_{b}", nn.Parameter(weight, requires_grad=False))  # its dtype
     source = model.state_dict()
     state = {}
     for name, tensor in merged.state_dict().items():

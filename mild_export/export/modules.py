@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from reference.merge import is_merged, merge_model
 from reference.model import MildModel
 
 
@@ -49,6 +50,10 @@ class VaeDecoderGraph(nn.Module):
 
 
 def graph_modules(model: MildModel) -> dict[str, nn.Module]:
+    """The UNet is exported merged (Eq. 1 folded into BranchLinear Q/K/V), so each projection runs
+    once per row set; with the LoRA adapters the graph would add B(A x) for both sets on every row."""
+    if not is_merged(model):
+        model = merge_model(model)
     return {
         "text_encoder": TextEncoderGraph(model),
         "conditioner": ConditionerGraph(model),

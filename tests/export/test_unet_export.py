@@ -109,3 +109,13 @@ def test_bf16_graph_is_bf16_and_valid(tmp_path):
     assert types["sample_fg"] == onnx.TensorProto.BFLOAT16 and types["timestep"] == onnx.TensorProto.FLOAT
     assert {o.type.tensor_type.elem_type for o in graph.graph.output} == {onnx.TensorProto.BFLOAT16}
     assert next(o.version for o in graph.opset_import if o.domain == "") == 22
+
+
+def test_unet_graph_holds_folded_branch_weights(model, unet_files):
+    """Eq. 1 folded before export: no LoRA factor (a matrix with the LoRA rank as a side) in the graph."""
+    rank = model.config.lora.rank
+    lora = [p for name, p in model.unet.named_parameters() if "lora_A" in name]
+    assert lora and all(p.shape[0] == rank for p in lora)  # the reference does hold such matrices
+    graph = onnx.load(str(unet_files[SMAForm.PLUGIN]))
+    matrices = [tuple(init.dims) for init in graph.graph.initializer if len(init.dims) == 2]
+    assert matrices and not [dims for dims in matrices if rank in dims]
