@@ -120,10 +120,20 @@ def write_manifest(folder: Path, *, config=TINY, max_instances=2, guidance=False
             (folder / f"{name}.plan").write_bytes(b"not a TensorRT engine\n" * 8)
     row = config.text.max_length * config.cross_attention_dim
     entries = [
-        {"prompt": p, "tensors": {"prompt_embeds": {"shape": [1, config.text.max_length, config.cross_attention_dim], "offset": i * row}}}
+        {
+            "prompt": p,
+            "tensors": {
+                "prompt_embeds": {
+                    "shape": [1, config.text.max_length, config.cross_attention_dim],
+                    "offset": i * row,
+                }
+            },
+        }
         for i, p in enumerate(prompts)
     ]
-    np.random.default_rng(0).standard_normal(row * len(prompts)).astype(np.float32).tofile(folder / "prompts.f32")
+    np.random.default_rng(0).standard_normal(row * len(prompts)).astype(np.float32).tofile(
+        folder / "prompts.f32"
+    )
     manifest.engines["prompt_cache"] = {"file": "prompts.f32", "dtype": "float32", "entries": entries}
     manifest.engines["plugin_library"] = "libmild_plugins.so"
     manifest.write(folder)
@@ -159,7 +169,9 @@ def expected_statuses(build: Path) -> tuple[str, str]:
 def test_configure_names_the_tensorrt_headers(build):
     out = _configure(build)
     text = (HEADERS / "NvInferVersion.h").read_text()
-    major, minor, patch = (re.search(rf"#define TRT_{k}_ENTERPRISE (\d+)", text).group(1) for k in ("MAJOR", "MINOR", "PATCH"))
+    major, minor, patch = (
+        re.search(rf"#define TRT_{k}_ENTERPRISE (\d+)", text).group(1) for k in ("MAJOR", "MINOR", "PATCH")
+    )
     assert f"mild_runtime: compiled against TensorRT {major}.{minor}.{patch} headers" in out.stdout
     assert "libtensorrt_rtx" in out.stdout
     # 10.14 headers with the TensorRT-RTX library: the build says what that means
@@ -207,7 +219,9 @@ def test_tensorrt_version_functions(build):
     else:
         message = lib.mild_last_error().decode()
         assert status == 5, message
-        assert "TensorRT 10.14.1 headers" in message and "TensorRT-RTX 1.7.1" in message and "ILogger" in message
+        assert (
+            "TensorRT 10.14.1 headers" in message and "TensorRT-RTX 1.7.1" in message and "ILogger" in message
+        )
 
 
 # ---- the C API without a GPU ------------------------------------------------------------------------
@@ -256,7 +270,9 @@ def test_example_app_reports_bad_input_before_the_engines(build, fixture_root, t
     result = _run([*base, "--mask", good, "--remove", "3"])
     assert result.returncode == 1 and "params->remove[0] is 2" in result.stderr
 
-    result = _run([app, "--engines", fixture_root / "missing", "--image", image, "--mask", good, "--out", out])
+    result = _run(
+        [app, "--engines", fixture_root / "missing", "--image", image, "--mask", good, "--out", out]
+    )
     assert result.returncode == 1 and "MILD_ERROR_MANIFEST" in result.stderr
 
     load, _ = expected_statuses(build)
@@ -306,14 +322,24 @@ def test_condition_maps_and_layers_match_reference(build, tmp_path, n, h, w, siz
     masks = _random_masks(rng, n, h, w)
     masks.tofile(tmp_path / "masks.u8")
     keypoints = np.stack(
-        [rng.uniform(0, w, (n, 18)), rng.uniform(0, h, (n, 18)), (rng.uniform(size=(n, 18)) > 0.3).astype(float)], -1
+        [
+            rng.uniform(0, w, (n, 18)),
+            rng.uniform(0, h, (n, 18)),
+            (rng.uniform(size=(n, 18)) > 0.3).astype(float),
+        ],
+        -1,
     ).astype(np.float32)
     keypoints.tofile(tmp_path / "keypoints.f32")
     parsing = rng.integers(0, 20, (h, w), dtype=np.uint8)
     parsing.tofile(tmp_path / "parsing.u8")
     config = HMGConfig(map_size=size, token_grid=4, hidden=8, pose_sigma=1.5)
     m = torch.from_numpy(masks).float()
-    for remove, mode in [("0", "copy"), ("-", "copy"), (",".join(map(str, range(0, n, 2))), "eq6"), ("0", "eq6")]:
+    for remove, mode in [
+        ("0", "copy"),
+        ("-", "copy"),
+        (",".join(map(str, range(0, n, 2))), "eq6"),
+        ("0", "eq6"),
+    ]:
         removed = [] if remove == "-" else [int(k) for k in remove.split(",")]
         out = json.loads(_host(build, "maps", tmp_path, n, h, w, size, config.pose_sigma, remove, mode))
         reference_mode = ComposeMode.EQ6 if mode == "eq6" else ComposeMode.COPY_OUTSIDE
@@ -345,9 +371,13 @@ def test_byte_tokens_match_reference(build, prompt):
     assert got == ByteTokenizer(16)([prompt])[0].tolist()
 
 
-@pytest.mark.parametrize(("config", "max_instances", "guidance"), [(TINY, 2, False), (TINY, 5, True), (TINY_XL, 3, True)])
+@pytest.mark.parametrize(
+    ("config", "max_instances", "guidance"), [(TINY, 2, False), (TINY, 5, True), (TINY_XL, 3, True)]
+)
 def test_manifest_reader_matches_python(build, tmp_path, config, max_instances, guidance):
-    folder = write_manifest(tmp_path / "m", config=config, max_instances=max_instances, guidance=guidance, prompts=("", "a"))
+    folder = write_manifest(
+        tmp_path / "m", config=config, max_instances=max_instances, guidance=guidance, prompts=("", "a")
+    )
     got = json.loads(_host(build, "manifest", folder))
     assert got["max_instances"] == [max_instances, max_instances if guidance else 0]
     assert got["context_length"] == config.context_length
@@ -444,11 +474,24 @@ def test_example_app_matches_python_pipeline(build, tmp_path):
     masks = np.zeros((2, 64, 64), np.uint8)
     masks[0, 8:40, 4:28] = 255
     masks[1, 20:60, 30:56] = 255
-    paths = [_png(tmp_path / "photo.png", photo)] + [_png(tmp_path / f"m{k}.png", m) for k, m in enumerate(masks)]
+    paths = [_png(tmp_path / "photo.png", photo)] + [
+        _png(tmp_path / f"m{k}.png", m) for k, m in enumerate(masks)
+    ]
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     noise.numpy().tofile(tmp_path / "noise.f32")
     out = tmp_path / "composite.png"
-    cmd = [build / "mild_erase_app", "--engines", folder, "--image", paths[0], "--out", out, "--steps", "10", "--quiet"]
+    cmd = [
+        build / "mild_erase_app",
+        "--engines",
+        folder,
+        "--image",
+        paths[0],
+        "--out",
+        out,
+        "--steps",
+        "10",
+        "--quiet",
+    ]
     for p in paths[1:]:
         cmd += ["--mask", p]
     _checked([*cmd, "--noise", tmp_path / "noise.f32"])
