@@ -46,7 +46,8 @@ def _checked(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     result = _run(cmd, **kw)
     if result.returncode != 0:
         raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
     return result
 
