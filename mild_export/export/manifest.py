@@ -23,16 +23,22 @@ from mild_export.export.contracts import GraphContract
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-TOOLS = ("mild-export", "torch", "diffusers", "onnx", "onnxruntime", "onnxscript", "tensorrt", "tensorrt_rtx")
+TOOLS = ("mild-export", "torch", "diffusers", "onnx", "onnxruntime", "onnxscript")
 
 
 def tool_versions() -> dict[str, str]:
+    """Versions of the tools that shape the files; TensorRT under whatever wheel name installed it
+    (tensorrt, tensorrt-cu12, tensorrt-rtx-cu13-bindings, ...)."""
     versions = {}
     for name in TOOLS:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith("tensorrt") and not name.endswith("-libs"):
+            versions[name] = dist.version
     return versions
 
 

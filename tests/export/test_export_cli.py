@@ -72,7 +72,7 @@ def test_opset_the_installed_onnx_cannot_write(tmp_path, caplog, monkeypatch):
 
 def test_model_that_does_not_exist(tmp_path, caplog):
     assert main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert "is neither a configuration (tiny, sd15-inpaint, sdxl-inpaint) nor a folder" in caplog.text
+    assert "neither a configuration (tiny, tiny-xl, sd15-inpaint, sdxl-inpaint) nor a folder" in caplog.text
 
 
 def test_resolution_ranges():

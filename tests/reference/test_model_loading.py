@@ -17,7 +17,7 @@ def test_tiny_is_the_same_model_every_time():
 
 def test_unknown_model(tmp_path):
     with pytest.raises(
-        ValueError, match=r"'nope' is neither a configuration \(tiny, sd15-inpaint, sdxl-inpaint\)"
+        ValueError, match=r"'nope' is neither a configuration \(tiny, tiny-xl, sd15-inpaint, sdxl-inpaint\)"
     ):
         load_model("nope")
 
