@@ -227,7 +227,7 @@ def write_tensors(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[s
     path = Path(path)
     entries, offset, arrays = [], 0, []
     for name, value in tensors.items():
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value, order="C")  # (ascontiguousarray makes a 0-d array 1-d)
         if array.dtype.name not in DTYPES:
             raise ValueError(f"write_golden: {name} is {array.dtype}; use one of {', '.join(DTYPES)}")
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
