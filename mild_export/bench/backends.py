@@ -10,12 +10,17 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from reference.backend import Backend
 from reference.config import ModelConfig
+
+if TYPE_CHECKING:
+    from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from mild_export.runtime.tensorrt_backend import TensorRTBackend
 
 log = logging.getLogger("mild")
 
@@ -78,11 +83,24 @@ def reference(options: BenchOptions) -> Target:
 def onnxruntime(options: BenchOptions) -> Target:
     from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
+    _need_engines("onnxruntime", options)
+    return _exported("onnxruntime", OnnxRuntimeBackend(options.engines, device=str(options.device)), options)
+
+
+def tensorrt(options: BenchOptions) -> Target:
+    from mild_export.runtime.tensorrt_backend import TensorRTBackend
+
+    _need_engines("tensorrt", options)
+    return _exported("tensorrt", TensorRTBackend(options.engines, device=options.device), options)
+
+
+def _need_engines(name: str, options: BenchOptions) -> None:
     if options.engines is None:
-        raise ValueError(
-            "--backend onnxruntime runs exported graphs: give --engines DIR (made by mild-export)"
-        )
-    backend = OnnxRuntimeBackend(options.engines, device=str(options.device))
+        raise ValueError(f"--backend {name} runs exported graphs: give --engines DIR (made by mild-export)")
+
+
+def _exported(name: str, backend: OnnxRuntimeBackend | TensorRTBackend, options: BenchOptions) -> Target:
+    """A backend over a mild-export folder: its precision and shapes are the folder's."""
     manifest = backend.manifest
     if options.precision not in (None, manifest.precision):
         raise ValueError(
@@ -91,7 +109,7 @@ def onnxruntime(options: BenchOptions) -> Target:
         )
     shapes = manifest.shapes
     return Target(
-        "onnxruntime",
+        name,
         backend,
         backend.config,
         manifest.precision,
@@ -101,7 +119,11 @@ def onnxruntime(options: BenchOptions) -> Target:
     )
 
 
-BACKENDS: dict[str, Callable[[BenchOptions], Target]] = {"reference": reference, "onnxruntime": onnxruntime}
+BACKENDS: dict[str, Callable[[BenchOptions], Target]] = {
+    "reference": reference,
+    "onnxruntime": onnxruntime,
+    "tensorrt": tensorrt,
+}
 
 
 def make_target(name: str | None, options: BenchOptions) -> Target:

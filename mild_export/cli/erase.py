@@ -44,11 +44,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--backend",
-        choices=["reference", "onnxruntime"],
+        choices=["reference", "onnxruntime", "tensorrt"],
         default="reference",
-        help="reference: the PyTorch model (default); onnxruntime: the graphs in --engines",
+        help="reference: the PyTorch model (default); onnxruntime: the graphs in --engines; "
+        "tensorrt: the engines (.plan) in --engines, on an NVIDIA GPU",
     )
-    p.add_argument("--engines", type=Path, help="a mild-export output folder (for --backend onnxruntime)")
+    p.add_argument(
+        "--engines", type=Path, help="a mild-export output folder (for --backend onnxruntime or tensorrt)"
+    )
+    p.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay the UNet call as a CUDA graph")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--demo", action="store_true", help="run on a built-in synthetic photo")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -97,6 +101,11 @@ def demo_inputs(out: Path) -> ErasureInputs:
 
 
 def make_backend(args: argparse.Namespace) -> Backend:
+    if args.backend == "tensorrt":
+        from mild_export.runtime.tensorrt_backend import TensorRTBackend
+
+        log.info("running the engines of %s on TensorRT", args.engines)
+        return TensorRTBackend(args.engines, device=args.device, cuda_graph=args.cuda_graph)
     if args.backend == "onnxruntime":
         from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
