@@ -232,9 +232,14 @@ class MildDataset:
         )
 
     def __getitem__(self, index: int) -> DatasetSample:
+        return self.at_epoch(index, self.epoch)
+
+    def at_epoch(self, index: int, epoch: int) -> DatasetSample:
+        """Sample `index` with the draws of `epoch`: the trainer's data order names the epoch of every
+        index it hands out, so DataLoader workers need no shared epoch counter."""
         if not 0 <= index < len(self):
             raise IndexError(f"MildDataset: index {index} out of range (0..{len(self) - 1})")
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         sample = merge_surplus(self.read(index), self.max_instances, rng)
         if self.size is not None:
             sample = resize_crop(sample, self.size, rng if self.train else None, self.entries[index].image)

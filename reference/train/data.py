@@ -68,6 +68,26 @@ class ExampleDataset:
     def __getitem__(self, index: int) -> Example:
         return to_example(self.inner[index])
 
+    def at_epoch(self, index: int, epoch: int) -> Example:
+        at = getattr(self.inner, "at_epoch", None)
+        return to_example(at(index, epoch) if at else self.inner[index])
+
+
+class EpochDraws:
+    """The trainer's view of a dataset: items are (index, epoch) pairs from `DataOrder`, so a loader
+    with random instance subsets and crops (`at_epoch`) draws anew every epoch, reproducibly."""
+
+    def __init__(self, data: Any):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, epoch = item
+        at = getattr(self.data, "at_epoch", None)
+        return at(index, epoch) if at else self.data[index]
+
 
 def open_dataset(folder: Path, config: TrainConfig, size: int | None = None) -> ExampleDataset:
     """The training set at `folder`: validated by the loader, backgrounds required."""

@@ -49,11 +49,15 @@ class DataOrder:
         start = within * self.global_batch + self.process_index * self.batch_size
         return order[start : start + self.batch_size].tolist()
 
-    def __iter__(self) -> Iterator[list[int]]:
-        """Batches from `consumed` on (a DataLoader batch_sampler); advancing is the trainer's job."""
+    def epoch(self, batch: int) -> int:
+        return batch // self.batches_per_epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        """Batches of (index, epoch) from `consumed` on (a DataLoader batch_sampler); advancing is the
+        trainer's job."""
         batch = self.consumed
         while True:
-            yield self.indices(batch)
+            yield [(index, self.epoch(batch)) for index in self.indices(batch)]
             batch += 1
 
 

@@ -27,6 +27,7 @@ from reference.model import MildModel, build_model, load_model
 from reference.train import checkpoint as ckpt
 from reference.train.batch import Example, prepare_step
 from reference.train.config import TrainConfig
+from reference.train.data import EpochDraws
 from reference.train.module import TrainModule
 from reference.train.schedule import (
     GROUPS,
@@ -131,7 +132,7 @@ class Trainer:
     def batches(self) -> Iterator[list[Example]]:
         if self._batches is None:
             loader = DataLoader(
-                self.data,  # type: ignore[arg-type]
+                EpochDraws(self.data),  # type: ignore[arg-type]
                 batch_sampler=self.order,
                 collate_fn=list,
                 num_workers=self.config.num_workers,
