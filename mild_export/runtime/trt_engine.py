@@ -6,9 +6,14 @@
 Per distinct set of input shapes the runner allocates its input and output buffers once (torch
 CUDA tensors in the engine's own I/O types) and remembers them; a call copies its arrays into
 the input buffers, which is where dtypes are converted (fp32 arrays into an fp16 or bf16 engine),
-and runs `execute_async_v3` on the runner's stream. With `cuda_graph`, the second call with the
-same shapes captures the engine call into a CUDA graph and later calls replay it; if capture
-fails the runner logs why and runs the engine directly from then on.
+and runs `execute_async_v3` on the runner's stream.
+
+With `cuda_graph`: TensorRT for RTX captures and replays CUDA graphs itself (its runtime config's
+WHOLE_GRAPH_CAPTURE strategy, which knows when its shape-specialised kernels are ready; its engines
+are stream-capturable only when built with REQUIRE_USER_ALLOCATION). With full TensorRT the
+runner captures the engine call into a torch CUDA graph on the second call with the same shapes
+and replays it after. Either way, if CUDA graphs cannot be used the runner logs why and runs the
+engine directly.
 """
 
 from __future__ import annotations
@@ -126,11 +131,15 @@ class EngineRunner:
         self.profiles: dict[str, Profile] = {
             n: tuple(tuple(d) for d in engine.get_tensor_profile_shape(n, 0)) for n in self.inputs
         }
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise TensorRTError(f"{self.name}: no execution context (out of GPU memory?)\n{logger.text()}")
         self.cuda_graph = cuda_graph
         self.graph_off_reason: str | None = None if cuda_graph else "not asked for (cuda_graph=False)"
+        self.runtime_config = self._rtx_graphs() if cuda_graph and trt.is_rtx else None
+        if self.runtime_config is not None:
+            self.context = engine.create_execution_context(self.runtime_config)
+        else:
+            self.context = engine.create_execution_context()
+        if self.context is None:
+            raise TensorRTError(f"{self.name}: no execution context (out of GPU memory?)\n{logger.text()}")
         self._sets: OrderedDict[tuple, _Buffers] = OrderedDict()
         self._bound: tuple | None = None  # the shape set the context's shapes and addresses are for
 
@@ -224,7 +233,7 @@ class EngineRunner:
             return self._graph_off("TensorRT says the execution context is not stream capturable")
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, stream=self.stream):
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
                 self._enqueue()
         except (RuntimeError, TensorRTError) as err:
             torch.cuda.synchronize(self.stream.device)
@@ -232,6 +241,18 @@ class EngineRunner:
         buffers.graph = graph
         log.info("tensorrt: %s captured into a CUDA graph for shapes %s", self.name, self._shapes(buffers))
         return True
+
+    def _rtx_graphs(self) -> Any:
+        """A runtime config asking TensorRT for RTX to capture CUDA graphs itself, or None (logged)."""
+        try:
+            config = self.engine.create_runtime_config()
+            config.cuda_graph_strategy = self.trt.module.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        except (AttributeError, RuntimeError, TypeError) as err:
+            self._graph_off(f"TensorRT for RTX {self.trt.version} has no CUDA graph strategy ({err})")
+            return None
+        self.graph_off_reason = "TensorRT for RTX captures CUDA graphs itself (WHOLE_GRAPH_CAPTURE)"
+        log.info("tensorrt: %s uses TensorRT for RTX's own CUDA graphs (WHOLE_GRAPH_CAPTURE)", self.name)
+        return config
 
     def _graph_off(self, reason: str) -> bool:
         self.graph_off_reason = reason

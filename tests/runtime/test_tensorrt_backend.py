@@ -368,11 +368,13 @@ def test_cuda_graph_replays_the_unet_and_text_is_cached(trt, gpu_plugin, tmp_pat
     a = ErasePipeline(plain).erase(image, masks, **kwargs)
     b = ErasePipeline(graphed).erase(image, masks, **kwargs)
     unet = graphed.runners["unet"]
-    captured = any(s.graph is not None for s in unet._sets.values())
-    if captured:
+    if unet.runtime_config is not None:  # TensorRT for RTX: its own capture (WHOLE_GRAPH_CAPTURE)
+        assert "tensorrt: unet uses TensorRT for RTX's own CUDA graphs" in caplog.text
+    elif any(s.graph is not None for s in unet._sets.values()):  # full TensorRT: a torch CUDA graph
         assert "tensorrt: unet captured into a CUDA graph" in caplog.text
     else:  # falling back is allowed, silently is not
         assert f"tensorrt: unet runs without CUDA graphs: {unet.graph_off_reason}" in caplog.text
+    assert all(r.runtime_config is None for n, r in graphed.runners.items() if n != "unet")
     assert psnr(a.composite, b.composite) > 60
 
     tokens = graphed.tokenize(["a street"])  # what the erase call above encoded (no guidance)
