@@ -390,6 +390,72 @@ def test_manifest_reader_matches_python(build, tmp_path, config, max_instances, 
     assert got["prompts"] == 2
 
 
+# ---- golden files (mild_export/golden.py) read by the C++ runtime -------------------------------------
+
+
+def _golden_inputs(n: int, h: int, w: int, guidance: float, conditions: bool):
+    from mild_export.golden import GoldenInputs
+
+    g = torch.Generator().manual_seed(n * 1000 + h)
+    masks = torch.from_numpy(_random_masks(np.random.default_rng(n + h), n, h, w)).float()
+    xy = torch.rand(n, 18, 2, generator=g) * torch.tensor([w, h])
+    keypoints = torch.cat([xy, (torch.rand(n, 18, 1, generator=g) > 0.3).float()], -1)
+    return GoldenInputs(
+        image=torch.rand(3, h, w, generator=g),
+        masks=masks,
+        keypoints=keypoints if conditions else None,
+        parsing=torch.randint(0, 20, (h, w), generator=g) if conditions else None,
+        prompt="a bench",
+        seed=2**33 + n,
+        steps=3,
+        guidance=guidance,
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "h", "w", "guidance", "conditions"), [(1, 64, 64, 1.0, False), (3, 40, 56, 3.0, True)]
+)
+def test_golden_file_read_by_the_runtime(build, tmp_path, n, h, w, guidance, conditions):
+    """The C++ reader sees the table of contents Python wrote, and the runtime's host code, fed the
+    file's inputs, reproduces its schedule, noise, condition maps and (over the file's own noise
+    predictions) DDIM loop to float32 rounding (the reference computes in float32, the host in
+    float64)."""
+    from mild_export.golden import read_golden, write_golden
+    from tests.conftest import make_trained_tiny
+
+    path = write_golden(
+        make_trained_tiny(seed=n), _golden_inputs(n, h, w, guidance, conditions), tmp_path / "g"
+    )
+    golden = read_golden(path)
+    got = json.loads(_host(build, "golden", path))
+    assert got["version"] == golden.version
+    assert [(t["name"], t["dtype"], tuple(t["shape"])) for t in got["tensors"]] == [
+        (name, a.dtype.name, a.shape) for name, a in golden.tensors.items()
+    ]
+    checks = got["checks"]
+    assert checks["timesteps"] == 0
+    assert checks["alpha_t"] < 2e-6 and checks["alpha_prev"] < 2e-6
+    assert checks["noise"] < 1e-5  # same draw; torch's vectorised log/sin/cos round differently
+    assert checks["mask_maps"] < 1e-6 and checks["pose_maps"] < 1e-6 and checks["parsing_maps"] < 1e-6
+    assert checks["latents"] < 1e-5 * golden.meta["steps"]
+
+
+def test_golden_version_mismatch_is_refused_by_the_runtime(build, tmp_path):
+    from mild_export.golden import FORMAT_VERSION, write_tensors
+
+    path = write_tensors(tmp_path / "old.mildgold", {"a": np.zeros(2, np.float32)}, {})
+    raw = bytearray(path.read_bytes())
+    raw[8:12] = (FORMAT_VERSION + 1).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    result = _run([build / "mild_host_reference", "golden", path])
+    assert result.returncode == 1
+    versions = f"golden format version {FORMAT_VERSION + 1}, but this reader reads version {FORMAT_VERSION}"
+    assert f"{path} is {versions}" in result.stderr
+    (tmp_path / "x.mildgold").write_bytes(b"PK\x03\x04" + bytes(60))
+    result = _run([build / "mild_host_reference", "golden", tmp_path / "x.mildgold"])
+    assert result.returncode == 1 and "is not a golden file (no MILDGOLD magic" in result.stderr
+
+
 # ---- find_package(MildRuntime) and the C++ wrapper ------------------------------------------------------
 
 CONSUMER_CMAKE = """
