@@ -31,6 +31,7 @@ meta: prompt, seed, steps, guidance, compose_mode, model, model_sha256, config (
 
     python -m mild_export.golden write --engines DIR [--instances 1,3]   # DIR/golden/n<N>.mildgold
     python -m mild_export.golden check --engines DIR FILE...             # replay on ONNX Runtime
+    python -m mild_export.golden check --backend tensorrt --engines DIR FILE...   # on the engines (GPU)
     python -m mild_export.golden show FILE                               # the table of contents
 """
 
@@ -383,16 +384,21 @@ def _write_cli(args: argparse.Namespace) -> None:
 
 
 def _check_cli(args: argparse.Namespace) -> bool:
-    from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    if args.backend == "tensorrt":
+        from mild_export.runtime.tensorrt_backend import TensorRTBackend
 
-    backend = OnnxRuntimeBackend(args.engines)
+        backend = TensorRTBackend(args.engines, device="cuda")
+    else:
+        from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(args.engines)
     precision = backend.manifest.precision
     ok = True
     for path in args.files:
         parity = compare(golden := read_golden(path), replay(golden, backend))
         good = parity.ok(precision)
         ok &= good
-        print(f"{path} ({precision}): {'ok' if good else 'FAILED'}\n{parity.table()}")
+        print(f"{path} on {args.backend} ({precision}): {'ok' if good else 'FAILED'}\n{parity.table()}")
     return ok
 
 
@@ -420,8 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--out", type=Path, help="folder for n<N>.mildgold (default DIR/golden)")
     w.add_argument("--any-weights", action="store_true", help="allow weights other than the exported ones")
-    c = sub.add_parser("check", help="replay golden files on ONNX Runtime (DESIGN.md section 8 bounds)")
+    c = sub.add_parser("check", help="replay golden files on a runtime (DESIGN.md section 8 bounds)")
     c.add_argument("--engines", type=Path, required=True)
+    c.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
     c.add_argument("files", type=Path, nargs="+")
     s = sub.add_parser("show", help="print a golden file's table of contents")
     s.add_argument("files", type=Path, nargs="+")
