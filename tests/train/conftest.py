@@ -1,40 +1,27 @@
-"""Shared helpers for the training tests: a few toy paired samples in memory, and a fast trainer."""
+"""Shared helpers for the training tests: a few synthetic paired samples in memory, and a fast trainer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from reference.config import LoraConfig
+from reference.data.synth import make_sample
 from reference.train.batch import Example
 from reference.train.config import TINY, TrainConfig
+from reference.train.data import to_example
 from reference.train.trainer import Trainer
 
 SIZE = 32  # image pixels: 4x4 latents, enough for the tiny UNet's two levels
 
 
 def toy_examples(count: int, size: int = SIZE, seed: int = 0, max_n: int = 3) -> list[Example]:
-    """Smooth random backgrounds with 1..max_n coloured boxes composited on top (paired data)."""
-    g = torch.Generator().manual_seed(seed)
-    examples = []
-    for _ in range(count):
-        coarse = torch.rand(3, 4, 4, generator=g)
-        background = torch.nn.functional.interpolate(coarse[None], size=(size, size), mode="bilinear")[0]
-        n = int(torch.randint(1, max_n + 1, (1,), generator=g))
-        masks = torch.zeros(n, size, size)
-        image = background.clone()
-        for k in range(n):
-            y, x = torch.randint(0, size - size // 3, (2,), generator=g).tolist()
-            h, w = torch.randint(size // 6, size // 3, (2,), generator=g).tolist()
-            masks[k, y : y + h, x : x + w] = 1
-            colour = torch.rand(3, 1, 1, generator=g)
-            image = image * (1 - masks[k]) + colour * masks[k]
-        keypoints = torch.rand(n, 18, 3, generator=g) * size
-        parsing = torch.randint(0, 20, (size, size), generator=g)
-        examples.append(Example(image, background, masks, keypoints, parsing, "a person"))
-    return examples
+    """Synthetic paired samples (reference.data.synth): figures with keypoints and part labels over
+    procedural backgrounds, the clean background as ground truth."""
+    return [
+        to_example(make_sample(seed * 100_003 + i, size=size, n_figures=(1, max_n))) for i in range(count)
+    ]
 
 
 def fast_config(**changes) -> TrainConfig:
