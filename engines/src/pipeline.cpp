@@ -52,9 +52,8 @@ Pipeline::Pipeline(const mild_context_params& params) : params_(params) {
     model_dir_ = params.model_dir;
     params_.model_dir = model_dir_.c_str();
     manifest_ = read_manifest(model_dir_);
-    plugin_library_ = params.plugin_library != nullptr ? params.plugin_library
-                      : !manifest_.plugin_library.empty() ? manifest_.plugin_library
-                                                          : "libmild_plugins.so";
+    // engines of `mild-export --sma function|fold` have no plugin layers and no plugin_library entry
+    plugin_library_ = params.plugin_library != nullptr ? params.plugin_library : manifest_.plugin_library;
     params_.plugin_library = plugin_library_.c_str();
     check_engine_files(manifest_, /*need_text=*/manifest_.prompt_cache.empty());
     if (!params.lazy_load) ensure_loaded();

@@ -120,8 +120,8 @@ typedef void (*mild_log_fn)(mild_log_level level, const char* message, void* use
 
 typedef struct mild_context_params {
     const char* model_dir;      /* a mild-export output folder: manifest.json and <graph>.plan */
-    const char* plugin_library; /* NULL: the manifest's engines.plugin_library, else
-                                   "libmild_plugins.so" through the dynamic loader's search path */
+    const char* plugin_library; /* NULL: the manifest's engines.plugin_library (beside the
+                                   engines), or none when the engines have no plugin layers */
     int device;                 /* CUDA device ordinal (default 0) */
     int lazy_load;              /* 0 (default): load the engines now. Non-zero: only read and check
                                    the manifest now; the engines load on the first mild_erase,
