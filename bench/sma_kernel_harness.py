@@ -2,7 +2,9 @@
 
 One device call runs it all from the repository root:
 
-    python bench/sma_kernel_harness.py            # writes bench/RESULTS.md (and $OUT/RESULTS.md)
+    python bench/sma_kernel_harness.py            # prints the tables; writes $OUT/sma_kernel.md (or --out)
+
+Figures worth keeping go into bench/RESULTS.md by hand, with date, device and command.
 
 Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity against a float64
 reference on fresh random inputs (binary and soft masks, odd lengths, every supported head-dim
@@ -154,6 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sanitize-case", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the tables here (default $OUT/sma_kernel.md)")
     args = parser.parse_args()
     if args.sanitize_case:
         sanitize_case()
@@ -173,9 +176,9 @@ def main() -> int:
     if not args.no_timing:
         timing(lines)
     text = "\n".join(lines)
-    (ROOT / "bench" / "RESULTS.md").write_text(text)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "RESULTS.md").write_text(text)
+    out = args.out or (Path(os.environ["OUT"], "sma_kernel.md") if os.environ.get("OUT") else None)
+    if out is not None:
+        out.write_text(text)
     print(text)
     return 1 if failures else 0
 

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Everything GPU-side in two device calls (DESIGN.md section 7): a session with a lent H100/H200
+# runs this and records the figures in bench/RESULTS.md. Each step's failure is recorded and the
+# next step still runs; every step gets a time limit and a stage stops starting steps at its
+# deadline, so each call ends inside the limits below.
+#
+# Here, once per session (downloads into git-ignored .gpu-carry/, checks the sizes):
+#
+#   bash scripts/setup-tensorrt-rtx.sh    # TensorRT 10.14 headers in third_party/tensorrt/include
+#   bash bench/prepare_gpu_wheels.sh      # .gpu-carry/part1, part2 (TRT-RTX libs wheel), small/
+#
+# Then two `run` calls, the second at once after the first (the machine stays warm only ~30 s
+# after a call, and the first call's files are kept only on that warm machine):
+#
+#   run(command="bash bench/gpu_session.sh stage1", timeout_s=340,
+#       carry=[".gpu-carry/part1", ".gpu-carry/small", "third_party/tensorrt"])
+#   run(command="bash bench/gpu_session.sh stage2", timeout_s=400,
+#       carry=[".gpu-carry/part2", ".gpu-carry/small", "third_party/tensorrt"])
+#
+# Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
+# Both calls together spend about 13 of the session's 15 device minutes (start included), so
+# give the machine back right after the second call. What comes back in $OUT (8 files at most):
+#
+#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl.json
+#   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
+#
+# stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
+#   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
+#   SMA kernel; mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25
+#   steps, no guidance, fp16, on the fastest backend that runs without engines (the PyTorch
+#   reference on CUDA: SDXL engines need an export and build longer than a call); the SMA kernel
+#   harness (parity, compute-sanitizer, timing against SDPA).
+# stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
+#   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
+#   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
+#   section 8 fp16 bounds: noise rel err < 1e-2, PSNR > 35 dB); the TensorRT GPU tests
+#   (tests/runtime); mild-bench on the tiny engines against the tiny reference.
+# MILD_GPU_SDXL_ENGINES=1 adds to stage2 the SDXL-inpaint fp16 export, engine build and
+# mild-bench on them (N=2, 512, 25 steps): a call of its own, more than 10 minutes likely.
+#
+#   bash bench/gpu_session.sh stage1|stage2      # OUT defaults to ./gpu-out
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+
+STAGE=${1:-}
+case "$STAGE" in
+    stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-300} ;;
+    stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
+    *) echo "usage: bash bench/gpu_session.sh stage1|stage2 (see the comment at the top)" >&2; exit 2 ;;
+esac
+START=$(date +%s)
+DEADLINE=$(( START + BUDGET ))
+OUT=${OUT:-$PWD/gpu-out}
+STASH=/tmp/mild-gpu          # outlives a call while the machine stays warm
+SITE=$STASH/site             # carried wheels are installed here
+WORK=$STASH/work             # exports, engines, golden files
+mkdir -p "$OUT" "$STASH" "$SITE" "$WORK"
+LOG=$OUT/session-$STAGE.log
+SUMMARY=$OUT/summary-$STAGE.md
+export PYTHONPATH=$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+export MILD_PLUGIN_LIBRARY=$PWD/build/plugins/plugins/sma/libmild_plugins.so
+PY=python3
+export PY SITE STASH
+: >"$LOG"
+printf '# GPU session %s, %s\n\n| step | result | seconds | last line |\n| --- | --- | --- | --- |\n' \
+    "$STAGE" "$(date -u +%Y-%m-%dT%H:%MZ)" >"$SUMMARY"
+
+# step NAME LIMIT_SECONDS COMMAND: run COMMAND (bash) for at most LIMIT seconds and never past the
+# stage deadline; its output goes to the log, one row to the summary; the exit status is returned.
+step() {
+    local name=$1 limit=$2 cmd=$3 now left rc t0 last
+    now=$(date +%s)
+    left=$(( DEADLINE - now - 5 ))
+    if (( left < 20 )); then
+        printf '| %s | skipped | 0 | stage time used up (%ss budget) |\n' "$name" "$BUDGET" >>"$SUMMARY"
+        return 125
+    fi
+    (( limit > left )) && limit=$left
+    printf '\n===== %s (limit %ss) =====\n$ %s\n' "$name" "$limit" "$cmd" >>"$LOG"
+    t0=$(date +%s)
+    timeout -k 10 "$limit" bash -o pipefail -c "$cmd" >>"$LOG.step" 2>&1
+    rc=$?
+    cat "$LOG.step" >>"$LOG"
+    last=$(grep -v '^[[:space:]]*$' "$LOG.step" | tail -n 1 | tr '|' '/' | cut -c1-160)
+    rm -f "$LOG.step"
+    local result="ok"
+    (( rc == 124 || rc == 137 )) && result="TIMED OUT (${limit}s)"
+    (( rc != 0 && rc != 124 && rc != 137 )) && result="FAILED (rc $rc)"
+    printf '| %s | %s | %s | %s |\n' "$name" "$result" "$(( $(date +%s) - t0 ))" "$last" >>"$SUMMARY"
+    echo "[$STAGE] $name: $result"
+    return "$rc"
+}
+
+install_wheels() {  # install_wheels WHEEL...: into $SITE, no index, no dependencies
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"
+}
+
+stage1() {
+    step environment 60 "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
+        nvcc --version | tail -n 2; cmake --version | head -n 1; nproc; free -g | head -n 2;
+        $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda,
+            torch.cuda.get_device_name(), \"sm_%d%d\" % torch.cuda.get_device_capability())'"
+    step keep-part1 60 "ls .gpu-carry/part1/*.part00 && cp .gpu-carry/part1/*.part00 $STASH/ && ls -l $STASH/*.part00"
+    step install-diffusers 60 "$(declare -f install_wheels); install_wheels .gpu-carry/small/diffusers-*.whl &&
+        $PY -c 'import diffusers; print(\"diffusers\", diffusers.__version__)'"
+    step plugin-sm90 180 "cmake -S . -B build/plugins -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90-real \
+        -DTensorRT_INCLUDE_DIR=$PWD/third_party/tensorrt/include >/dev/null &&
+        cmake --build build/plugins --parallel 16 && ls -l $MILD_PLUGIN_LIBRARY"
+    step gpu-tests-kernel 180 "$PY -m pytest -q -m gpu -rs tests/plugins -p no:cacheprovider"
+    step bench-sdxl-reference 240 "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend reference \
+        --device cuda --precision fp16 --instances 2 --resolution 512 --steps 25 --guidance 1 \
+        --repeats 3 --warmup 1 --json $OUT/bench-sdxl.json"
+    step sma-kernel-harness 240 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
+}
+
+stage2() {
+    step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.cuda.get_device_name())'"
+    step install-tensorrt-rtx 90 "$(declare -f install_wheels)
+        part1=\$(ls $STASH/*.part00 2>/dev/null || ls .gpu-carry/part1/*.part00 2>/dev/null) ||
+            { echo 'part1 missing: run stage1 first, on this same warm machine'; exit 1; }
+        wheel=\$(basename \"\${part1%.part00}\")
+        cat \"\$part1\" .gpu-carry/part2/\"\$wheel\".part01 >$STASH/\"\$wheel\" &&
+        (cd $STASH && sha256sum -c $PWD/.gpu-carry/small/libs-wheel.sha256) &&
+        install_wheels $STASH/\"\$wheel\" .gpu-carry/small/tensorrt_rtx_cu13_bindings-*.whl &&
+        PYTHON=$PY bash scripts/setup-tensorrt-rtx.sh &&
+        $PY -c 'from mild_export.engine.trt_shim import TensorRT as T; t = T.load(); print(t.module.__name__, t.version)'"
+    local trt_ok=$?
+    if (( trt_ok == 0 )); then
+        [[ -f $MILD_PLUGIN_LIBRARY ]] || step plugin-sm90 150 "cmake -S . -B build/plugins -G Ninja \
+            -DCMAKE_CUDA_ARCHITECTURES=90-real -DTensorRT_INCLUDE_DIR=$PWD/third_party/tensorrt/include \
+            >/dev/null && cmake --build build/plugins --parallel 16"
+        # the first question: does a TensorRT-RTX engine build and run on this GPU?
+        step trt-tiny-engines 150 "$PY -m mild_export.cli.export --model tiny --fp16 --max-instances 3 --guidance \
+            --out $WORK/tiny-fp16 && ls -l $WORK/tiny-fp16/*.plan"
+        step trt-tiny-golden 90 "$PY -m mild_export.golden write --engines $WORK/tiny-fp16 --instances 1,3 &&
+            $PY -m mild_export.golden check --backend tensorrt --engines $WORK/tiny-fp16 \
+                $WORK/tiny-fp16/golden/n1.mildgold $WORK/tiny-fp16/golden/n3.mildgold | tee $OUT/golden-trt.txt"
+        step gpu-tests-tensorrt 200 "$PY -m pytest -q -m gpu -rs tests/runtime -p no:cacheprovider"
+        step bench-tiny-trt 90 "$PY -m mild_export.cli.bench --engines $WORK/tiny-fp16 --backend tensorrt \
+            --device cuda --instances 1,2 --steps 25 --guidance 1 --repeats 5 --json $OUT/bench-tiny-trt.json &&
+            $PY -m mild_export.cli.bench --model tiny --device cuda --precision fp16 --instances 1,2 \
+            --steps 25 --guidance 1 --repeats 5"
+        if [[ ${MILD_GPU_SDXL_ENGINES:-0} == 1 ]]; then
+            step sdxl-engines 540 "$PY -m mild_export.cli.export --model sdxl-inpaint --fp16 --resolution 512 \
+                --max-instances 2 --out $WORK/sdxl-fp16"
+            step bench-sdxl-trt 240 "$PY -m mild_export.cli.bench --engines $WORK/sdxl-fp16 --backend tensorrt \
+                --device cuda --instances 2 --resolution 512 --steps 25 --guidance 1 --json $OUT/bench-sdxl-trt.json"
+        fi
+    else
+        printf '| TensorRT steps | skipped | 0 | TensorRT-RTX did not install: see session-stage2.log |\n' >>"$SUMMARY"
+    fi
+}
+
+"$STAGE"
+printf '\n%s done in %ss of its %ss budget\n' "$STAGE" "$(( $(date +%s) - START ))" "$BUDGET" >>"$SUMMARY"
+cat "$SUMMARY"
