@@ -80,3 +80,38 @@ def test_resolution_ranges():
     assert parse_resolutions(None, 64) == (64,)
     with pytest.raises(ValueError, match="give a side in pixels"):
         parse_resolutions(["big"], 64)
+
+
+@pytest.fixture()
+def merged_folder(tmp_path):
+    from reference.merge import merge_model, save_merged
+    from reference.model import load_model
+
+    return save_merged(merge_model(load_model("tiny")), tmp_path / "merged", base_model="tiny")
+
+
+def test_checkpoint_that_does_not_match_the_model(merged_folder, tmp_path, caplog):
+    """A merged folder whose weights were changed after mild-merge, then whose weights belong to
+    another architecture (its manifest's hash made to agree): both refused by name, exit 2."""
+    from safetensors.torch import load_file, save_file
+
+    from reference.train.checkpoint import sha256
+
+    weights = merged_folder / "weights.safetensors"
+    tensors = load_file(weights)
+    tensors["unet.unet.conv_in.weight"] = tensors["unet.unet.conv_in.weight"][:, :5].contiguous()
+    save_file(tensors, weights)
+    argv = ["--model", str(merged_folder), "--out", str(tmp_path / "o"), "--no-engines"]
+    assert main(argv) == 2
+    assert (
+        f"{weights} is missing or differs from {merged_folder / 'manifest.json'}: run mild-merge again"
+        in (caplog.text)
+    )
+    manifest = json.loads((merged_folder / "manifest.json").read_text())
+    manifest["files"]["weights.safetensors"] = sha256(weights)
+    (merged_folder / "manifest.json").write_text(json.dumps(manifest))
+    caplog.clear()
+    assert main(argv) == 2
+    assert f"{weights} does not fit its manifest's model" in caplog.text
+    assert "size mismatch for unet.unet.conv_in.weight" in caplog.text
+    assert not (tmp_path / "o" / "unet.onnx").exists()
