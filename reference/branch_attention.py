@@ -4,7 +4,8 @@ A batch holds the fg rows first and the bg rows after them. Every attention proj
 the fg rows with the fg weights and of the bg rows with the bg weights, in the same call, so
 all N+1 branches run as one UNet batch. The weights come in one of two forms:
 - unmerged: a peft LoRA layer with adapters `fg` and `bg` (training, the reference);
-- merged: a `BranchLinear` holding the two folded weight sets (after `mild-merge`, for export).
+- merged: a `BranchLinear` holding the two folded weight sets (after `mild-merge`), or for export
+  a `LowRankBranchLinear` holding the fg set and the bg set's low-rank difference.
 """
 
 from __future__ import annotations
@@ -46,6 +47,28 @@ class BranchLinear(nn.Module):
         return torch.cat([fg, bg])
 
 
+class LowRankBranchLinear(nn.Module):
+    """A merged Q/K/V projection kept as W_fg plus the bg set's difference in factored form,
+    W_bg = W_fg + up @ down. The difference of two folded LoRA sets has rank at most the sum of
+    their ranks (Eq. 1), so the bg set costs a few percent of a weight set instead of a whole one
+    (29% of SDXL's UNet is Q/K/V), and one GEMM serves all rows, bg rows adding up(down x)."""
+
+    def __init__(self, weight_fg: Tensor, up: Tensor, down: Tensor, bias: Tensor | None = None):
+        super().__init__()
+        self.weight_fg = nn.Parameter(weight_fg, requires_grad=False)
+        self.up = nn.Parameter(up, requires_grad=False)  # [out, r]
+        self.down = nn.Parameter(down, requires_grad=False)  # [r, in]
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: Tensor, n_fg: int) -> Tensor:
+        y = F.linear(x, self.weight_fg, self.bias)
+        bg = y[n_fg:] + F.linear(F.linear(x[n_fg:], self.down), self.up)
+        return torch.cat([y[:n_fg], bg])
+
+
+MERGED_PROJECTIONS = (BranchLinear, LowRankBranchLinear)
+
+
 def lora_delta(layer: LoraLayer, branch: str, x: Tensor) -> Tensor:
     """B A x times peft's alpha/rank scaling for one adapter."""
     return layer.lora_B[branch](layer.lora_A[branch](x)) * layer.scaling[branch]
@@ -66,7 +89,7 @@ class BranchAttnProcessor(nn.Module):
 
     def project(self, attn: Attention, index: int, x: Tensor, n_fg: int) -> Tensor:
         layer = getattr(attn, PROJECTIONS[index])
-        if isinstance(layer, BranchLinear):
+        if isinstance(layer, MERGED_PROJECTIONS):
             return layer(x, n_fg)
         if not isinstance(layer, LoraLayer):
             return layer(x)

@@ -30,7 +30,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from reference.branch_attention import BRANCHES, PROJECTIONS, BranchAttnProcessor, BranchLinear, processors
+from reference.branch_attention import (
+    BRANCHES,
+    MERGED_PROJECTIONS,
+    PROJECTIONS,
+    BranchAttnProcessor,
+    BranchLinear,
+    processors,
+)
 from reference.config import ModelConfig
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
@@ -61,7 +68,7 @@ def folded_weights(layer: LoraLayer, scales: dict[str, Tensor], index: int) -> d
 
 def is_merged(model: MildModel) -> bool:
     """Whether the Q/K/V projections already hold folded branch weights (no LoRA adapters left)."""
-    return any(isinstance(m, BranchLinear) for m in model.unet.modules())
+    return any(isinstance(m, MERGED_PROJECTIONS) for m in model.unet.modules())
 
 
 def merge_model(model: MildModel) -> MildModel:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mild_export.engine.trt_shim import TensorRTError
+from mild_export.export.branch_weights import BranchWeights
 from mild_export.export.contracts import ExportShapes
 from mild_export.export.precision import Precision, SMAForm
 
@@ -60,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=SMAForm.PLUGIN.value,
         help="plugin (default) / function: a mild.SpatiallyModulatedAttention node with its function body; "
         "fold: plain attention over Q and K extended by one channel",
+    )
+    p.add_argument(
+        "--bg-weights",
+        choices=[f.value for f in BranchWeights],
+        default=BranchWeights.LOW_RANK.value,
+        help="low-rank (default): the UNet holds the fg Q/K/V set and the bg set's rank-2r difference "
+        "(SDXL: 1.014x one UNet's weights); full: both sets whole (SDXL: 1.29x)",
     )
     p.add_argument(
         "--force", action="store_true", help="export and build again even if the files are up to date"
@@ -118,7 +126,13 @@ def run(args: argparse.Namespace) -> None:
         max_instances=args.max_instances,
         guidance=args.guidance,
     )
-    settings = ExportSettings(precision=precision, sma=SMAForm(args.sma), shapes=shapes, force=args.force)
+    settings = ExportSettings(
+        precision=precision,
+        sma=SMAForm(args.sma),
+        shapes=shapes,
+        force=args.force,
+        branch_weights=BranchWeights(args.bg_weights),
+    )
     previous = previous_engines(args.out)
     manifest = export_model(model, str(args.model), args.out, settings)
     log.info("wrote %d graphs and manifest.json to %s (%s)", len(manifest.graphs), args.out, precision.value)

@@ -6,10 +6,13 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from torch import nn
 from tqdm.auto import tqdm
 
-from mild_export.export.contracts import ExportShapes, contracts
+from mild_export.export.branch_weights import BranchWeights, branch_weights_form
+from mild_export.export.contracts import ExportShapes, GraphContract, contracts
 from mild_export.export.manifest import Manifest, file_sha256, graph_entry, graph_key, weights_sha256
 from mild_export.export.modules import graph_modules
 from mild_export.export.onnx_export import check_opset, export_graph, opset_for
@@ -28,6 +31,7 @@ class ExportSettings:
     sma: SMAForm = SMAForm.PLUGIN
     shapes: ExportShapes = field(default_factory=ExportShapes)
     force: bool = False
+    branch_weights: BranchWeights = BranchWeights.LOW_RANK
 
 
 def check_writable(out: Path) -> None:
@@ -41,6 +45,23 @@ def check_writable(out: Path) -> None:
             f"output folder {out} is not writable ({err.strerror}): "
             "choose another --out or fix its permissions"
         ) from None
+
+
+def export_unet(
+    model: MildModel, unet: nn.Module, contract: GraphContract, path: Path, settings: ExportSettings
+) -> dict[str, Any]:
+    """The UNet graph with its Q/K/V in the chosen form; returns the manifest's record of it."""
+    rank = 2 * model.config.lora.rank  # fg and bg LoRA sets together
+    with branch_weights_form(unet, settings.branch_weights, rank) as conversion:
+        export_graph(contract, unet, path, settings.precision, settings.sma)
+    if conversion.factored:
+        log.info(
+            "bg Q/K/V as rank-%d differences from the fg set: %d projections (%d kept whole)",
+            rank,
+            conversion.factored,
+            conversion.whole,
+        )
+    return {"form": settings.branch_weights.value, **asdict(conversion)}
 
 
 def export_model(
@@ -69,11 +90,13 @@ def export_model(
     bar = tqdm(GRAPH_ORDER, desc="export", unit="graph", disable=not progress)
     for name in bar:
         contract, module = graph_contracts[name], modules[name]
+        unet = name == "unet"
         key = graph_key(
             weights_sha256(module),
             contract,
             precision=settings.precision.value,
-            sma=settings.sma.value if name == "unet" else None,
+            sma=settings.sma.value if unet else None,
+            branch_weights=settings.branch_weights.value if unet else None,
             opset=opset_for(settings.precision),
         )
         path = out / f"{name}.onnx"
@@ -81,9 +104,14 @@ def export_model(
         if old and old.key == key and path.is_file() and file_sha256(path) == old.sha256:
             bar.set_postfix_str(f"{name}: up to date")
             manifest.graphs[name] = old
+            if unet:
+                manifest.branch_weights = previous.branch_weights
             continue
         bar.set_postfix_str(f"{name}: exporting")
-        export_graph(contract, module, path, settings.precision, settings.sma)
+        if unet:
+            manifest.branch_weights = export_unet(model, module, contract, path, settings)
+        else:
+            export_graph(contract, module, path, settings.precision, settings.sma)
         manifest.graphs[name] = graph_entry(contract, path.name, file_sha256(path), key)
     save_tokenizers(model.text, out)
     manifest.write(out)

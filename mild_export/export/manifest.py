@@ -79,6 +79,8 @@ class Manifest:
     opset: int
     shapes: dict[str, Any]
     kept_in_fp32: list[str]
+    # how the UNet holds the bg Q/K/V set (mild_export.export.branch_weights); older folders: whole
+    branch_weights: dict[str, Any] = field(default_factory=lambda: {"form": "full"})
     graphs: dict[str, GraphEntry] = field(default_factory=dict)
     engines: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=tool_versions)

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from mild_export.export.branch_weights import BranchWeights, branch_weights_form
 from mild_export.export.contracts import ExportShapes, contracts
 from mild_export.export.modules import graph_modules
 from mild_export.export.onnx_export import export_graph
@@ -24,14 +25,22 @@ def model():
     return make_trained_tiny(seed=1)
 
 
+# each SMA form with one way of holding the bg Q/K/V set, so every parity case covers both
+BG_WEIGHTS = {SMAForm.PLUGIN: BranchWeights.LOW_RANK, SMAForm.FOLD: BranchWeights.FULL}
+
+
+def export_unet(model, path, precision, form):
+    contract = contracts(model.config, SHAPES)["unet"]
+    unet = graph_modules(model)["unet"]
+    with branch_weights_form(unet, BG_WEIGHTS[form], rank=2 * model.config.lora.rank):
+        return export_graph(contract, unet, path, precision, form)
+
+
 @pytest.fixture(scope="module")
 def unet_files(model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("unet")
-    contract = contracts(model.config, SHAPES)["unet"]
     return {
-        form: export_graph(
-            contract, graph_modules(model)["unet"], folder / f"unet_{form.value}.onnx", Precision.FP32, form
-        )
+        form: export_unet(model, folder / f"unet_{form.value}.onnx", Precision.FP32, form)
         for form in (SMAForm.PLUGIN, SMAForm.FOLD)
     }
 
@@ -79,11 +88,8 @@ def test_one_sma_node_per_self_attention(model, unet_files):
 
 
 def test_fp16_graph_is_as_close_as_pytorch_fp16(model, tmp_path):
-    contract = contracts(model.config, SHAPES)["unet"]
     half = make_trained_tiny(seed=1).half()
-    path = export_graph(
-        contract, graph_modules(half)["unet"], tmp_path / "unet16.onnx", Precision.FP16, SMAForm.PLUGIN
-    )
+    path = export_unet(half, tmp_path / "unet16.onnx", Precision.FP16, SMAForm.PLUGIN)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = unet_inputs(model, 2, 16, seed=5)
     x16 = {k: v if k == "timestep" else v.half() for k, v in x.items()}
@@ -112,10 +118,16 @@ def test_bf16_graph_is_bf16_and_valid(tmp_path):
 
 
 def test_unet_graph_holds_folded_branch_weights(model, unet_files):
-    """Eq. 1 folded before export: no LoRA factor (a matrix with the LoRA rank as a side) in the graph."""
+    """Eq. 1 folded before export: no LoRA factor (a matrix with the LoRA rank as a side) in either
+    graph; the low-rank form holds two thin factors (rank 2r) per projection instead of W_bg."""
     rank = model.config.lora.rank
     lora = [p for name, p in model.unet.named_parameters() if "lora_A" in name]
     assert lora and all(p.shape[0] == rank for p in lora)  # the reference does hold such matrices
-    graph = onnx.load(str(unet_files[SMAForm.PLUGIN]))
-    matrices = [tuple(init.dims) for init in graph.graph.initializer if len(init.dims) == 2]
-    assert matrices and not [dims for dims in matrices if rank in dims]
+    projections = 3 * len(processors(model.unet.unet))
+    sides = {}
+    for form, path in unet_files.items():
+        graph = onnx.load(str(path))
+        matrices = [tuple(init.dims) for init in graph.graph.initializer if len(init.dims) == 2]
+        assert matrices and not [dims for dims in matrices if rank in dims], form
+        sides[form] = sum(2 * rank in dims for dims in matrices)
+    assert sides == {SMAForm.PLUGIN: 2 * projections, SMAForm.FOLD: 0}
