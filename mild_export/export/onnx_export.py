@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import tempfile
 import warnings
@@ -93,7 +94,7 @@ def save_atomically(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
         staged = Path(tmp) / path.name
-        large = model.ByteSize() > PROTOBUF_LIMIT
+        large = _too_large_for_one_file(model)
         data_name = f"{path.name}.data"
         onnx.save_model(
             model, staged, save_as_external_data=large, all_tensors_to_one_file=True, location=data_name
@@ -103,6 +104,16 @@ def save_atomically(model: onnx.ModelProto, path: Path) -> Path:
             shutil.move(Path(tmp) / data_name, path.parent / data_name)
         staged.replace(path)
     return path
+
+
+def _too_large_for_one_file(model: onnx.ModelProto) -> bool:
+    """Protobuf cannot serialise past 2 GB, and `ByteSize()` itself fails there, so count the
+    initializers' bytes: the rest of a graph is small, and a margin covers it."""
+    weights = sum(
+        math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        for t in model.graph.initializer
+    )
+    return weights > PROTOBUF_LIMIT - (64 << 20)
 
 
 def _all_nodes(model: onnx.ModelProto):
