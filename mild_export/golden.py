@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mild_export.cli.logs import setup_logging
 from reference.backend import Backend, TorchBackend
 from reference.compose import ComposeMode
 from reference.ddim import DDIM
@@ -413,7 +414,7 @@ def _show_cli(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="mild-golden: %(message)s")
+    setup_logging("mild-golden")
     p = argparse.ArgumentParser(prog="python -m mild_export.golden", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="write golden files for an export folder (reference, fp32)")

@@ -23,6 +23,7 @@ from mild_export.bench.cases import Case, CaseResult, run_case
 from mild_export.bench.floor import FlopCounter, matrix_rate
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
+from mild_export.cli.logs import setup_logging
 from mild_export.export.contracts import ExportShapes, check_resolutions
 
 log = logging.getLogger("mild")
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="mild-bench: %(message)s")
+    setup_logging("mild-bench")
     args = parse_args(argv)
     try:
         run(args)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mild_export.cli.logs import setup_logging
 from reference.backend import Backend
 from reference.compose import ComposeMode, cutout_rgba
 from reference.inputs import ErasureInputs, crop_to, load_inputs, pad_to_multiple, save_png
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="mild-erase: %(message)s")
+    setup_logging("mild-erase")
     args = parse_args(argv)
     try:
         run(args)

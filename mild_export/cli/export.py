@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mild_export.cli.logs import setup_logging
 from mild_export.engine.trt_shim import TensorRTError
 from mild_export.export.branch_weights import BranchWeights
 from mild_export.export.contracts import ExportShapes
@@ -167,7 +168,7 @@ def previous_engines(out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="mild-export: %(message)s")
+    setup_logging("mild-export")
     args = parse_args(argv)
     try:
         run(args)

@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mild_export.cli.logs import setup_logging
+
 log = logging.getLogger("mild")
 
 
@@ -25,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="mild-merge: %(message)s")
+    setup_logging("mild-merge")
     args = parse_args(argv)
     try:
         from reference.merge import merge_checkpoint

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mild_export.cli.logs import setup_logging
+
 log = logging.getLogger("mild")
 
 MANIFEST = "synth.json"
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="mild-synth: %(message)s")
+    setup_logging("mild-synth")
     args = parse_args(argv)
     try:
         run(args)

@@ -15,6 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mild_export.cli.logs import setup_logging
+
 log = logging.getLogger("mild")
 
 
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="mild-train: %(message)s")
+    setup_logging("mild-train")
     args = parse_args(argv)
     try:
         run(args)

@@ -101,6 +101,7 @@ def save_atomically(model: onnx.ModelProto, path: Path) -> Path:
         )
         onnx.checker.check_model(str(staged), full_check=True)
         if large:
+            shutil.copymode(staged, Path(tmp) / data_name)  # onnx writes it 0600; the graph has the umask's
             shutil.move(Path(tmp) / data_name, path.parent / data_name)
         staged.replace(path)
     return path

@@ -27,6 +27,7 @@ def test_weights_over_the_limit_go_to_one_external_file(tmp_path, monkeypatch):
     path = onnx_export.save_atomically(model_with_weight(elements), tmp_path / "g.onnx")
     data = tmp_path / "g.onnx.data"
     assert data.stat().st_size == 4 * elements and path.stat().st_size < 4096
+    assert data.stat().st_mode == path.stat().st_mode  # readable by whoever may read the graph
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx", "g.onnx.data"]  # no staging left
     x = np.ones(elements, dtype=np.float32)
     (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
