@@ -81,18 +81,22 @@ class Toolchain:
 
 # --- targets ---------------------------------------------------------------------------------------
 
+CURRENT = "current"
+
 
 def parse_targets(value: str) -> tuple[str, ...]:
-    """'sm86,sm89' -> ('sm86', 'sm89'); also accepts 'sm_86' and '86'."""
+    """'sm86,sm89' -> ('sm86', 'sm89'); also accepts 'sm_86' and '86', and 'current' (TensorRT for
+    RTX's own choice for the GPU of this machine, which also answers whether it supports that GPU)."""
     targets = []
     for part in value.split(","):
-        match = re.fullmatch(r"(?:sm_?)?(\d{2,3})", part.strip().lower())
-        if match is None:
+        name = part.strip().lower()
+        match = re.fullmatch(r"(?:sm_?)?(\d{2,3})", name)
+        if match is None and name != CURRENT:
             raise ValueError(
                 f"--targets {value!r}: {part.strip()!r} is not a compute capability; "
-                "give a comma-separated list such as sm86,sm89"
+                "give a comma-separated list such as sm86,sm89 (or current)"
             )
-        targets.append(f"sm{match.group(1)}")
+        targets.append(CURRENT if match is None else f"sm{match.group(1)}")
     return tuple(dict.fromkeys(targets))
 
 

@@ -192,6 +192,8 @@ class TensorRT:
         """Raise ValueError naming `target` unless TensorRT for RTX can build for it."""
         name = target.strip().lower()
         known = self.rtx_targets()
+        if name == "current" and hasattr(self.module.ComputeCapability, "CURRENT"):
+            return
         if name == "sm90":
             raise ValueError(
                 f"target sm90 (Hopper: H100, H200) is not a TensorRT for RTX target; TensorRT for RTX "

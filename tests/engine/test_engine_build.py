@@ -222,6 +222,17 @@ def test_missing_plugin_path(trt, tmp_path, caplog):
 
 def test_parse_targets():
     assert parse_targets("sm86, sm_89,120,sm86") == ("sm86", "sm89", "sm120")
+    assert parse_targets("Current") == ("current",)
+
+
+def test_current_target_is_tensorrt_for_rtx_own_choice(trt):
+    """'current' asks TensorRT for RTX to build for this machine's GPU (its own verdict on a GPU
+    that is not an ahead-of-time target, such as sm90); without a GPU its build fails, by name."""
+    assert choose_targets(trt, ("current",), None) == ("current",)
+    config = trt.builder(trt.logger()).create_builder_config()
+    trt.set_targets(config, ("current",))
+    assert config.num_compute_capabilities == 1
+    assert config.get_compute_capability(0) == trt.module.ComputeCapability.CURRENT
 
 
 def test_default_targets(trt, caplog):
