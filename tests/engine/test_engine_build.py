@@ -68,6 +68,13 @@ def fp16(trt, plugin_library, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def bf16(trt, plugin_library, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bf16")
+    assert export(out, "--bf16", "--plugin", str(plugin_library)) == 0
+    return out
+
+
 @pytest.fixture(autouse=True)
 def info_logs(caplog):
     caplog.set_level(logging.INFO, logger="mild")
@@ -82,7 +89,7 @@ def fp32_copy(fp32, tmp_path) -> Path:
 # --- what a build writes -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("folder, precision", [("fp32", "fp32"), ("fp16", "fp16")])
+@pytest.mark.parametrize("folder, precision", [("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16")])
 def test_every_graph_has_an_engine_listed_in_the_manifest(request, trt, folder, precision):
     out = request.getfixturevalue(folder)
     manifest = read_manifest(out)
@@ -103,7 +110,7 @@ def test_every_graph_has_an_engine_listed_in_the_manifest(request, trt, folder, 
     assert not list(out.glob(".*"))  # no temporary leftovers
 
 
-@pytest.mark.parametrize("folder, dtype", [("fp32", "FLOAT"), ("fp16", "HALF")])
+@pytest.mark.parametrize("folder, dtype", [("fp32", "FLOAT"), ("fp16", "HALF"), ("bf16", "BF16")])
 def test_one_plugin_layer_per_sma_node(request, trt, plugin_library, folder, dtype):
     out = request.getfixturevalue(folder)
     engines = read_manifest(out)["engines"]
