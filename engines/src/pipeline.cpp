@@ -24,6 +24,10 @@ size_t product(const std::vector<int64_t>& shape) {
 }
 
 IndexList index_list(const std::vector<int>& values) {
+    // a longer list would leave list.n past the end of list.idx, which the kernels then read
+    if (values.size() > static_cast<size_t>(kMaxIndices)) {
+        fail(MILD_ERROR_INTERNAL, "an index list of ", values.size(), " entries exceeds the kernels' ", kMaxIndices);
+    }
     IndexList list;
     list.n = static_cast<int>(values.size());
     for (size_t i = 0; i < values.size() && i < static_cast<size_t>(kMaxIndices); ++i) list.idx[i] = values[i];
@@ -31,6 +35,26 @@ IndexList index_list(const std::vector<int>& values) {
 }
 
 const char* const kGraphs[] = {"text_encoder", "conditioner", "vae_encoder", "vae_decoder", "unet"};
+
+// The CUDA current device belongs to the calling thread and is whatever was set last: on a thread
+// other than the one that loaded the engines, or after a context on another GPU was created, it is
+// not this context's. cudaMalloc, the kernels and the engine stream must all be on params->device,
+// so an erase makes it current for its duration and gives the caller's back afterwards.
+class CurrentDevice {
+public:
+    explicit CurrentDevice(int device) {
+        if (cudaGetDevice(&saved_) != cudaSuccess) saved_ = -1;
+        cuda_check(cudaSetDevice(device), "cudaSetDevice");
+    }
+    ~CurrentDevice() {
+        if (saved_ >= 0) cudaSetDevice(saved_);
+    }
+    CurrentDevice(const CurrentDevice&) = delete;
+    CurrentDevice& operator=(const CurrentDevice&) = delete;
+
+private:
+    int saved_ = -1;
+};
 
 }  // namespace
 
@@ -60,6 +84,9 @@ Pipeline::Pipeline(const mild_context_params& params) : params_(params) {
 }
 
 Pipeline::~Pipeline() {
+    // an erase that failed mid-way (an enqueue or kernel error) can leave work queued that reads the
+    // engines' contexts and our buffers: let it finish before either is released
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     engines_.clear();
     buffers_.clear();
     runtime_.reset();
@@ -86,23 +113,33 @@ void Pipeline::ensure_loaded() {
     }
     cuda_check(cudaSetDevice(params_.device), "cudaSetDevice");
     auto runtime = std::make_unique<Runtime>(params_.log, params_.log_user, params_.log_level, plugin_library_);
-    for (const char* name : kGraphs) {
-        if (!manifest_.has_graph(name)) continue;
-        const GraphInfo& g = manifest_.graph(name);
-        if (std::string(name) == "text_encoder") {
-            std::ifstream probe(g.engine_path);
-            if (!probe) continue;  // prompts come from the cache
+    // On any failure below, the engines already deserialised must go before `runtime` does (it is
+    // a local until the end): NvInferRuntime.h documents destroying an IRuntime before its engines
+    // as undefined behaviour, and ~Pipeline (or the next lazy ensure_loaded) would otherwise delete
+    // them after it. The unet, the largest engine and the one with plugin layers, loads last, so
+    // this is the ordinary "an engine does not load" path (out of memory, a plugin), not a corner.
+    try {
+        for (const char* name : kGraphs) {
+            if (!manifest_.has_graph(name)) continue;
+            const GraphInfo& g = manifest_.graph(name);
+            if (std::string(name) == "text_encoder") {
+                std::ifstream probe(g.engine_path);
+                if (!probe) continue;  // prompts come from the cache
+            }
+            engines_[name] = runtime->load(name, g.engine_path, g.built_with);
         }
-        engines_[name] = runtime->load(name, g.engine_path, g.built_with);
+        // the engines' own profiles must serve what the manifest promises (check_inputs relies on it)
+        const int64_t fg_max = engines_.at("unet")->profile_max("sample_fg", 0);
+        if (fg_max < manifest_.graph("unet").symbol("batch_fg").max) {
+            fail(MILD_ERROR_ENGINE, "engine ", manifest_.graph("unet").engine_path, " serves at most ", fg_max,
+                 " fg rows but the manifest says ", manifest_.graph("unet").symbol("batch_fg").max,
+                 ": build the engines again from this manifest");
+        }
+        cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    } catch (...) {
+        engines_.clear();
+        throw;
     }
-    // the engines' own profiles must serve what the manifest promises (check_inputs relies on it)
-    const int64_t fg_max = engines_.at("unet")->profile_max("sample_fg", 0);
-    if (fg_max < manifest_.graph("unet").symbol("batch_fg").max) {
-        fail(MILD_ERROR_ENGINE, "engine ", manifest_.graph("unet").engine_path, " serves at most ", fg_max,
-             " fg rows but the manifest says ", manifest_.graph("unet").symbol("batch_fg").max,
-             ": build the engines again from this manifest");
-    }
-    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     runtime_ = std::move(runtime);
 }
 
@@ -243,7 +280,10 @@ void Pipeline::prepare_mask_latents(const ErasePlan& plan) {
     const int n = plan.n, H = plan.height, W = plan.width, hw = plan.h * plan.w;
     const int in_channels = plan.image->channels;
     const int in_stride = plan.image->stride ? plan.image->stride : plan.image->width * in_channels;
-    const uint8_t* image = static_cast<const uint8_t*>(upload("image", plan.image->data, static_cast<size_t>(in_stride) * H));
+    // rows are `in_stride` apart but the last one is only width x channels long: the caller's buffer
+    // (a view into a larger image, say) need not extend a whole stride past it
+    const size_t image_bytes = static_cast<size_t>(in_stride) * (H - 1) + static_cast<size_t>(plan.image->width) * in_channels;
+    const uint8_t* image = static_cast<const uint8_t*>(upload("image", plan.image->data, image_bytes));
     const uint8_t* masks = static_cast<const uint8_t*>(upload("masks", plan.masks.bits.data(), plan.masks.bits.size()));
     Engine& enc = engine("vae_encoder");
     const DType img_type = enc.dtype("images");
@@ -359,6 +399,7 @@ void Pipeline::erase(const mild_image* image, const mild_mask* masks, int n_mask
                      mild_image* out) {
     const ErasePlan plan = check_inputs(image, masks, n_masks, params, out);  // host only
     ensure_loaded();
+    const CurrentDevice device(params_.device);
     const size_t row = static_cast<size_t>(manifest_.text_length) * manifest_.cross_attention_dim;
     float* text = static_cast<float*>(buffer("text_f32", plan.copies * row * sizeof(float)));
     float* pooled = static_cast<float*>(buffer("pooled_f32", plan.copies * std::max(manifest_.pooled_dim, 1) * sizeof(float)));

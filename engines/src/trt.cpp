@@ -128,6 +128,8 @@ Runtime::Runtime(mild_log_fn log, void* user, mild_log_level level, const std::s
             std::string errors = logger_->take_errors();
             delete runtime_;
             runtime_ = nullptr;
+            dlclose(plugin_handle_);  // the destructor does not run for a constructor that throws
+            plugin_handle_ = nullptr;
             fail(MILD_ERROR_ENGINE, "TensorRT did not accept the plugin library ", plugin_library, ": ", errors);
         }
     }

@@ -182,9 +182,10 @@ ErasePlan Pipeline::check_inputs(const mild_image* image, const mild_mask* masks
         fail(MILD_ERROR_UNSUPPORTED_SHAPE, "params->guidance is ", p.guidance, " but the engines in ", manifest_.dir,
              " were built without guidance (", limit, "): use guidance 1 or export again with --guidance");
     }
-    if (n_masks > most || n_masks > kMaxIndices) {
+    // the decoder's row list holds the N fg rows and the background: N + 1 <= kMaxIndices
+    if (n_masks > most || n_masks > kMaxIndices - 1) {
         fail(MILD_ERROR_UNSUPPORTED_SHAPE, "n_masks is ", n_masks, " but the engines in ", manifest_.dir,
-             " serve at most ", std::min(most, kMaxIndices), " instances", plan.copies == 2 ? " with guidance" : "",
+             " serve at most ", std::min(most, kMaxIndices - 1), " instances", plan.copies == 2 ? " with guidance" : "",
              " (", limit, "): erase fewer people per call or export again with --max-instances ", n_masks);
     }
     check_removal(p, n_masks, plan.removed);

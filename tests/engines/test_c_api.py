@@ -282,6 +282,30 @@ def test_example_app_reports_bad_input_before_the_engines(build, fixture_root, t
     assert not out.exists()
 
 
+def test_instances_leave_room_for_the_background_row(build, tmp_path):
+    """The decoder's row list (the kernels' IndexList, kMaxIndices = 64 entries) holds the N fg rows
+    and the background, so an export for 64 instances still takes at most 63 per call: a 64th used
+    to write list.n = 65 and the gather kernel read past list.idx. Checked on the host, before any
+    engine loads (lazy_load)."""
+    folder = write_manifest(tmp_path / "wide", max_instances=64)
+    rng = np.random.default_rng(2)
+    image = _png(tmp_path / "photo.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:24, 8:24] = 255
+    good = _png(tmp_path / "m.png", mask)
+    out = tmp_path / "out.png"
+    base = [build / "mild_erase_app", "--engines", folder, "--image", image, "--out", out, "--quiet"]
+
+    result = _run([*base, *["--mask", good] * 64])
+    assert result.returncode == 1
+    assert "MILD_ERROR_UNSUPPORTED_SHAPE" in result.stderr and "serve at most 63 instances" in result.stderr
+
+    load, _ = expected_statuses(build)  # 63 pass the host checks and reach the engines
+    result = _run([*base, *["--mask", good] * 63])
+    assert result.returncode == 1 and load in result.stderr, result.stderr
+    assert not out.exists()
+
+
 # ---- host-side numbers against the Python reference ---------------------------------------------------
 
 

@@ -272,6 +272,17 @@ def export_with_engines(out: Path, precision: str, plugin: Path) -> Path:
     tools = check_engines(EngineSettings(plugin=plugin), sma="plugin")
     settings = ExportSettings(precision=Precision(precision), shapes=SHAPES)
     manifest = export_model(model, "tiny", out, settings, progress=False)
+    if tools.trt.is_rtx and trb.present_target() not in tools.trt.rtx_targets():
+        # On a GPU that is no TensorRT for RTX ahead-of-time target (sm90: the H100/H200 the GPU
+        # sessions get) the default targets' engines do not load, and open_backend would skip every
+        # test here. Ask TensorRT for RTX to build for this GPU, as bench/gpu_session.sh does; if it
+        # refuses, build for the default targets as before (and open_backend decides).
+        current = check_engines(EngineSettings(targets=("current",), plugin=plugin), sma="plugin")
+        try:
+            build_engines(out, manifest, contracts(model.config, SHAPES), current, progress=False)
+            return out
+        except (RuntimeError, ValueError) as err:
+            logging.getLogger("mild").warning("engines for --targets current did not build: %s", err)
     build_engines(out, manifest, contracts(model.config, SHAPES), tools, progress=False)
     return out
 
