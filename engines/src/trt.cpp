@@ -112,6 +112,10 @@ Runtime::Runtime(mild_log_fn log, void* user, mild_log_level level, const std::s
     if (runtime_ == nullptr) {
         fail(MILD_ERROR_ENGINE, "TensorRT could not create a runtime: ", logger_->take_errors());
     }
+    // mild-export embeds the plugin library in the engines (plugins_to_serialize): an engine with
+    // host code deserialises only where that is allowed (as the Python backend allows it). The
+    // manifest's hash check is what vouches for the file.
+    runtime_->setEngineHostCodeAllowed(true);
     if (!plugin_library.empty()) {
         // dlopen first for a readable error (missing file, unresolved symbol); TensorRT then takes
         // its creators through getCreators
