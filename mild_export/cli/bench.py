@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from mild_export.bench.cases import Case, CaseResult, run_case
 from mild_export.bench.floor import FlopCounter, matrix_rate
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
+from mild_export.bench.weights import unet_weights
 from mild_export.cli.logs import setup_logging
 from mild_export.export.contracts import ExportShapes, check_resolutions
 
@@ -140,12 +141,16 @@ def run(args: argparse.Namespace) -> None:
     title = f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}"
     print(f"mild-bench: {title}")
     print(table(results, rate))
+    weights = unet_weights(args.engines, target.config, target.precision) if args.engines else None
+    if weights is not None:
+        print(weights.line())
     if args.json:
         settings = {
             "model": str(args.engines or args.model or "tiny"),
             "repeats": repeats,
             "warmup": warmup,
             "cases": len(cases),
+            "unet_weights": None if weights is None else asdict(weights),
         }
         write_json(args.json, results, rate, env, settings)
         log.info("wrote %s", args.json)

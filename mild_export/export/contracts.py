@@ -50,9 +50,14 @@ class ExportShapes:
 @dataclass(frozen=True)
 class Range:
     min: int
-    opt: int
+    opt: int  # the size engines are tuned for and graphs are traced at: kept within [min, max]
     max: int
     multiple: int = 1  # the value is always a multiple of this (UNet levels need even grids)
+
+    def __post_init__(self) -> None:
+        # typical sizes (3 branches, 2 fg rows) exceed small limits such as --max-instances 1; a
+        # graph traced above its max would be fixed at the wrong size
+        object.__setattr__(self, "opt", max(self.min, min(self.opt, self.max)))
 
 
 @dataclass(frozen=True)
