@@ -350,15 +350,7 @@ def scene(n: int, side: int, seed: int) -> GoldenInputs:
     """A synthetic photo of `n` people (reference.data.synth) with pose, parsing and a prompt."""
     from reference.data.synth import make_sample
 
-    sample = make_sample(seed, size=side, n_figures=n)
-    return GoldenInputs(
-        image=torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255,
-        masks=torch.from_numpy(sample.masks.astype(np.float32)),
-        keypoints=torch.from_numpy(sample.keypoints),
-        parsing=torch.from_numpy(sample.parsing.astype(np.int64)),
-        prompt=sample.prompt,
-        seed=seed,
-    )
+    return GoldenInputs(**make_sample(seed, size=side, n_figures=n).erase_inputs(), seed=seed)
 
 
 def _write_cli(args: argparse.Namespace) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from reference.files import atomic_write
 from reference.hmg import PARSING_CLASSES, POSE_CHANNELS
 
 log = logging.getLogger("mild")
@@ -314,20 +313,7 @@ def _png_array(image: Tensor, path: Path) -> np.ndarray:
 def save_png(path: Path, image: Tensor) -> Path:
     """[3 or 4, H, W] (or one channel) in [0, 1] -> 8-bit RGB(A)/L PNG.
 
-    Written under a temporary name in the same folder, then renamed over `path`, so a reader
-    never sees half a file and an interrupted run leaves the old file intact. The temporary file
-    is created with the usual permissions (0o666 less the umask), not mkstemp's private 0o600."""
+    Written atomically (`reference.files.atomic_write`): a reader never sees half a file."""
     path = Path(path)
     array = _png_array(image, path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            Image.fromarray(array).save(file, format="PNG")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))

@@ -30,6 +30,23 @@ def make_trained_tiny(seed: int = 0) -> MildModel:
     return model.eval()
 
 
+def unet_inputs(
+    model: MildModel, n: int, side: int, seed: int, timestep: float = 640.0
+) -> dict[str, torch.Tensor]:
+    """Random inputs of the UNet engine contract: n fg rows and one bg row on a side x side latent."""
+    g = torch.Generator().manual_seed(seed)
+    L, C = model.config.context_length, model.config.cross_attention_dim
+    return {
+        "sample_fg": torch.randn(n, 9, side, side, generator=g),
+        "sample_bg": torch.randn(1, 9, side, side, generator=g),
+        "mask_fg": (torch.rand(n, 1, side, side, generator=g) > 0.5).float(),
+        "mask_bg": (torch.rand(1, 1, side, side, generator=g) > 0.3).float(),
+        "context_fg": torch.randn(n, L, C, generator=g),
+        "context_bg": torch.randn(1, L, C, generator=g),
+        "timestep": torch.full((n + 1,), timestep),
+    }
+
+
 @pytest.fixture
 def trained_tiny() -> MildModel:
     return make_trained_tiny()

@@ -7,7 +7,6 @@ weights shows up before a GPU is at hand; device memory itself is the GPU's to r
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import onnx
 import torch
 from diffusers import UNet2DConditionModel
 
+from mild_export.export.onnx_export import initializer_bytes
 from reference.config import ModelConfig
 
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -51,11 +51,7 @@ def unet_params(config: ModelConfig) -> int:
 
 def graph_weight_bytes(path: Path) -> int:
     """Bytes of every initializer of the graph, read from its header (external data not loaded)."""
-    model = onnx.load(str(path), load_external_data=False)
-    return sum(
-        math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        for t in model.graph.initializer
-    )
+    return initializer_bytes(onnx.load(str(path), load_external_data=False))
 
 
 def unet_weights(folder: Path, config: ModelConfig, precision: str) -> UNetWeights:

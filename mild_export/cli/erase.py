@@ -85,20 +85,11 @@ def demo_inputs(out: Path) -> ErasureInputs:
     """A synthetic photo with its masks, pose and parsing; its inputs are written to `out`."""
     from reference.data.synth import make_sample
 
-    sample = make_sample(DEMO_SEED, size=64, n_figures=3)
-    image = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255
-    masks = torch.from_numpy(sample.masks).float()
-    save_png(out / "input.png", image)
-    for k, mask in enumerate(masks, start=1):
+    inputs = make_sample(DEMO_SEED, size=64, n_figures=3).erase_inputs()
+    save_png(out / "input.png", inputs["image"])
+    for k, mask in enumerate(inputs["masks"], start=1):
         save_png(out / f"mask_{k}.png", mask[None].expand(3, -1, -1))
-    return ErasureInputs(
-        image=image,
-        masks=masks,
-        keypoints=torch.from_numpy(sample.keypoints),
-        parsing=torch.from_numpy(sample.parsing).long(),
-        prompt=sample.prompt,
-        original_size=tuple(image.shape[1:]),
-    )
+    return ErasureInputs(**inputs, original_size=tuple(inputs["image"].shape[1:]))
 
 
 def make_backend(args: argparse.Namespace) -> Backend:

@@ -107,14 +107,18 @@ def save_atomically(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def _too_large_for_one_file(model: onnx.ModelProto) -> bool:
-    """Protobuf cannot serialise past 2 GB, and `ByteSize()` itself fails there, so count the
-    initializers' bytes: the rest of a graph is small, and a margin covers it."""
-    weights = sum(
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the graph's initializers from their shapes and types, inline or external."""
+    return sum(
         math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
         for t in model.graph.initializer
     )
-    return weights > PROTOBUF_LIMIT - (64 << 20)
+
+
+def _too_large_for_one_file(model: onnx.ModelProto) -> bool:
+    """Protobuf cannot serialise past 2 GB, and `ByteSize()` itself fails there, so count the
+    initializers' bytes: the rest of a graph is small, and a margin covers it."""
+    return initializer_bytes(model) > PROTOBUF_LIMIT - (64 << 20)
 
 
 def _all_nodes(model: onnx.ModelProto):

@@ -14,14 +14,14 @@ does), so a reader, or a training run started meanwhile, never sees half a file.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from reference.files import atomic_write
 
 IMAGES, BACKGROUNDS, MASKS, POSE, PARSING = "images", "backgrounds", "masks", "pose", "parsing"
 PROMPTS = "prompts.jsonl"
@@ -32,23 +32,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 def mask_name(stem: str, k: int) -> str:
     """masks/ file of instance k (counted from 1, in mask order)."""
     return f"{stem}_{k}.png"
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:

@@ -11,8 +11,10 @@ hidden are placed again, and dropped if that keeps failing, so every mask is non
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 from reference.data import raster
 from reference.data.figures import draw_figure, random_outfit
@@ -63,6 +65,17 @@ class SynthSample:
     parsing: np.ndarray  # [H, W] uint8 LIP ids of the visible figure pixels, 0 elsewhere
     prompt: str  # describes the clean background
     amodal: np.ndarray  # [N, H, W] bool: each whole figure, hidden parts included (not written)
+
+    def erase_inputs(self) -> dict[str, Any]:
+        """The photo as the pipeline takes it: image [3, H, W] in [0, 1], masks [N, H, W] in {0, 1},
+        keypoints [N, 18, 3], parsing [H, W] int64 ids, and the prompt."""
+        return {
+            "image": torch.from_numpy(self.image).permute(2, 0, 1).float() / 255,
+            "masks": torch.from_numpy(self.masks.astype(np.float32)),
+            "keypoints": torch.from_numpy(self.keypoints),
+            "parsing": torch.from_numpy(self.parsing.astype(np.int64)),
+            "prompt": self.prompt,
+        }
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 from mild_export.export.branch_weights import BranchWeights, branch_weights_form, low_rank_difference
 from mild_export.export.modules import graph_modules
 from reference.branch_attention import BranchLinear, LowRankBranchLinear
-from tests.conftest import make_trained_tiny
+from tests.conftest import make_trained_tiny, unet_inputs
 
 
 def folded_pair(out_dim: int, in_dim: int, r: int, dtype: torch.dtype, seed: int):
@@ -50,25 +50,11 @@ def test_identical_sets_give_zero_factors_of_the_full_rank():
     assert not up.any() and not down.any()
 
 
-def unet_inputs(model, n, side, seed):
-    g = torch.Generator().manual_seed(seed)
-    L, C = model.config.context_length, model.config.cross_attention_dim
-    return {
-        "sample_fg": torch.randn(n, 9, side, side, generator=g),
-        "sample_bg": torch.randn(1, 9, side, side, generator=g),
-        "mask_fg": (torch.rand(n, 1, side, side, generator=g) > 0.5).float(),
-        "mask_bg": (torch.rand(1, 1, side, side, generator=g) > 0.3).float(),
-        "context_fg": torch.randn(n, L, C, generator=g),
-        "context_bg": torch.randn(1, L, C, generator=g),
-        "timestep": torch.full((n + 1,), 500.0),
-    }
-
-
 def test_swap_matches_the_lora_model_and_is_undone():
     lora = make_trained_tiny(seed=2)
     unet = graph_modules(lora)["unet"]  # merged (BranchLinear)
     before = [m for m in unet.modules() if isinstance(m, BranchLinear)]
-    x = unet_inputs(lora, 3, 8, seed=4)
+    x = unet_inputs(lora, 3, 8, seed=4, timestep=500.0)
     with torch.no_grad():
         reference = lora.unet(**x)
         with branch_weights_form(unet, BranchWeights.LOW_RANK, rank=2 * lora.config.lora.rank) as conversion:

@@ -15,7 +15,7 @@ from mild_export.export.onnx_export import export_graph
 from mild_export.export.precision import Precision, SMAForm
 from mild_export.ops.schema import SMA
 from reference.branch_attention import processors
-from tests.conftest import make_trained_tiny
+from tests.conftest import make_trained_tiny, unet_inputs
 
 SHAPES = ExportShapes(resolutions=(64, 128), max_instances=5)
 
@@ -42,20 +42,6 @@ def unet_files(model, tmp_path_factory):
     return {
         form: export_unet(model, folder / f"unet_{form.value}.onnx", Precision.FP32, form)
         for form in (SMAForm.PLUGIN, SMAForm.FOLD)
-    }
-
-
-def unet_inputs(model, n, side, seed):
-    g = torch.Generator().manual_seed(seed)
-    L, C = model.config.context_length, model.config.cross_attention_dim
-    return {
-        "sample_fg": torch.randn(n, 9, side, side, generator=g),
-        "sample_bg": torch.randn(1, 9, side, side, generator=g),
-        "mask_fg": (torch.rand(n, 1, side, side, generator=g) > 0.5).float(),
-        "mask_bg": (torch.rand(1, 1, side, side, generator=g) > 0.3).float(),
-        "context_fg": torch.randn(n, L, C, generator=g),
-        "context_bg": torch.randn(1, L, C, generator=g),
-        "timestep": torch.full((n + 1,), 640.0),
     }
 
 
