@@ -21,15 +21,17 @@
 # Both calls together spend about 13 of the session's 15 device minutes (start included), so
 # give the machine back right after the second call. What comes back in $OUT (8 files at most):
 #
-#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl.json
+#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl-kernel.json
+#           bench-sdxl-fold.json
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
 #   SMA kernel; mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25
-#   steps, no guidance, fp16, on the fastest backend that runs without engines (the PyTorch
-#   reference on CUDA: SDXL engines need an export and build longer than a call); the SMA kernel
-#   harness (parity, compute-sanitizer, timing against SDPA).
+#   steps, no guidance, fp16, on the fastest backends that run without engines (the PyTorch
+#   reference on CUDA with SMA by the plugin's kernel, then by flash attention over the fold form:
+#   SDXL engines need an export and build longer than a call); the SMA kernel harness (parity,
+#   compute-sanitizer, timing against SDPA).
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -108,10 +110,17 @@ stage1() {
         -DTensorRT_INCLUDE_DIR=$PWD/third_party/tensorrt/include >/dev/null &&
         cmake --build build/plugins --parallel 16 && ls -l $MILD_PLUGIN_LIBRARY"
     step gpu-tests-kernel 180 "$PY -m pytest -q -m gpu -rs tests/plugins -p no:cacheprovider"
-    step bench-sdxl-reference 240 "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend reference \
-        --device cuda --precision fp16 --instances 2 --resolution 512 --steps 25 --guidance 1 \
-        --repeats 3 --warmup 1 --json $OUT/bench-sdxl.json"
-    step sma-kernel-harness 240 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
+    # the PyTorch reference with SMA by the plugin's kernel, then the harness, then SMA as plain
+    # flash attention over the fold form (the fastest backends that need no engines)
+    step bench-sdxl-kernel 150 "$(sdxl_bench kernel)"
+    step sma-kernel-harness 120 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
+    step bench-sdxl-fold 120 "$(sdxl_bench fold)"
+}
+
+sdxl_bench() {  # sdxl_bench SMA_FORM: the mild-bench command line for issue 6's target case
+    echo "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend reference --sma $1 --device cuda \
+        --precision fp16 --instances 2 --resolution 512 --steps 25 --guidance 1 --repeats 3 --warmup 1 \
+        --json $OUT/bench-sdxl-$1.json"
 }
 
 stage2() {

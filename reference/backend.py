@@ -12,6 +12,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from reference import sma
 from reference.config import ModelConfig
 from reference.graphs import GraphSpec, graph_specs
 from reference.model import MildModel
@@ -27,12 +28,19 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The reference: the PyTorch modules themselves, in their own precision."""
+    """The reference: the PyTorch modules themselves, in their own precision.
 
-    def __init__(self, model: MildModel, device: str | torch.device = "cpu"):
+    `sma_form` names the SMA implementation the UNet's self-attention runs (`reference.sma.BACKENDS`):
+    the same model timed with the bias materialised, the fold form, or the plugin's CUDA kernel.
+    """
+
+    def __init__(self, model: MildModel, device: str | torch.device = "cpu", sma_form: str = "reference"):
+        if sma_form not in sma.BACKENDS:
+            raise ValueError(f"unknown SMA form {sma_form!r}: choose one of {', '.join(sma.BACKENDS)}")
         self.model = model.to(device).eval()
         self.config = model.config
         self.device = torch.device(device)
+        self.sma_form = sma_form
         self.specs = graph_specs(self.config.has_added_conditions)
 
     def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
@@ -41,7 +49,7 @@ class TorchBackend:
     def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         spec = self.specs[graph]
         args = {name: inputs[name] for name in spec.inputs}
-        with torch.no_grad():
+        with torch.no_grad(), sma.use_backend(self.sma_form):
             outputs = self._call(spec, args)
         return dict(zip(spec.outputs, outputs, strict=True))
 

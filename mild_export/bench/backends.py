@@ -6,6 +6,7 @@ the precision the matrix rate is measured in, and the limits of what it can serv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from reference.backend import Backend
-from reference.config import ModelConfig
+from reference.config import PRESETS, ModelConfig
 
 if TYPE_CHECKING:
     from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -33,6 +34,7 @@ class BenchOptions:
     engines: Path | None  # a mild-export output folder (exported-graph backends)
     device: torch.device
     precision: str | None  # None: the backend's own default
+    sma: str | None = None  # the reference's SMA form (reference.sma.BACKENDS); None: "reference"
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Target:
     backend: Backend
     config: ModelConfig
     precision: str
+    sma: str  # how the UNet's self-attention computes SMA: a reference form or the export's --sma
     max_instances: int | None = None  # None: any
     resolutions: tuple[int, ...] | None = None  # exported sides; None: any multiple the model takes
     guidance: bool = True  # whether guided (two-row) cases can run
@@ -71,13 +74,34 @@ def reference(options: BenchOptions) -> Target:
 
     if options.engines is not None:
         raise ValueError("--backend reference runs a model: give --model, not --engines")
+    sma_form = options.sma or "reference"
+    if sma_form == "kernel":
+        load_sma_kernel(options.device)
     precision = options.precision or ("fp16" if options.device.type == "cuda" else "fp32")
-    log.info("building model %s on %s in %s", options.model, options.device, precision)
-    model = load_model(options.model).to(PRECISIONS[precision])
-    backend: Backend = TorchBackend(model, options.device)
+    log.info("building model %s on %s in %s (SMA: %s)", options.model, options.device, precision, sma_form)
+    # random weights drawn on the GPU itself: SDXL's take a minute on the CPU, a second there
+    on_device = options.model in PRESETS and options.device.type == "cuda"
+    with options.device if on_device else contextlib.nullcontext():
+        model = load_model(options.model).to(PRECISIONS[precision])
+    backend: Backend = TorchBackend(model, options.device, sma_form)
     if precision != "fp32":
         backend = CastBackend(backend, PRECISIONS[precision])
-    return Target("reference", backend, model.config, precision)
+    return Target("reference", backend, model.config, precision, sma_form)
+
+
+def load_sma_kernel(device: torch.device) -> None:
+    """Register and build the plugin's CUDA kernel as the `kernel` SMA form, or say why not."""
+    if device.type != "cuda":
+        raise ValueError(f"--sma kernel runs the plugin's CUDA kernel: give --device cuda, not {device}")
+    from mild_export.engine import sma_torch_ext
+
+    try:
+        sma_torch_ext.load()
+    except (RuntimeError, OSError, ImportError) as err:
+        raise ValueError(
+            f"--sma kernel: the SMA kernel extension did not build ({err}); "
+            "it needs nvcc and a CUDA build of torch; --sma fold runs without it"
+        ) from None
 
 
 def onnxruntime(options: BenchOptions) -> Target:
@@ -97,6 +121,11 @@ def tensorrt(options: BenchOptions) -> Target:
 def _need_engines(name: str, options: BenchOptions) -> None:
     if options.engines is None:
         raise ValueError(f"--backend {name} runs exported graphs: give --engines DIR (made by mild-export)")
+    if options.sma is not None:
+        raise ValueError(
+            f"--sma chooses the SMA form of --backend reference; {name} runs the form the graphs were "
+            "exported with (mild-export --sma)"
+        )
 
 
 def _exported(name: str, backend: OnnxRuntimeBackend | TensorRTBackend, options: BenchOptions) -> Target:
@@ -113,11 +142,14 @@ def _exported(name: str, backend: OnnxRuntimeBackend | TensorRTBackend, options:
         backend,
         backend.config,
         manifest.precision,
+        manifest.sma,
         max_instances=shapes["max_instances"],
         resolutions=tuple(shapes["resolutions"]),
         guidance=bool(shapes["guidance"]),
     )
 
+
+SMA_FORMS = ("reference", "fold", "kernel")  # reference.sma's forms; "kernel" registers itself on use
 
 BACKENDS: dict[str, Callable[[BenchOptions], Target]] = {
     "reference": reference,

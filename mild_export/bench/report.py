@@ -47,7 +47,7 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device, backend: str, precision: str) -> dict[str, Any]:
+def environment(device: torch.device, backend: str, precision: str, sma: str) -> dict[str, Any]:
     versions = {}
     for package in ("torch", "diffusers", "onnxruntime", "onnxruntime-gpu", "mild-export"):
         try:
@@ -63,6 +63,7 @@ def environment(device: torch.device, backend: str, precision: str) -> dict[str,
         "python": platform.python_version(),
         "backend": backend,
         "precision": precision,
+        "sma": sma,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mild_export.bench.backends import BACKENDS, PRECISIONS, BenchOptions, Target, make_target
+from mild_export.bench.backends import BACKENDS, PRECISIONS, SMA_FORMS, BenchOptions, Target, make_target
 from mild_export.bench.cases import Case, CaseResult, run_case
 from mild_export.bench.floor import FlopCounter, matrix_rate
 from mild_export.bench.report import environment, plot, table, write_json
@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
     )
     p.add_argument("--precision", choices=sorted(PRECISIONS), help="default fp16 on cuda, fp32 on cpu")
+    p.add_argument(
+        "--sma",
+        choices=SMA_FORMS,
+        help="--backend reference: SMA with the bias materialised (reference, the default), as plain "
+        "attention over extended Q/K (fold), or by the plugin's CUDA kernel (kernel, builds it)",
+    )
     p.add_argument("--json", type=Path, help="write every timing and the environment here")
     p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")
     return p.parse_args(argv)
@@ -121,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     request = parse_request(args)
     device = torch.device(args.device)
     target = make_target(
-        args.backend, BenchOptions(args.model or "tiny", args.engines, device, args.precision)
+        args.backend, BenchOptions(args.model or "tiny", args.engines, device, args.precision, args.sma)
     )
     cases = plan_cases(request, target)
     tiny = target.config.name in TINY_MODELS  # seconds per case on a CPU: fewer runs suffice
@@ -137,8 +143,10 @@ def run(args: argparse.Namespace) -> None:
         result.flops = counter.case(case)
         result.floor_s = sum(result.flops.values()) / rate.flops_per_s
         results.append(result)
-    env = environment(device, target.name, target.precision)
-    title = f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}"
+    env = environment(device, target.name, target.precision, target.sma)
+    title = (
+        f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
+    )
     print(f"mild-bench: {title}")
     print(table(results, rate))
     weights = unet_weights(args.engines, target.config, target.precision) if args.engines else None

@@ -41,6 +41,7 @@ from mild_export.engine.trt_shim import (
 from mild_export.export.contracts import GraphContract
 from mild_export.export.manifest import Manifest, file_sha256
 from mild_export.ops.schema import SMA
+from reference.files import atomic_write
 
 log = logging.getLogger("mild")
 
@@ -221,17 +222,6 @@ def engine_key(tools: Toolchain, onnx_sha256: str, contract: GraphContract, plug
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-def write_atomically(data: bytes, path: Path) -> Path:
-    """Write under a temporary name beside `path`, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _check_inputs(network: Any, contract: GraphContract, onnx_path: Path) -> None:
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     if names != set(contract.inputs):
@@ -280,7 +270,7 @@ def build_engine(
     cache = _timing_cache(config, cache_path) if trt.has_timing_cache else None
     plan = trt.build(builder, network, config, logger)
     if cache is not None:
-        write_atomically(bytes(cache.serialize()), cache_path)
+        atomic_write(cache_path, lambda f: f.write(bytes(cache.serialize())))
     return plan, trt.count_plugin_layers(network)
 
 
@@ -309,9 +299,8 @@ def _copy_plugin(out: Path, plugin: Path, manifest: Manifest) -> None:
     """Put the plugin library beside the engines so the runtimes load the one they were built with."""
     target = out / PLUGIN_LIBRARY_NAME
     if not target.is_file() or file_sha256(target) != file_sha256(plugin):
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(plugin, tmp)
-        os.replace(tmp, target)
+        with plugin.open("rb") as source:
+            atomic_write(target, lambda f: shutil.copyfileobj(source, f))
     manifest.engines["plugin_library"] = PLUGIN_LIBRARY_NAME
 
 
@@ -379,7 +368,7 @@ def _build(
             f"{name}: {onnx_path.name} has {sma_nodes} SMA nodes but the engine has {plugin_layers} "
             f"plugin layers: is {plugin} the library for this graph's SMA version?"
         )
-    path = write_atomically(plan, out / f"{name}.plan")
+    path = atomic_write(out / f"{name}.plan", lambda f: f.write(plan))
     return {
         "file": path.name,
         "sha256": file_sha256(path),

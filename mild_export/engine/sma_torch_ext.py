@@ -1,7 +1,9 @@
 """The SMA plugin's CUDA kernel as a PyTorch extension (GPU tests and bench/ only).
 
 Compiles plugins/sma/sma_kernel.cu, the very file the TensorRT plugin links, with a small
-pybind11 binding, for the GPU torch sees. Needs nvcc and a CUDA build of torch.
+pybind11 binding, for the GPU torch sees. Needs nvcc and a CUDA build of torch. Importing this
+module registers the `kernel` SMA form of `reference.sma`, so the PyTorch reference can run the
+plugin's kernel where TensorRT cannot (mild-bench --sma kernel); it builds on first use.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from types import ModuleType
 import torch
 
 from mild_export.engine.trt_shim import REPO_ROOT
+from reference import sma
 
 SMA_DIR = REPO_ROOT / "plugins" / "sma"
 SOURCES = [SMA_DIR / "torch_binding.cpp", SMA_DIR / "sma_kernel.cu"]
@@ -47,3 +50,6 @@ def load(verbose: bool = False) -> ModuleType:
 def sma_forward(q, k, v, m_q, m_k, alpha, out=None):
     """out = SMA(q, k, v, m_q, m_k, alpha) by the fused kernel; `out`, if given, is written in place."""
     return load().sma_forward(q, k, v, m_q, m_k, alpha, out)
+
+
+sma.BACKENDS["kernel"] = sma_forward

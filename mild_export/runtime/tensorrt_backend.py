@@ -9,7 +9,9 @@ TensorRT that built it) before it is deserialized; the SMA plugin library is emb
 engines that use it, so the runtime allows engine host code (the hash check is what vouches for
 the file). Arrays cross as torch CUDA tensors: fp32 in, converted to each engine's I/O types at
 the boundary, fp32 out, as the ONNX Runtime backend does. Text encodings are cached by token ids
-(one entry per distinct prompt batch).
+(one entry per distinct prompt batch). With TensorRT for RTX the kernels its JIT compiles for this
+GPU are kept in DIR/rtx-jit-cache-<gpu>.bin (`rtx_runtime`), written after each call that met new
+shapes, so a later process starts without compiling them again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor
 from mild_export.engine.trt_shim import TensorRT
 from mild_export.export.contracts import ExportShapes, contracts
 from mild_export.export.manifest import Manifest, file_sha256
+from mild_export.runtime.rtx_runtime import JitCache, jit_cache_name
 from mild_export.runtime.trt_engine import EngineRunner, logged_errors
 from reference.config import ModelConfig
 from reference.text import load_tokenizers
@@ -157,7 +160,13 @@ def engine_diagnosis(trt: TensorRT, runtime: Any, data: bytes) -> str:
 
 
 class TensorRTBackend:
-    def __init__(self, folder: Path, device: str | torch.device = "cuda", cuda_graph: bool = False):
+    def __init__(
+        self,
+        folder: Path,
+        device: str | torch.device = "cuda",
+        cuda_graph: bool = False,
+        jit_cache: bool = True,
+    ):
         self.device = require_gpu(device)
         folder = Path(folder)
         self.folder = folder
@@ -167,6 +176,9 @@ class TensorRTBackend:
         plans = engine_files(folder, self.manifest)
         self.trt = load_tensorrt(self.manifest.engines[next(iter(plans))].get("tensorrt", ""))
         self.logger = self.trt.logger("WARNING")
+        self.jit_cache = None
+        if jit_cache and self.trt.is_rtx:
+            self.jit_cache = JitCache(folder / jit_cache_name(torch.cuda.get_device_name(self.device)))
         with torch.cuda.device(self.device):
             self.stream = torch.cuda.Stream(self.device)
             self.runtime = self.trt.module.Runtime(self.logger)
@@ -181,6 +193,7 @@ class TensorRTBackend:
                     self.stream,
                     self.logger,
                     cuda_graph=cuda_graph and name == "unet",
+                    jit_cache=self.jit_cache,
                 )
                 for name, engine in self.engines.items()
             }
@@ -227,8 +240,11 @@ class TensorRTBackend:
             if key in self._text_cache:
                 self._text_cache.move_to_end(key)
                 return dict(self._text_cache[key])
+        runner = self.runners[graph]
         with torch.cuda.device(self.device):
-            buffers = self.runners[graph]({name: inputs[name] for name in contract.inputs})
+            buffers = runner({name: inputs[name] for name in contract.inputs})
+            if runner.new_shapes and self.jit_cache is not None:  # EAGER: compiled in that call
+                self.jit_cache.save()
             # fresh fp32 tensors: the engine's buffers are reused by its next call
             outputs = {name: buffers[name].to(torch.float32, copy=True) for name in contract.spec.outputs}
         if key is not None:

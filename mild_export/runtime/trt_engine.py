@@ -8,12 +8,13 @@ CUDA tensors in the engine's own I/O types) and remembers them; a call copies it
 the input buffers, which is where dtypes are converted (fp32 arrays into an fp16 or bf16 engine),
 and runs `execute_async_v3` on the runner's stream.
 
-With `cuda_graph`: TensorRT for RTX captures and replays CUDA graphs itself (its runtime config's
-WHOLE_GRAPH_CAPTURE strategy, which knows when its shape-specialised kernels are ready; its engines
-are stream-capturable only when built with REQUIRE_USER_ALLOCATION). With full TensorRT the
-runner captures the engine call into a torch CUDA graph on the second call with the same shapes
-and replays it after. Either way, if CUDA graphs cannot be used the runner logs why and runs the
-engine directly.
+TensorRT for RTX contexts get a runtime config (`rtx_runtime`): kernels specialised eagerly, the
+folder's JIT cache attached. With `cuda_graph`: TensorRT for RTX captures and replays CUDA graphs
+itself (its runtime config's WHOLE_GRAPH_CAPTURE strategy, which knows when its shape-specialised
+kernels are ready; its engines are stream-capturable only when built with
+REQUIRE_USER_ALLOCATION). With full TensorRT the runner captures the engine call into a torch
+CUDA graph on the second call with the same shapes and replays it after. Either way, if CUDA
+graphs cannot be used the runner logs why and runs the engine directly.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from mild_export.engine.trt_shim import TensorRT, TensorRTError
 from mild_export.export.contracts import WIDENED_BY, GraphContract
+from mild_export.runtime.rtx_runtime import JitCache, runtime_config
 
 log = logging.getLogger("mild")
 
@@ -110,6 +112,7 @@ class EngineRunner:
         stream: torch.cuda.Stream,
         logger: Any,
         cuda_graph: bool = False,
+        jit_cache: JitCache | None = None,
     ):
         self.trt, self.engine, self.contract, self.stream, self.logger = trt, engine, contract, stream, logger
         self.name = contract.name
@@ -133,7 +136,11 @@ class EngineRunner:
         }
         self.cuda_graph = cuda_graph
         self.graph_off_reason: str | None = None if cuda_graph else "not asked for (cuda_graph=False)"
-        self.runtime_config = self._rtx_graphs() if cuda_graph and trt.is_rtx else None
+        self.runtime_config = None
+        if trt.is_rtx:
+            self.runtime_config, self.graph_off_reason = runtime_config(
+                trt, engine, self.name, jit_cache, cuda_graph
+            )
         if self.runtime_config is not None:
             self.context = engine.create_execution_context(self.runtime_config)
         else:
@@ -142,6 +149,7 @@ class EngineRunner:
             raise TensorRTError(f"{self.name}: no execution context (out of GPU memory?)\n{logger.text()}")
         self._sets: OrderedDict[tuple, _Buffers] = OrderedDict()
         self._bound: tuple | None = None  # the shape set the context's shapes and addresses are for
+        self.new_shapes = False  # whether the last call was the first with its shapes (JIT compiles)
 
     def check(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """The contract's check (names the mild-export option), then the engine's own profile."""
@@ -155,6 +163,7 @@ class EngineRunner:
         shapes = {name: tuple(inputs[name].shape) for name in self.inputs}
         self.check(shapes)
         key = tuple(shapes[name] for name in self.inputs)
+        self.new_shapes = key not in self._sets
         self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
         with torch.cuda.stream(self.stream):
             buffers = self._buffers(key, shapes)
@@ -241,18 +250,6 @@ class EngineRunner:
         buffers.graph = graph
         log.info("tensorrt: %s captured into a CUDA graph for shapes %s", self.name, self._shapes(buffers))
         return True
-
-    def _rtx_graphs(self) -> Any:
-        """A runtime config asking TensorRT for RTX to capture CUDA graphs itself, or None (logged)."""
-        try:
-            config = self.engine.create_runtime_config()
-            config.cuda_graph_strategy = self.trt.module.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
-        except (AttributeError, RuntimeError, TypeError) as err:
-            self._graph_off(f"TensorRT for RTX {self.trt.version} has no CUDA graph strategy ({err})")
-            return None
-        self.graph_off_reason = "TensorRT for RTX captures CUDA graphs itself (WHOLE_GRAPH_CAPTURE)"
-        log.info("tensorrt: %s uses TensorRT for RTX's own CUDA graphs (WHOLE_GRAPH_CAPTURE)", self.name)
-        return config
 
     def _graph_off(self, reason: str) -> bool:
         self.graph_off_reason = reason

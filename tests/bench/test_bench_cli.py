@@ -51,6 +51,7 @@ def test_json_holds_every_case_stage_and_the_environment(report):
     assert set(data) >= {"environment", "settings", "matrix_rate", "paper", "stages", "cases"}
     env = data["environment"]
     assert env["backend"] == "reference" and env["precision"] == "fp32" and env["device"] == "cpu"
+    assert env["sma"] == "reference"
     assert env["device_name"] and env["torch"] and env["date"]
     assert data["paper"]["mild_s"] == 1.91 and data["paper"]["sdxl_inpaint_s"] == 1.79
     assert data["stages"] == list(STAGES)
@@ -98,8 +99,25 @@ def test_engines_folder_without_manifest(tmp_path, caplog):
         (["--steps", "0"], "--steps must be at least 1"),
         (["--resolution", "60"], "resolution 60 is not supported by tiny"),
         (["--backend", "onnxruntime"], "give --engines DIR"),
+        (
+            ["--sma", "kernel", "--device", "cpu"],
+            "--sma kernel runs the plugin's CUDA kernel: give --device cuda, not cpu",
+        ),
+        (
+            ["--engines", ".", "--sma", "fold"],
+            "--sma chooses the SMA form of --backend reference; onnxruntime runs the form the graphs were "
+            "exported with (mild-export --sma)",
+        ),
     ],
 )
 def test_other_bad_input(argv, message, caplog):
     assert main(argv) == 2
     assert message in one_line_error(caplog)
+
+
+def test_sma_fold_is_timed_and_recorded(tmp_path, capsys):
+    argv = ["--model", "tiny", "--sma", "fold", "--instances", "1", "--steps", "1", "--guidance", "1"]
+    assert main([*argv, "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "r.json")]) == 0
+    assert "reference fp32, SMA fold" in capsys.readouterr().out
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["environment"]["sma"] == "fold" and len(data["cases"]) == 1

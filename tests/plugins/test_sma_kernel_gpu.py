@@ -86,3 +86,23 @@ def test_rejects_bad_head_dim(ext):
     q, k, v, m_q, m_k, alpha = _inputs(1, 1, 8, 8, 36, torch.float16, False, 0)
     with pytest.raises(RuntimeError, match="head_dim must be a multiple of 8"):
         ext.sma_forward(q, k, v, m_q, m_k, alpha)
+
+
+def test_the_reference_unet_runs_the_kernel_form(ext):
+    """`TorchBackend(..., sma_form="kernel")` (mild-bench --sma kernel): the tiny UNet in fp16 with the
+    kernel stays as close to float64 as the same UNet with PyTorch's own SMA in fp16."""
+    from reference.backend import TorchBackend
+    from tests.conftest import make_trained_tiny, unet_inputs
+
+    model = make_trained_tiny(seed=6)
+    inputs = unet_inputs(model, n=3, side=16, seed=2)
+    exact = TorchBackend(model.double(), "cuda").run("unet", {k: v.double() for k, v in inputs.items()})
+    half = {k: v.half() for k, v in inputs.items()}
+    model = model.half()
+    torch_half = TorchBackend(model, "cuda").run("unet", half)
+    ours = TorchBackend(model, "cuda", sma_form="kernel").run("unet", half)
+    tol = SMA.tolerances["float16"]
+    for name in ("eps_fg", "eps_bg"):
+        err = (ours[name].double() - exact[name]).abs().max().item()
+        theirs = (torch_half[name].double() - exact[name]).abs().max().item()
+        assert err <= tol.factor * theirs + tol.atol, f"{name}: {err:.3g} > {tol.factor} x {theirs:.3g}"

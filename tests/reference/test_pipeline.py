@@ -3,12 +3,14 @@
 import pytest
 import torch
 
+from reference import sma
 from reference.backend import TorchBackend
 from reference.compose import ComposeMode
 from reference.ddim import DDIM
 from reference.model import load_model
 from reference.pipeline import ErasePipeline
 from reference.sampler import BranchInputs, denoise
+from tests.conftest import make_trained_tiny, unet_inputs
 
 
 class CountingBackend:
@@ -136,3 +138,28 @@ def test_rejects_images_not_divisible_by_8(backend):
     image, masks = torch.rand(3, 60, 64), torch.ones(1, 60, 64)
     with pytest.raises(ValueError, match=r"image size \[60, 64\] must be divisible by 8"):
         ErasePipeline(backend).erase(image, masks)
+
+
+def test_the_backend_runs_the_sma_form_it_was_given(monkeypatch):
+    """Every SMA call of the UNet goes to the chosen form; fold gives the reference's noise."""
+    model = make_trained_tiny(seed=4)  # nonzero alphas, so SMA's bias matters
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return sma.attention_fold(*args)
+
+    monkeypatch.setitem(sma.BACKENDS, "counted", counted)
+    inputs = unet_inputs(model, n=2, side=8, seed=1)
+    reference = TorchBackend(model).run("unet", inputs)
+    fold = TorchBackend(model, sma_form="counted").run("unet", inputs)
+    sma_layers = sum(1 for m in model.modules() if getattr(m, "sma_alpha", None) is not None)
+    assert sma_layers > 0 and len(calls) == sma_layers
+    assert all(shape[0] == 3 for shape in calls)  # 2 fg rows and the bg row in one call
+    for name in ("eps_fg", "eps_bg"):  # fp32, the same math up to summation order
+        torch.testing.assert_close(fold[name], reference[name], rtol=1e-5, atol=1e-5)
+
+
+def test_an_unknown_sma_form_is_named():
+    with pytest.raises(ValueError, match="unknown SMA form 'flash': choose one of reference, fold"):
+        TorchBackend(load_model("tiny"), sma_form="flash")
