@@ -28,8 +28,9 @@ def _field(sample: Any, name: str) -> Any:
 
 
 def _image(value: Any) -> Tensor:
-    """[H, W, 3] uint8 / [3, H, W] float in [0, 1] -> [3, H, W] float in [0, 1]."""
-    t = torch.as_tensor(np.asarray(value)) if not isinstance(value, Tensor) else value
+    """[H, W, 3] uint8 / [3, H, W] float in [0, 1] -> [3, H, W] float in [0, 1]. Arrays are copied:
+    a dataset may hand out read-only views (memory-mapped or cached), which torch cannot share."""
+    t = torch.from_numpy(np.array(value)) if not isinstance(value, Tensor) else value
     if t.ndim == 3 and t.shape[-1] == 3 and t.shape[0] != 3:
         t = t.permute(2, 0, 1)
     return t.float() / 255 if t.dtype == torch.uint8 else t.float()
@@ -38,7 +39,7 @@ def _image(value: Any) -> Tensor:
 def _optional(value: Any, dtype: torch.dtype) -> Tensor | None:
     if value is None:
         return None
-    return torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value).to(dtype)
+    return (torch.from_numpy(np.array(value)) if not isinstance(value, Tensor) else value).to(dtype)
 
 
 def to_example(sample: Any) -> Example:
