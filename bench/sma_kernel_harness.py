@@ -9,9 +9,9 @@ Figures worth keeping go into bench/RESULTS.md by hand, with date, device and co
 Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity against a float64
 reference on fresh random inputs (binary and soft masks, odd lengths, every supported head-dim
 bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from sma_schema.json;
-(3) compute-sanitizer memcheck on a small case (this script re-run with --sanitize-case);
-(4) timing at the SDXL shapes against PyTorch SDPA without bias and SDPA over the fold form,
-medians of CUDA-event timings after warm-up, beside the matrix-rate floor.
+(3) timing at the SDXL shapes against PyTorch SDPA without bias and SDPA over the fold form,
+medians of CUDA-event timings after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
+memcheck on a small case (this script re-run with --sanitize-case).
 Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
 DESIGN.md section 7).
 """
@@ -165,22 +165,31 @@ def main() -> int:
         print("no CUDA GPU visible to torch: nothing to measure", file=sys.stderr)
         return 2
     sma_torch_ext.load()
+    out = args.out or (Path(os.environ["OUT"], "sma_kernel.md") if os.environ.get("OUT") else None)
     lines = [
         "# SMA kernel results",
         "",
         f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}",
         "",
     ]
+    # each section is printed and written as soon as it is done: a run stopped at its time limit
+    # keeps what it measured; the sanitizer, the slowest and least predictable, runs last
     failures = validate(lines)
-    sanitize(lines)
+    shown = report(lines, 0, out)
     if not args.no_timing:
         timing(lines)
-    text = "\n".join(lines)
-    out = args.out or (Path(os.environ["OUT"], "sma_kernel.md") if os.environ.get("OUT") else None)
-    if out is not None:
-        out.write_text(text)
-    print(text)
+        shown = report(lines, shown, out)
+    sanitize(lines)
+    report(lines, shown, out)
     return 1 if failures else 0
+
+
+def report(lines: list[str], shown: int, out: Path | None) -> int:
+    """Print the lines from `shown` on, rewrite `out` with all of them; how many are shown now."""
+    print("\n".join(lines[shown:]), flush=True)
+    if out is not None:
+        out.write_text("\n".join(lines))
+    return len(lines)
 
 
 if __name__ == "__main__":
