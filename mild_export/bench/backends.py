@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from mild_export.engine.sma_torch_ext import prepare_form
 from reference.backend import Backend
 from reference.config import PRESETS, ModelConfig
 
@@ -74,9 +75,7 @@ def reference(options: BenchOptions) -> Target:
 
     if options.engines is not None:
         raise ValueError("--backend reference runs a model: give --model, not --engines")
-    sma_form = options.sma or "reference"
-    if sma_form == "kernel":
-        load_sma_kernel(options.device)
+    sma_form = prepare_form(options.sma or "reference", options.device)
     precision = options.precision or ("fp16" if options.device.type == "cuda" else "fp32")
     log.info("building model %s on %s in %s (SMA: %s)", options.model, options.device, precision, sma_form)
     # random weights drawn on the GPU itself: SDXL's take a minute on the CPU, a second there
@@ -87,21 +86,6 @@ def reference(options: BenchOptions) -> Target:
     if precision != "fp32":
         backend = CastBackend(backend, PRECISIONS[precision])
     return Target("reference", backend, model.config, precision, sma_form)
-
-
-def load_sma_kernel(device: torch.device) -> None:
-    """Register and build the plugin's CUDA kernel as the `kernel` SMA form, or say why not."""
-    if device.type != "cuda":
-        raise ValueError(f"--sma kernel runs the plugin's CUDA kernel: give --device cuda, not {device}")
-    from mild_export.engine import sma_torch_ext
-
-    try:
-        sma_torch_ext.load()
-    except (RuntimeError, OSError, ImportError) as err:
-        raise ValueError(
-            f"--sma kernel: the SMA kernel extension did not build ({err}); "
-            "it needs nvcc and a CUDA build of torch; --sma fold runs without it"
-        ) from None
 
 
 def onnxruntime(options: BenchOptions) -> Target:
@@ -148,8 +132,6 @@ def _exported(name: str, backend: OnnxRuntimeBackend | TensorRTBackend, options:
         guidance=bool(shapes["guidance"]),
     )
 
-
-SMA_FORMS = ("reference", "fold", "kernel")  # reference.sma's forms; "kernel" registers itself on use
 
 BACKENDS: dict[str, Callable[[BenchOptions], Target]] = {
     "reference": reference,

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from mild_export.bench.backends import BACKENDS, PRECISIONS, SMA_FORMS, BenchOptions, Target, make_target
+from mild_export.bench.backends import BACKENDS, PRECISIONS, BenchOptions, Target, make_target
 from mild_export.bench.cases import Case, CaseResult, run_case
 from mild_export.bench.floor import FlopCounter, matrix_rate
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
 from mild_export.bench.weights import unet_weights
 from mild_export.cli.logs import setup_logging
+from mild_export.engine import sma_torch_ext
 from mild_export.export.contracts import ExportShapes, check_resolutions
 
 log = logging.getLogger("mild")
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=sorted(PRECISIONS), help="default fp16 on cuda, fp32 on cpu")
     p.add_argument(
         "--sma",
-        choices=SMA_FORMS,
+        choices=sma_torch_ext.FORMS,
         help="--backend reference: SMA with the bias materialised (reference, the default), as plain "
         "attention over extended Q/K (fold), or by the plugin's CUDA kernel (kernel, builds it)",
     )

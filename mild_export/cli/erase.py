@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from mild_export.cli.logs import setup_logging
+from mild_export.engine import sma_torch_ext
 from reference.backend import Backend
 from reference.compose import ComposeMode, cutout_rgba
 from reference.inputs import ErasureInputs, crop_to, load_inputs, pad_to_multiple, save_png
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--engines", type=Path, help="a mild-export output folder (for --backend onnxruntime or tensorrt)"
     )
     p.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay the UNet call as a CUDA graph")
+    p.add_argument(
+        "--sma",
+        choices=sma_torch_ext.FORMS,
+        default="reference",
+        help="reference backend: SMA with the bias materialised (default), as flash attention over the "
+        "fold form, or by the plugin's CUDA kernel (kernel: --device cuda, builds it)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--demo", action="store_true", help="run on a built-in synthetic photo")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -64,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("give IMAGE and at least one --mask (or --demo)")
     if args.backend != "reference" and args.engines is None:
         p.error(f"--backend {args.backend} runs exported graphs: give --engines DIR (made by mild-export)")
+    if args.backend != "reference" and args.sma != "reference":
+        p.error(f"--sma chooses the reference's SMA form; --backend {args.backend} runs the exported form")
     return args
 
 
@@ -106,8 +116,10 @@ def make_backend(args: argparse.Namespace) -> Backend:
     from reference.backend import TorchBackend
     from reference.model import load_model
 
-    log.info("loading model %s on %s", args.model, args.device)
-    return TorchBackend(load_model(args.model), args.device)
+    device = torch.device(args.device)
+    sma_form = sma_torch_ext.prepare_form(args.sma, device)
+    log.info("loading model %s on %s (SMA: %s)", args.model, device, sma_form)
+    return TorchBackend(load_model(args.model), device, sma_form)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from mild_export.engine.trt_shim import REPO_ROOT
 from reference import sma
 
 SMA_DIR = REPO_ROOT / "plugins" / "sma"
+FORMS = ("reference", "fold", "kernel")  # what `--sma` offers the PyTorch reference (TorchBackend)
 SOURCES = [SMA_DIR / "torch_binding.cpp", SMA_DIR / "sma_kernel.cu"]
 
 
@@ -50,6 +51,24 @@ def load(verbose: bool = False) -> ModuleType:
 def sma_forward(q, k, v, m_q, m_k, alpha, out=None):
     """out = SMA(q, k, v, m_q, m_k, alpha) by the fused kernel; `out`, if given, is written in place."""
     return load().sma_forward(q, k, v, m_q, m_k, alpha, out)
+
+
+def prepare_form(form: str, device: torch.device) -> str:
+    """`form` for TorchBackend, the kernel built first when it is asked for; ValueError names the fix."""
+    if form not in FORMS:
+        raise ValueError(f"--sma {form!r}: choose one of {', '.join(FORMS)}")
+    if form != "kernel":
+        return form
+    if device.type != "cuda":
+        raise ValueError(f"--sma kernel runs the plugin's CUDA kernel: give --device cuda, not {device}")
+    try:
+        load()
+    except (RuntimeError, OSError, ImportError) as err:
+        raise ValueError(
+            f"--sma kernel: the SMA kernel extension did not build ({err}); "
+            "it needs nvcc and a CUDA build of torch; --sma fold runs without it"
+        ) from None
+    return form
 
 
 sma.BACKENDS["kernel"] = sma_forward

@@ -1,5 +1,7 @@
 """mild-erase as a user runs it: files written, sizes kept, bad input reported in one line."""
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,3 +76,29 @@ def test_demo_runs_end_to_end(tmp_path):
         axis=0
     )
     assert union.any() and not union.all()
+
+
+def test_sma_fold_gives_the_reference_images(photo, caplog):
+    caplog.set_level(logging.INFO, logger="mild")
+    code, out = run(photo, "--device", "cpu")
+    assert code == 0
+    reference = np.asarray(Image.open(out / "composite.png")).astype(int)
+    code, out = run(photo, "--device", "cpu", "--sma", "fold")
+    assert code == 0
+    fold = np.asarray(Image.open(out / "composite.png")).astype(int)
+    assert "loading model tiny on cpu (SMA: reference)" in caplog.text
+    assert "loading model tiny on cpu (SMA: fold)" in caplog.text
+    assert np.abs(fold - reference).max() <= 1  # the same math up to float rounding, in 8 bits
+
+
+def test_sma_kernel_needs_a_gpu(photo, caplog):
+    code, _ = run(photo, "--device", "cpu", "--sma", "kernel")
+    assert code == 2
+    assert "error: --sma kernel runs the plugin's CUDA kernel: give --device cuda, not cpu" in caplog.text
+
+
+def test_sma_is_the_reference_backends_choice(photo, capsys):
+    with pytest.raises(SystemExit):
+        run(photo, "--backend", "onnxruntime", "--engines", str(photo), "--sma", "fold")
+    err = capsys.readouterr().err
+    assert "--sma chooses the reference's SMA form; --backend onnxruntime runs the exported form" in err
