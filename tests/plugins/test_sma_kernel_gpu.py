@@ -96,8 +96,10 @@ def test_the_reference_unet_runs_the_kernel_form(ext):
 
     model = make_trained_tiny(seed=6)
     inputs = unet_inputs(model, n=3, side=16, seed=2)
-    exact = TorchBackend(model.double(), "cuda").run("unet", {k: v.double() for k, v in inputs.items()})
-    half = {k: v.half() for k, v in inputs.items()}
+    exact = TorchBackend(model.double(), "cuda").run(
+        "unet", {k: v.cuda().double() for k, v in inputs.items()}
+    )
+    half = {k: v.cuda().half() for k, v in inputs.items()}
     model = model.half()
     torch_half = TorchBackend(model, "cuda").run("unet", half)
     ours = TorchBackend(model, "cuda", sma_form="kernel").run("unet", half)
