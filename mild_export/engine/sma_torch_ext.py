@@ -1,4 +1,4 @@
-"""The SMA plugin's CUDA kernel as a PyTorch extension (GPU tests and bench/ only).
+"""The SMA plugin's CUDA kernel as a PyTorch extension (GPU tests, bench/ and `--sma kernel`).
 
 Compiles plugins/sma/sma_kernel.cu, the very file the TensorRT plugin links, with a small
 pybind11 binding, for the GPU torch sees. Needs nvcc and a CUDA build of torch. Importing this
