@@ -10,7 +10,15 @@ import torch
 from safetensors import safe_open
 
 from reference.branch_attention import PROJECTIONS, BranchLinear
-from reference.merge import MANIFEST, WEIGHTS, load_merged, merge_model, save_merged
+from reference.merge import (
+    MANIFEST,
+    WEIGHTS,
+    check_materialised,
+    load_merged,
+    merge_model,
+    save_merged,
+    skeleton,
+)
 from reference.model import load_model
 from tests.conftest import make_trained_tiny
 from tests.reference.test_layered_unet import unet_inputs
@@ -125,3 +133,19 @@ def test_pipeline_on_a_merged_folder_matches_the_lora_model(tmp_path):
     torch.testing.assert_close(merged.background, lora.background, rtol=0, atol=1e-4)
     for k in (0, 1):
         torch.testing.assert_close(merged.layers[k], lora.layers[k], rtol=0, atol=1e-4)
+
+
+def test_the_merged_skeleton_holds_no_weights_until_assigned():
+    """Placeholders live on the meta device: merging SDXL costs no second model's memory."""
+    model = load_model("tiny")
+    shell = skeleton(model.config, model.text)
+    text = {id(p) for p in model.text.parameters()}
+    placeholders = [p for p in shell.parameters() if id(p) not in text]
+    assert placeholders and all(p.is_meta for p in placeholders)
+    merged = merge_model(model)
+    assert not any(t.is_meta for t in (*merged.parameters(), *merged.buffers()))
+
+
+def test_a_tensor_left_on_the_meta_device_is_named():
+    with pytest.raises(ValueError, match=r"merging left 1 tensors without values, e\.g\. weight"):
+        check_materialised(torch.nn.Linear(2, 2, bias=False, device="meta"), "merging")
