@@ -41,13 +41,12 @@ import argparse
 import json
 import logging
 import math
-import os
 import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -57,6 +56,7 @@ from mild_export.cli.logs import setup_logging
 from reference.backend import Backend, TorchBackend
 from reference.compose import ComposeMode
 from reference.ddim import DDIM
+from reference.files import atomic_write
 from reference.model import MildModel
 from reference.pipeline import ErasePipeline
 
@@ -247,17 +247,14 @@ def write_tensors(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[s
     toc = json.dumps({"meta": dict(meta), "tensors": entries}).encode()
     toc += b" " * ((-(16 + len(toc))) % ALIGN)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(toc)) + toc)
-            for array in arrays:
-                f.write(array.tobytes())
-                f.write(b"\0" * ((-array.nbytes) % ALIGN))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    def write(f: IO[bytes]) -> None:
+        f.write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(toc)) + toc)
+        for array in arrays:
+            f.write(array.tobytes())
+            f.write(b"\0" * ((-array.nbytes) % ALIGN))
+
+    return atomic_write(path, write)
 
 
 def read_golden(path: Path) -> Golden:

@@ -39,6 +39,7 @@ from reference.branch_attention import (
     processors,
 )
 from reference.config import ModelConfig
+from reference.files import atomic_write
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
 from reference.text import TextEncoder, load_tokenizers, save_tokenizers, tokenizer_folder
@@ -191,7 +192,8 @@ def save_merged(merged: MildModel, out: Path, base_model: str, extra: dict[str, 
         "encoders": list(ENCODERS),
         **(extra or {}),
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    text = json.dumps(manifest, indent=2)
+    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
     return out
 
 

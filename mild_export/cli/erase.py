@@ -58,7 +58,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--sma",
         choices=sma_torch_ext.FORMS,
-        default="reference",
         help="reference backend: SMA with the bias materialised (default), as flash attention over the "
         "fold form, or by the plugin's CUDA kernel (kernel: --device cuda, builds it)",
     )
@@ -72,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("give IMAGE and at least one --mask (or --demo)")
     if args.backend != "reference" and args.engines is None:
         p.error(f"--backend {args.backend} runs exported graphs: give --engines DIR (made by mild-export)")
-    if args.backend != "reference" and args.sma != "reference":
+    if args.backend != "reference" and args.sma is not None:
         p.error(f"--sma chooses the reference's SMA form; --backend {args.backend} runs the exported form")
     return args
 
@@ -117,7 +116,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
     from reference.model import load_model
 
     device = torch.device(args.device)
-    sma_form = sma_torch_ext.prepare_form(args.sma, device)
+    sma_form = sma_torch_ext.prepare_form(args.sma or "reference", device)
     log.info("loading model %s on %s (SMA: %s)", args.model, device, sma_form)
     return TorchBackend(load_model(args.model), device, sma_form)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from mild_export.export.contracts import GraphContract
+from reference.files import atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -87,11 +87,8 @@ class Manifest:
     format: int = FORMAT_VERSION
 
     def write(self, folder: Path) -> Path:
-        path = Path(folder) / MANIFEST
-        tmp = path.with_name(f".{MANIFEST}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        return atomic_write(Path(folder) / MANIFEST, lambda f: f.write(text.encode()))
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
