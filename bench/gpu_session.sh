@@ -17,6 +17,11 @@
 #   run(command="bash bench/gpu_session.sh stage2", timeout_s=400,
 #       carry=[".gpu-carry/part2", ".gpu-carry/small", "third_party/tensorrt"])
 #
+# If the machine went back between the two (a stage2 on a fresh machine finds no part1), run
+#   run(command="bash bench/gpu_session.sh prepare", timeout_s=150,
+#       carry=[".gpu-carry/part1", ".gpu-carry/small", "third_party/tensorrt"])
+# (stage1's first steps and the tiny ONNX export, about a minute), then stage2 at once.
+#
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Both calls together spend about 13 of the session's 15 device minutes (start included), so
 # give the machine back right after the second call. What comes back in $OUT (8 files at most):
@@ -48,7 +53,8 @@ STAGE=${1:-}
 case "$STAGE" in
     stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-300} ;;
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
-    *) echo "usage: bash bench/gpu_session.sh stage1|stage2 (see the comment at the top)" >&2; exit 2 ;;
+    prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
+    *) echo "usage: bash bench/gpu_session.sh stage1|stage2|prepare (see the comment at the top)" >&2; exit 2 ;;
 esac
 START=$(date +%s)
 DEADLINE=$(( START + BUDGET ))
@@ -98,7 +104,7 @@ install_wheels() {  # install_wheels WHEEL...: into $SITE, no index, no dependen
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"
 }
 
-stage1() {
+prepare() {  # what stage2 needs from stage1: part1 kept, diffusers, the plugin library
     step environment 60 "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
         nvcc --version | tail -n 2; cmake --version | head -n 1; nproc; free -g | head -n 2;
         $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda,
@@ -109,6 +115,13 @@ stage1() {
     step plugin-sm90 180 "cmake -S . -B build/plugins -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90-real \
         -DTensorRT_INCLUDE_DIR=$PWD/third_party/tensorrt/include >/dev/null &&
         cmake --build build/plugins --parallel 16 && ls -l $MILD_PLUGIN_LIBRARY"
+    # the tiny export on this machine's torch, where stage2 builds its engines (reused there)
+    step export-tiny-onnx 90 "$PY -m mild_export.cli.export --model tiny --fp16 --max-instances 3 --guidance \
+        --no-engines --out $WORK/tiny-fp16"
+}
+
+stage1() {
+    prepare
     step gpu-tests-kernel 180 "$PY -m pytest -q -m gpu -rs tests/plugins -p no:cacheprovider"
     # the PyTorch reference with SMA by the plugin's kernel, then the harness, then SMA as plain
     # flash attention over the fold form (the fastest backends that need no engines)
@@ -140,8 +153,11 @@ stage2() {
             -DCMAKE_CUDA_ARCHITECTURES=90-real -DTensorRT_INCLUDE_DIR=$PWD/third_party/tensorrt/include \
             >/dev/null && cmake --build build/plugins --parallel 16"
         # the first question: does a TensorRT-RTX engine build and run on this GPU?
-        step trt-tiny-engines 150 "$PY -m mild_export.cli.export --model tiny --fp16 --max-instances 3 --guidance \
-            --out $WORK/tiny-fp16 && ls -l $WORK/tiny-fp16/*.plan"
+        if ! step trt-tiny-engines 150 "$PY -m mild_export.cli.export --model tiny --fp16 --max-instances 3 \
+            --guidance --out $WORK/tiny-fp16 && ls -l $WORK/tiny-fp16/*.plan"; then
+            printf '| later TensorRT steps | skipped | 0 | they need the tiny engines |\n' >>"$SUMMARY"
+            return
+        fi
         # the default targets on a GPU that is no TensorRT-RTX target (sm90) are sm80,86,89,120; if
         # those engines do not run here, ask TensorRT-RTX itself to build for this GPU (--targets current)
         if ! step trt-tiny-golden 90 "$PY -m mild_export.golden write --engines $WORK/tiny-fp16 --instances 1,3 &&

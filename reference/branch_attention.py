@@ -32,6 +32,17 @@ class BranchContext:
     token_masks: list[Tensor]  # per UNet level: [B, S_level] branch mask on that token grid
 
 
+def split_branches(x: Tensor, n_fg: int) -> tuple[Tensor, Tensor]:
+    """The fg rows and the bg rows of a batch.
+
+    Split with both sizes given rather than sliced: under torch.export (2.11) `x[n_fg:]` gets a
+    new unbacked size (the slice clamps to the batch), and the reshape into heads then fails on
+    a guard it cannot decide; the sizes given here stay the traced batch symbols.
+    """
+    fg, bg = x.split([n_fg, x.shape[0] - n_fg])
+    return fg, bg
+
+
 class BranchLinear(nn.Module):
     """A Q/K/V projection with one weight per branch: fg rows times W_fg, bg rows times W_bg."""
 
@@ -42,9 +53,8 @@ class BranchLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x: Tensor, n_fg: int) -> Tensor:
-        fg = F.linear(x[:n_fg], self.weight_fg, self.bias)
-        bg = F.linear(x[n_fg:], self.weight_bg, self.bias)
-        return torch.cat([fg, bg])
+        fg, bg = split_branches(x, n_fg)
+        return torch.cat([F.linear(fg, self.weight_fg, self.bias), F.linear(bg, self.weight_bg, self.bias)])
 
 
 class LowRankBranchLinear(nn.Module):
@@ -62,8 +72,9 @@ class LowRankBranchLinear(nn.Module):
 
     def forward(self, x: Tensor, n_fg: int) -> Tensor:
         y = F.linear(x, self.weight_fg, self.bias)
-        bg = y[n_fg:] + F.linear(F.linear(x[n_fg:], self.down), self.up)
-        return torch.cat([y[:n_fg], bg])
+        y_fg, y_bg = split_branches(y, n_fg)
+        _, x_bg = split_branches(x, n_fg)
+        return torch.cat([y_fg, y_bg + F.linear(F.linear(x_bg, self.down), self.up)])
 
 
 MERGED_PROJECTIONS = (BranchLinear, LowRankBranchLinear)
@@ -93,7 +104,7 @@ class BranchAttnProcessor(nn.Module):
             return layer(x, n_fg)
         if not isinstance(layer, LoraLayer):
             return layer(x)
-        fg, bg = x[:n_fg], x[n_fg:]
+        fg, bg = split_branches(x, n_fg)
         deltas = [
             lora_delta(layer, "fg", fg) * self.lora_scale["fg"][index],
             lora_delta(layer, "bg", bg) * self.lora_scale["bg"][index],

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
-from reference.branch_attention import BRANCHES, BranchContext, install_processors
+from reference.branch_attention import BRANCHES, BranchContext, install_processors, split_branches
 from reference.config import LORA_TARGETS, ModelConfig
 from reference.offsets import LATENT_CHANNELS, SpatialOffsets
 
@@ -93,4 +93,4 @@ class LayeredUNet(nn.Module):
             cross_attention_kwargs={"branches": branches},
             return_dict=False,
         )[0]
-        return eps[:n_fg], eps[n_fg:]
+        return split_branches(eps, n_fg)
