@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
 
 from mild_export.engine.sma_torch_ext import prepare_form
+from mild_export.runtime.torch_backend import PRECISIONS, CastBackend, default_sma, torch_backend
 from reference.backend import Backend
 from reference.config import PRESETS, ModelConfig
+from reference.model import MildModel
 
 if TYPE_CHECKING:
     from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -26,16 +27,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mild")
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 @dataclass(frozen=True)
 class BenchOptions:
-    model: str  # tiny, sd15-inpaint, sdxl-inpaint or a diffusers folder (reference backend)
+    model: str  # tiny, sd15-inpaint, sdxl-inpaint or a diffusers folder (reference, torch)
     engines: Path | None  # a mild-export output folder (exported-graph backends)
     device: torch.device
     precision: str | None  # None: the backend's own default
-    sma: str | None = None  # the reference's SMA form (reference.sma.BACKENDS); None: "reference"
+    sma: str | None = None  # the SMA form of reference/torch (reference.sma.BACKENDS); None: their default
 
 
 @dataclass
@@ -50,42 +49,36 @@ class Target:
     guidance: bool = True  # whether guided (two-row) cases can run
 
 
-class CastBackend:
-    """Runs a reference backend in half precision: floating inputs cast in, outputs back to fp32.
-
-    The pipeline hands every backend fp32 arrays and reads fp32 back, as the ONNX Runtime backend
-    does for fp16 graphs, so the same loop times the half-precision model.
-    """
-
-    def __init__(self, inner: Backend, dtype: torch.dtype):
-        self.inner, self.dtype = inner, dtype
-        self.config, self.device = inner.config, inner.device
-
-    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
-        return self.inner.tokenize(prompts)
-
-    def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        cast = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
-        return {k: v.float() for k, v in self.inner.run(graph, cast).items()}
-
-
 def reference(options: BenchOptions) -> Target:
     from reference.backend import TorchBackend
-    from reference.model import load_model
 
-    if options.engines is not None:
-        raise ValueError("--backend reference runs a model: give --model, not --engines")
-    sma_form = prepare_form(options.sma or "reference", options.device)
-    precision = options.precision or ("fp16" if options.device.type == "cuda" else "fp32")
-    log.info("building model %s on %s in %s (SMA: %s)", options.model, options.device, precision, sma_form)
-    # random weights drawn on the GPU itself: SDXL's take a minute on the CPU, a second there
-    on_device = options.model in PRESETS and options.device.type == "cuda"
-    with options.device if on_device else contextlib.nullcontext():
-        model = load_model(options.model).to(PRECISIONS[precision])
-    backend: Backend = TorchBackend(model, options.device, sma_form)
+    model, precision, sma_form = _model("reference", options, default_sma="reference")
+    backend: Backend = TorchBackend(model.to(PRECISIONS[precision]), options.device, sma_form)
     if precision != "fp32":
         backend = CastBackend(backend, PRECISIONS[precision])
     return Target("reference", backend, model.config, precision, sma_form)
+
+
+def torch_deployment(options: BenchOptions) -> Target:
+    """The merged model with CUDA graphs (mild_export.runtime.torch_backend): where TensorRT cannot run."""
+    model, precision, sma_form = _model("torch", options, default_sma(options.device))
+    backend = torch_backend(model, options.device, precision, sma_form)
+    return Target("torch", backend, model.config, precision, sma_form)
+
+
+def _model(name: str, options: BenchOptions, default_sma: str) -> tuple[MildModel, str, str]:
+    """The model of --model (random weights drawn on the GPU itself for presets: SDXL's take a
+    minute on the CPU, a second there), its precision and the SMA form, checked."""
+    from reference.model import load_model
+
+    if options.engines is not None:
+        raise ValueError(f"--backend {name} runs a model: give --model, not --engines")
+    sma_form = prepare_form(options.sma or default_sma, options.device)
+    precision = options.precision or ("fp16" if options.device.type == "cuda" else "fp32")
+    log.info("building model %s on %s in %s (SMA: %s)", options.model, options.device, precision, sma_form)
+    on_device = options.model in PRESETS and options.device.type == "cuda"
+    with options.device if on_device else contextlib.nullcontext():
+        return load_model(options.model), precision, sma_form
 
 
 def onnxruntime(options: BenchOptions) -> Target:
@@ -107,8 +100,8 @@ def _need_engines(name: str, options: BenchOptions) -> None:
         raise ValueError(f"--backend {name} runs exported graphs: give --engines DIR (made by mild-export)")
     if options.sma is not None:
         raise ValueError(
-            f"--sma chooses the SMA form of --backend reference; {name} runs the form the graphs were "
-            "exported with (mild-export --sma)"
+            f"--sma chooses the SMA form of --backend reference or torch; {name} runs the form the "
+            "graphs were exported with (mild-export --sma)"
         )
 
 
@@ -135,6 +128,7 @@ def _exported(name: str, backend: OnnxRuntimeBackend | TensorRTBackend, options:
 
 BACKENDS: dict[str, Callable[[BenchOptions], Target]] = {
     "reference": reference,
+    "torch": torch_deployment,
     "onnxruntime": onnxruntime,
     "tensorrt": tensorrt,
 }

@@ -40,7 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--engines", type=Path, help="a mild-export output folder (exported graphs)")
     source.add_argument("--model", help="tiny (default), sd15-inpaint, sdxl-inpaint or a model folder")
     p.add_argument(
-        "--backend", choices=sorted(BACKENDS), help="default: onnxruntime with --engines, else reference"
+        "--backend",
+        choices=sorted(BACKENDS),
+        help="default: onnxruntime with --engines, else reference; torch: the merged model with the "
+        "UNet replayed as CUDA graphs (the fastest path where TensorRT does not run)",
     )
     p.add_argument(
         "--instances", default="1,2,3,4", help="people per image, comma-separated (default 1,2,3,4)"
@@ -59,8 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--sma",
         choices=sma_torch_ext.FORMS,
-        help="--backend reference: SMA with the bias materialised (reference, the default), as plain "
-        "attention over extended Q/K (fold), or by the plugin's CUDA kernel (kernel, builds it)",
+        help="--backend reference or torch: SMA with the bias materialised (reference: the reference's "
+        "default), as plain attention over extended Q/K (fold: torch's default on a CPU), or by the "
+        "plugin's CUDA kernel (kernel: torch's default on a GPU; builds it)",
     )
     p.add_argument("--json", type=Path, help="write every timing and the environment here")
     p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")

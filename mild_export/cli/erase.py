@@ -46,10 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--backend",
-        choices=["reference", "onnxruntime", "tensorrt"],
+        choices=["reference", "torch", "onnxruntime", "tensorrt"],
         default="reference",
-        help="reference: the PyTorch model (default); onnxruntime: the graphs in --engines; "
-        "tensorrt: the engines (.plan) in --engines, on an NVIDIA GPU",
+        help="reference: the PyTorch model (default); torch: the merged model, fp16 on a GPU with the "
+        "UNet replayed as CUDA graphs (where TensorRT does not run); onnxruntime: the graphs in "
+        "--engines; tensorrt: the engines (.plan) in --engines, on an NVIDIA GPU",
     )
     p.add_argument(
         "--engines", type=Path, help="a mild-export output folder (for --backend onnxruntime or tensorrt)"
@@ -58,8 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--sma",
         choices=sma_torch_ext.FORMS,
-        help="reference backend: SMA with the bias materialised (default), as flash attention over the "
-        "fold form, or by the plugin's CUDA kernel (kernel: --device cuda, builds it)",
+        help="reference and torch backends: SMA with the bias materialised (the reference's default), "
+        "as flash attention over the fold form (torch's default on a CPU), or by the plugin's CUDA "
+        "kernel (torch's default on a GPU; kernel: --device cuda, builds it)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--demo", action="store_true", help="run on a built-in synthetic photo")
@@ -69,10 +71,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--demo replaces IMAGE and --mask: give one or the other")
     if not args.demo and (args.image is None or not args.mask):
         p.error("give IMAGE and at least one --mask (or --demo)")
-    if args.backend != "reference" and args.engines is None:
+    runs_a_model = args.backend in ("reference", "torch")
+    if not runs_a_model and args.engines is None:
         p.error(f"--backend {args.backend} runs exported graphs: give --engines DIR (made by mild-export)")
-    if args.backend != "reference" and args.sma is not None:
-        p.error(f"--sma chooses the reference's SMA form; --backend {args.backend} runs the exported form")
+    if not runs_a_model and args.sma is not None:
+        p.error(
+            f"--sma chooses the SMA form of --backend reference or torch; --backend {args.backend} "
+            "runs the exported form"
+        )
     return args
 
 
@@ -116,6 +122,13 @@ def make_backend(args: argparse.Namespace) -> Backend:
     from reference.model import load_model
 
     device = torch.device(args.device)
+    if args.backend == "torch":
+        from mild_export.runtime.torch_backend import default_sma, torch_backend
+
+        sma_form = sma_torch_ext.prepare_form(args.sma or default_sma(device), device)
+        precision = "fp16" if device.type == "cuda" else "fp32"
+        log.info("loading model %s on %s, merged, in %s (SMA: %s)", args.model, device, precision, sma_form)
+        return torch_backend(load_model(args.model), device, precision, sma_form)
     sma_form = sma_torch_ext.prepare_form(args.sma or "reference", device)
     log.info("loading model %s on %s (SMA: %s)", args.model, device, sma_form)
     return TorchBackend(load_model(args.model), device, sma_form)

@@ -105,8 +105,8 @@ def test_engines_folder_without_manifest(tmp_path, caplog):
         ),
         (
             ["--engines", ".", "--sma", "fold"],
-            "--sma chooses the SMA form of --backend reference; onnxruntime runs the form the graphs were "
-            "exported with (mild-export --sma)",
+            "--sma chooses the SMA form of --backend reference or torch; onnxruntime runs the form the "
+            "graphs were exported with (mild-export --sma)",
         ),
     ],
 )

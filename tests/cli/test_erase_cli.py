@@ -101,4 +101,7 @@ def test_sma_is_the_reference_backends_choice(photo, capsys):
     with pytest.raises(SystemExit):
         run(photo, "--backend", "onnxruntime", "--engines", str(photo), "--sma", "fold")
     err = capsys.readouterr().err
-    assert "--sma chooses the reference's SMA form; --backend onnxruntime runs the exported form" in err
+    assert (
+        "--sma chooses the SMA form of --backend reference or torch; --backend onnxruntime runs the "
+        "exported form" in err
+    )

@@ -1,0 +1,140 @@
+"""The PyTorch deployment backend: for GPUs where TensorRT cannot run.
+
+TensorRT for RTX has no sm90 (its engines fail to load on an H200, bench/RESULTS.md) and full
+TensorRT is not installable everywhere, so on an H100/H200 without it this is the fastest path.
+The reference is bound by the host there: its SDXL UNet step took 170 ms on an H200 for 7 ms of
+matrix work, launching several small kernels per projection and branch (peft's LoRA layers).
+This backend runs what the export runs instead: the merged model (Eq. 1 folded into one weight
+set per branch), in half precision, with the SMA form chosen, and on a GPU it replays each UNet
+call as a CUDA graph, so a step costs the GPU's time and not Python's.
+
+    backend = torch_backend(load_model("sdxl-inpaint"), torch.device("cuda"), "fp16", "kernel")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from reference.backend import Backend, TorchBackend
+from reference.merge import is_merged, merge_model
+from reference.model import MildModel
+
+log = logging.getLogger("mild")
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MAX_CAPTURES = 8  # shape sets kept captured; the least recently used goes first
+
+
+def default_sma(device: torch.device) -> str:
+    """The plugin's kernel on a GPU (faster than the fold form at SDXL's sequence lengths on an
+    H200, bench/RESULTS.md); on a CPU the fold form, plain attention with no bias tensor."""
+    return "kernel" if device.type == "cuda" else "fold"
+
+
+def torch_backend(
+    model: MildModel, device: torch.device, precision: str, sma_form: str, cuda_graph: bool = True
+) -> Backend:
+    """`model` merged (unless it is already), cast to `precision`, run on `device` with SMA by
+    `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs. Takes and gives
+    fp32 tensors at the boundary, as every backend does."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    model = model.to(device=device, dtype=dtype)  # before merging: the folded sets are made in place
+    if not is_merged(model):
+        model = merge_model(model)
+    backend: Backend = TorchBackend(model, device, sma_form)
+    if cuda_graph and device.type == "cuda":
+        backend = GraphedBackend(backend)
+    if dtype != torch.float32:
+        backend = CastBackend(backend, dtype)
+    return backend
+
+
+class CastBackend:
+    """Runs a PyTorch backend in half precision: floating inputs cast in, outputs back to fp32.
+
+    The pipeline hands every backend fp32 arrays and reads fp32 back, as the ONNX Runtime backend
+    does for fp16 graphs, so the same loop runs the half-precision model.
+    """
+
+    def __init__(self, inner: Backend, dtype: torch.dtype):
+        self.inner, self.dtype = inner, dtype
+        self.config, self.device = inner.config, inner.device
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
+        return self.inner.tokenize(prompts)
+
+    def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        cast = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+        return {k: v.float() for k, v in self.inner.run(graph, cast).items()}
+
+
+@dataclass
+class _Capture:
+    graph: torch.cuda.CUDAGraph
+    inputs: dict[str, Tensor]  # the graph reads these: each call's inputs are copied in
+    outputs: dict[str, Tensor]  # and writes these: each call returns copies
+
+
+class GraphedBackend:
+    """Replays one graph of a PyTorch backend (the UNet: 25 calls an image) as a CUDA graph per
+    set of input shapes and dtypes. The first call with a shape set runs eagerly once on a side
+    stream (lazy initialisation must not be captured) and is then captured; a capture that fails
+    turns graphs off with the reason logged, and every call runs eagerly from then on."""
+
+    def __init__(self, inner: Backend, graph: str = "unet"):
+        self.inner, self.graph = inner, graph
+        self.config, self.device = inner.config, inner.device
+        self.off_reason: str | None = None
+        self.captures: OrderedDict[tuple, _Capture] = OrderedDict()
+        self._pool = torch.cuda.graph_pool_handle()  # captures run one after another: one pool
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
+        return self.inner.tokenize(prompts)
+
+    def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if graph != self.graph or self.off_reason is not None:
+            return self.inner.run(graph, inputs)
+        key = tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(inputs.items()))
+        capture = self.captures.get(key)
+        if capture is None:
+            capture = self._capture(key, inputs)
+            if capture is None:
+                return self.inner.run(graph, inputs)
+        else:
+            self.captures.move_to_end(key)
+            for name, tensor in capture.inputs.items():
+                tensor.copy_(inputs[name], non_blocking=True)
+        capture.graph.replay()
+        return {name: t.clone() for name, t in capture.outputs.items()}
+
+    def _capture(self, key: tuple, inputs: Mapping[str, Tensor]) -> _Capture | None:
+        static = {name: t.to(self.device, copy=True) for name, t in inputs.items()}
+        current = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            self.inner.run(self.graph, static)
+        current.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                outputs = self.inner.run(self.graph, static)
+        except RuntimeError as err:
+            torch.cuda.synchronize(self.device)
+            self.off_reason = f"capture failed ({str(err).splitlines()[0]})"
+            log.warning("torch: %s runs without CUDA graphs: %s", self.graph, self.off_reason)
+            return None
+        self.captures[key] = _Capture(graph, static, outputs)
+        if len(self.captures) > MAX_CAPTURES:
+            self.captures.popitem(last=False)
+        shapes = ", ".join(f"{name}={list(t.shape)}" for name, t in static.items())
+        log.info("torch: %s captured into a CUDA graph for %s", self.graph, shapes)
+        return self.captures[key]

@@ -1,0 +1,131 @@
+"""The PyTorch deployment backend: the merged model, its precision, CUDA graphs of the UNet.
+
+On a CPU: parity with the reference at its noise floor, the merge done once, the refusals and the
+CLI wiring. On a GPU: graph replays equal eager calls per shape set, and a capture that fails
+falls back to eager calls with the reason logged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from mild_export.bench.backends import BenchOptions, make_target
+from mild_export.cli.erase import make_backend, parse_args
+from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, torch_backend
+from reference.backend import TorchBackend
+from reference.merge import is_merged, merge_model
+from tests.conftest import make_trained_tiny, unet_inputs
+
+
+def unet(backend, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    out = backend.run("unet", inputs)
+    return torch.cat([out["eps_fg"], out["eps_bg"]])
+
+
+def test_the_merged_model_in_fp32_sits_at_the_references_noise_floor():
+    model = make_trained_tiny(seed=7)  # random LoRA B, scales and SMA alphas: merging matters
+    inputs = unet_inputs(model, n=3, side=8, seed=1)
+    truth = unet(TorchBackend(copy.deepcopy(model).double()), {k: v.double() for k, v in inputs.items()})
+    reference_err = (unet(TorchBackend(model), inputs).double() - truth).abs().max()
+    ours = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold")
+    assert isinstance(ours, TorchBackend) and is_merged(ours.model)  # no cast, no graphs on a CPU
+    ours_err = (unet(ours, inputs).double() - truth).abs().max()
+    assert ours_err <= 10 * reference_err + 1e-6, (ours_err, reference_err)
+    assert truth.abs().max() > 1000 * ours_err  # the outputs are not near zero
+
+
+def test_a_merged_model_is_used_as_it_is():
+    merged = merge_model(make_trained_tiny(seed=2))
+    backend = torch_backend(merged, torch.device("cpu"), "fp32", "fold")
+    assert backend.model is merged
+
+
+def test_half_precision_is_cast_at_the_boundary():
+    backend = torch_backend(make_trained_tiny(), torch.device("cpu"), "bf16", "fold")
+    assert isinstance(backend, CastBackend) and backend.dtype == torch.bfloat16
+    assert {p.dtype for p in backend.inner.model.unet.parameters()} == {torch.bfloat16}
+
+
+def test_an_unknown_precision_is_named():
+    with pytest.raises(ValueError, match=r"precision 'fp8': choose one of fp32, fp16, bf16"):
+        torch_backend(make_trained_tiny(), torch.device("cpu"), "fp8", "fold")
+
+
+def test_bench_builds_it_with_the_fold_form_on_a_cpu():
+    target = make_target("torch", BenchOptions("tiny", None, torch.device("cpu"), None))
+    assert (target.name, target.precision, target.sma) == ("torch", "fp32", "fold")
+    assert is_merged(target.backend.model)
+
+
+def test_bench_refuses_engines_for_it(tmp_path):
+    with pytest.raises(ValueError, match=r"--backend torch runs a model: give --model, not --engines"):
+        make_target("torch", BenchOptions("tiny", tmp_path, torch.device("cpu"), None))
+
+
+def test_erase_builds_it_and_takes_sma(tmp_path):
+    args = parse_args(
+        ["--demo", "--backend", "torch", "--device", "cpu", "--sma", "reference", "--out", str(tmp_path)]
+    )
+    backend = make_backend(args)
+    assert is_merged(backend.model) and backend.sma_form == "reference"
+
+
+# --- on a GPU: CUDA graphs -----------------------------------------------------------------------------
+
+requires_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU visible to torch (torch.cuda.is_available() is False)"
+)
+
+
+def on_gpu(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.cuda().half() for k, v in inputs.items()}
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_replays_equal_eager_calls_per_shape_set(caplog):
+    caplog.set_level(logging.INFO, logger="mild")
+    model = make_trained_tiny(seed=4).cuda().half()
+    eager = TorchBackend(merge_model(model), torch.device("cuda"), "fold")
+    graphed = GraphedBackend(eager)
+    for n, seed in ((2, 1), (2, 2), (2, 3), (3, 4), (2, 5)):  # new inputs each call, two shape sets
+        inputs = on_gpu(unet_inputs(model, n=n, side=8, seed=seed, timestep=100.0 * seed))
+        want = unet(eager, inputs).float()
+        got = unet(graphed, inputs).float()
+        # the same kernels replayed: equal up to fp16 rounding of the same sums
+        assert (got - want).abs().max() <= 1e-3 * want.abs().max(), (n, seed)
+    assert graphed.off_reason is None and len(graphed.captures) == 2
+    assert sum("captured into a CUDA graph" in r.message for r in caplog.records) == 2
+
+
+class SyncsInTheUNet:
+    """A backend whose UNet reads a value back to the host: not capturable."""
+
+    def __init__(self, inner: TorchBackend):
+        self.inner, self.config, self.device = inner, inner.config, inner.device
+
+    def tokenize(self, prompts):
+        return self.inner.tokenize(prompts)
+
+    def run(self, graph, inputs):
+        if graph == "unet" and inputs["timestep"][0].item() < 0:  # never true: only the sync matters
+            raise AssertionError
+        return self.inner.run(graph, inputs)
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_a_failed_capture_falls_back_to_eager_calls(caplog):
+    model = make_trained_tiny(seed=4).cuda().half()
+    eager = TorchBackend(merge_model(model), torch.device("cuda"), "fold")
+    graphed = GraphedBackend(SyncsInTheUNet(eager))
+    inputs = on_gpu(unet_inputs(model, n=2, side=8, seed=1))
+    want = unet(eager, inputs).float()
+    assert (unet(graphed, inputs).float() - want).abs().max() <= 1e-3 * want.abs().max()
+    assert graphed.off_reason is not None and graphed.off_reason.startswith("capture failed")
+    assert "unet runs without CUDA graphs: capture failed" in caplog.text
+    assert (unet(graphed, inputs).float() - want).abs().max() <= 1e-3 * want.abs().max()  # still runs
