@@ -9,8 +9,11 @@
 #   bash scripts/setup-tensorrt-rtx.sh    # TensorRT 10.14 headers in third_party/tensorrt/include
 #   bash bench/prepare_gpu_wheels.sh      # .gpu-carry/part1, part2 (TRT-RTX libs wheel), small/
 #
-# Then two `run` calls, the second at once after the first (the machine stays warm only ~30 s
-# after a call, and the first call's files are kept only on that warm machine):
+# On the lent H100/H200 run stage1 alone: TensorRT-RTX engines build there but cannot run on
+# sm_90 (measured on an H200, 2026-11-26, bench/RESULTS.md), so stage2 only says that again.
+# stage2 is for a GPU that is a TensorRT-RTX target (sm80/86/89/120). There, two `run` calls, the
+# second at once after the first (the machine stays warm only ~30 s after a call, and the first
+# call's files are kept only on that warm machine):
 #
 #   run(command="bash bench/gpu_session.sh stage1", timeout_s=340,
 #       carry=[".gpu-carry/part1", ".gpu-carry/small", "third_party/tensorrt"])
@@ -26,17 +29,18 @@
 # Both calls together spend about 13 of the session's 15 device minutes (start included), so
 # give the machine back right after the second call. What comes back in $OUT (8 files at most):
 #
-#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl-kernel.json
-#           bench-sdxl-fold.json
+#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl-torch-kernel.json
+#           bench-sdxl-reference-kernel.json  bench-sdxl-torch-fold.json
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
-#   SMA kernel; mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25
-#   steps, no guidance, fp16, on the fastest backends that run without engines (the PyTorch
-#   reference on CUDA with SMA by the plugin's kernel, then by flash attention over the fold form:
-#   SDXL engines need an export and build longer than a call); the SMA kernel harness (parity,
-#   compute-sanitizer, timing against SDPA).
+#   SMA kernel and of the torch backend's CUDA graphs; mild-bench on the SDXL-inpaint
+#   architecture (random weights), N=2, 512x512, 25
+#   steps, no guidance, fp16, on the backends that run without engines: `--backend torch` (the
+#   merged model, the UNet replayed as CUDA graphs) with SMA by the plugin's kernel, the PyTorch
+#   reference beside it, then `--backend torch` with flash attention over the fold form; the SMA
+#   kernel harness (parity, compute-sanitizer, timing against SDPA) between them.
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -104,7 +108,7 @@ install_wheels() {  # install_wheels WHEEL...: into $SITE, no index, no dependen
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"
 }
 
-prepare() {  # what stage2 needs from stage1: part1 kept, diffusers, the plugin library
+setup() {  # what stage2 needs from stage1: part1 kept, diffusers, the plugin library
     step environment 60 "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
         nvcc --version | tail -n 2; cmake --version | head -n 1; nproc; free -g | head -n 2;
         $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda,
@@ -115,25 +119,31 @@ prepare() {  # what stage2 needs from stage1: part1 kept, diffusers, the plugin 
     step plugin-sm90 180 "cmake -S . -B build/plugins -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90-real \
         -DTensorRT_INCLUDE_DIR=$PWD/third_party/tensorrt/include >/dev/null &&
         cmake --build build/plugins --parallel 16 && ls -l $MILD_PLUGIN_LIBRARY"
-    # the tiny export on this machine's torch, where stage2 builds its engines (reused there)
+}
+
+prepare() {  # stage1's setup alone, for a stage2 on a fresh machine, and the tiny export as a canary
+    setup
     step export-tiny-onnx 90 "$PY -m mild_export.cli.export --model tiny --fp16 --max-instances 3 --guidance \
         --no-engines --out $WORK/tiny-fp16"
 }
 
 stage1() {
-    prepare
-    step gpu-tests-kernel 180 "$PY -m pytest -q -m gpu -rs tests/plugins -p no:cacheprovider"
-    # the PyTorch reference with SMA by the plugin's kernel, then the harness, then SMA as plain
-    # flash attention over the fold form (the fastest backends that need no engines)
-    step bench-sdxl-kernel 150 "$(sdxl_bench kernel)"
+    setup
+    step gpu-tests-kernel 180 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
+        -p no:cacheprovider"
+    # the torch backend (merged model, CUDA graphs, SMA by the plugin's kernel: the fastest path
+    # without engines), the PyTorch reference beside it, the kernel harness, then the torch backend
+    # with SMA as flash attention over the fold form
+    step bench-sdxl-torch 150 "$(sdxl_bench torch kernel)"
+    step bench-sdxl-reference 150 "$(sdxl_bench reference kernel)"
     step sma-kernel-harness 120 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
-    step bench-sdxl-fold 120 "$(sdxl_bench fold)"
+    step bench-sdxl-torch-fold 120 "$(sdxl_bench torch fold)"
 }
 
-sdxl_bench() {  # sdxl_bench SMA_FORM: the mild-bench command line for issue 6's target case
-    echo "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend reference --sma $1 --device cuda \
+sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM: the mild-bench command line for issue 6's target case
+    echo "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend $1 --sma $2 --device cuda \
         --precision fp16 --instances 2 --resolution 512 --steps 25 --guidance 1 --repeats 3 --warmup 1 \
-        --json $OUT/bench-sdxl-$1.json"
+        --json $OUT/bench-sdxl-$1-$2.json"
 }
 
 stage2() {
