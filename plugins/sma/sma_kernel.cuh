@@ -54,14 +54,6 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi)
     return *reinterpret_cast<uint32_t*>(&h);
 }
 
-template <typename T>
-__device__ __forceinline__ uint32_t packElems(T lo, T hi)
-{
-    uint16_t l = *reinterpret_cast<uint16_t*>(&lo);
-    uint16_t h = *reinterpret_cast<uint16_t*>(&hi);
-    return static_cast<uint32_t>(l) | (static_cast<uint32_t>(h) << 16);
-}
-
 // D (16x8, fp32) += A (16x16, row) * B (16x8, col). Fragment layout (PTX ISA, mma.m16n8k16),
 // g = lane / 4, t = lane % 4:
 //   a0: (row g, k 2t..2t+1)  a1: (row g+8, k 2t..)  a2: (row g, k 2t+8..)  a3: (row g+8, k 2t+8..)
@@ -89,6 +81,28 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Four 8x8 16-bit matrices from shared memory in one instruction: lane l gives the address of row
+// l % 8 of matrix l / 8 (16-byte aligned), and register i receives this thread's share of matrix
+// i: (row g, columns 2t, 2t+1), or with `kTrans` (column g, rows 2t, 2t+1). Those are mma's B
+// fragments: of K rows as they lie in shared memory, and of V rows transposed.
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* rowAddress)
+{
+    uint32_t const addr = static_cast<uint32_t>(__cvta_generic_to_shared(rowAddress));
+    if constexpr (kTrans)
+    {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(addr));
+    }
+    else
+    {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(addr));
+    }
 }
 
 __device__ __forceinline__ uint32_t lds32(void const* p)
@@ -212,12 +226,16 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
             {
                 uint32_t const a[4] = {lds32(qWarp + kk), lds32(qWarp + 8 * kStride + kk), lds32(qWarp + kk + 8),
                     lds32(qWarp + 8 * kStride + kk + 8)};
+                // two key tiles a load: matrices (keys n, channels kk), (n, kk + 8), (n + 1, kk), (n + 1, kk + 8)
 #pragma unroll
-                for (int n = 0; n < kNTiles; ++n)
+                for (int n = 0; n < kNTiles; n += 2)
                 {
-                    T const* kRow = ks + (n * 8 + g) * kStride + kk + 2 * t;
-                    uint32_t const bfrag[2] = {lds32(kRow), lds32(kRow + 8)};
-                    mma16816<T>(s[n], a, bfrag);
+                    uint32_t r[4];
+                    ldmatrixX4<false>(r, ks + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
+                    uint32_t const b0[2] = {r[0], r[1]};
+                    uint32_t const b1[2] = {r[2], r[3]};
+                    mma16816<T>(s[n], a, b0);
+                    mma16816<T>(s[n + 1], a, b1);
                 }
             }
         }
@@ -271,16 +289,20 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
         {
             uint32_t const a[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
                 pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-            T const* v0 = vs + (kc * 16 + 2 * t) * kStride + g;
+            // two channel tiles a load, transposed: (keys +0..7, channels d), (keys +8..15, d),
+            // (keys +0..7, d + 1), (keys +8..15, d + 1)
+            T const* vLane = vs + (kc * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
 #pragma unroll
-            for (int d = 0; d < kDTiles; ++d)
+            for (int d = 0; d < kDTiles; d += 2)
             {
-                if (d * 8 < headDim)
+                if (d * 8 < headDim) // tile d + 1 past D multiplies zero-filled channels, never stored
                 {
-                    T const* vCol = v0 + d * 8;
-                    uint32_t const bfrag[2] = {packElems<T>(vCol[0], vCol[kStride]),
-                        packElems<T>(vCol[8 * kStride], vCol[9 * kStride])};
-                    mma16816<T>(o[d], a, bfrag);
+                    uint32_t r[4];
+                    ldmatrixX4<true>(r, vLane + d * 8);
+                    uint32_t const b0[2] = {r[0], r[1]};
+                    uint32_t const b1[2] = {r[2], r[3]};
+                    mma16816<T>(o[d], a, b0);
+                    mma16816<T>(o[d + 1], a, b1);
                 }
             }
         }
