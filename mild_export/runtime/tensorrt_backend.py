@@ -17,7 +17,6 @@ shapes, so a later process starts without compiling them again.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from torch import Tensor
 from mild_export.engine.trt_shim import TensorRT
 from mild_export.export.contracts import ExportShapes, contracts
 from mild_export.export.manifest import Manifest, file_sha256
+from mild_export.runtime.prompt_cache import PromptCache
 from mild_export.runtime.rtx_runtime import JitCache, jit_cache_name
 from mild_export.runtime.trt_engine import EngineRunner, logged_errors
 from reference.config import ModelConfig
@@ -41,7 +41,6 @@ NO_GPU = (
 )
 RTX_MODULES = ("tensorrt_rtx", "tensorrt_rtx_bindings")
 FULL_MODULES = ("tensorrt",)
-TEXT_CACHE_SIZE = 32
 
 
 class TensorRTUnavailable(ValueError):
@@ -198,7 +197,7 @@ class TensorRTBackend:
                 for name, engine in self.engines.items()
             }
         self.tokenizers = load_tokenizers(self.config.text, folder)
-        self._text_cache: OrderedDict[tuple, dict[str, Tensor]] = OrderedDict()
+        self.text_cache = PromptCache()
         log.info("tensorrt: %d engines from %s on %s", len(self.engines), folder, tensorrt_name(self.trt))
 
     def _deserialize(self, name: str, path: Path) -> Any:
@@ -233,13 +232,11 @@ class TensorRTBackend:
             raise ValueError(f"unknown graph {graph!r}: {self.folder} has {', '.join(self.runners)}")
         contract = self.contracts[graph]
         key = None
-        if graph == "text_encoder":  # the same prompts give the same token ids and encodings
-            key = tuple(
-                (n, tuple(inputs[n].shape), inputs[n].cpu().numpy().tobytes()) for n in contract.inputs
-            )
-            if key in self._text_cache:
-                self._text_cache.move_to_end(key)
-                return dict(self._text_cache[key])
+        if graph == "text_encoder":
+            key = PromptCache.key({n: inputs[n] for n in contract.inputs})
+            cached = self.text_cache.get(key)
+            if cached is not None:
+                return cached
         runner = self.runners[graph]
         with torch.cuda.device(self.device):
             buffers = runner({name: inputs[name] for name in contract.inputs})
@@ -248,10 +245,7 @@ class TensorRTBackend:
             # fresh fp32 tensors: the engine's buffers are reused by its next call
             outputs = {name: buffers[name].to(torch.float32, copy=True) for name in contract.spec.outputs}
         if key is not None:
-            self._text_cache[key] = outputs
-            if len(self._text_cache) > TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
-            return dict(outputs)
+            self.text_cache.put(key, outputs)
         return outputs
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mild_export.runtime.prompt_cache import PromptCache
 from reference.backend import Backend, TorchBackend
 from reference.merge import is_merged, merge_model
 from reference.model import MildModel
@@ -41,8 +42,8 @@ def torch_backend(
     model: MildModel, device: torch.device, precision: str, sma_form: str, cuda_graph: bool = True
 ) -> Backend:
     """`model` merged (unless it is already), cast to `precision`, run on `device` with SMA by
-    `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs. Takes and gives
-    fp32 tensors at the boundary, as every backend does."""
+    `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are
+    kept per prompt. Takes and gives fp32 tensors at the boundary, as every backend does."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
@@ -54,7 +55,28 @@ def torch_backend(
         backend = GraphedBackend(backend)
     if dtype != torch.float32:
         backend = CastBackend(backend, dtype)
-    return backend
+    return CachedTextBackend(backend)
+
+
+class CachedTextBackend:
+    """Runs the text encoder once per prompt (`PromptCache`), every other graph as `inner` does."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.text_cache = inner, PromptCache()
+        self.config, self.device = inner.config, inner.device
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
+        return self.inner.tokenize(prompts)
+
+    def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if graph != "text_encoder":
+            return self.inner.run(graph, inputs)
+        key = PromptCache.key(inputs)
+        cached = self.text_cache.get(key)
+        if cached is None:
+            cached = self.inner.run(graph, inputs)
+            self.text_cache.put(key, cached)
+        return dict(cached)
 
 
 class CastBackend:

@@ -15,6 +15,8 @@ import torch
 
 from mild_export.bench.backends import BenchOptions, make_target
 from mild_export.cli.erase import make_backend, parse_args
+from mild_export.engine.sma_torch_ext import prepare_form
+from mild_export.runtime.prompt_cache import PromptCache
 from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, torch_backend
 from reference.backend import TorchBackend
 from reference.merge import is_merged, merge_model
@@ -32,7 +34,7 @@ def test_the_merged_model_in_fp32_sits_at_the_references_noise_floor():
     truth = unet(TorchBackend(copy.deepcopy(model).double()), {k: v.double() for k, v in inputs.items()})
     reference_err = (unet(TorchBackend(model), inputs).double() - truth).abs().max()
     ours = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold")
-    assert isinstance(ours, TorchBackend) and is_merged(ours.model)  # no cast, no graphs on a CPU
+    assert isinstance(ours.inner, TorchBackend) and is_merged(ours.inner.model)  # no cast, no graphs
     ours_err = (unet(ours, inputs).double() - truth).abs().max()
     assert ours_err <= 10 * reference_err + 1e-6, (ours_err, reference_err)
     assert truth.abs().max() > 1000 * ours_err  # the outputs are not near zero
@@ -41,13 +43,48 @@ def test_the_merged_model_in_fp32_sits_at_the_references_noise_floor():
 def test_a_merged_model_is_used_as_it_is():
     merged = merge_model(make_trained_tiny(seed=2))
     backend = torch_backend(merged, torch.device("cpu"), "fp32", "fold")
-    assert backend.model is merged
+    assert backend.inner.model is merged
 
 
 def test_half_precision_is_cast_at_the_boundary():
     backend = torch_backend(make_trained_tiny(), torch.device("cpu"), "bf16", "fold")
-    assert isinstance(backend, CastBackend) and backend.dtype == torch.bfloat16
-    assert {p.dtype for p in backend.inner.model.unet.parameters()} == {torch.bfloat16}
+    cast = backend.inner
+    assert isinstance(cast, CastBackend) and cast.dtype == torch.bfloat16
+    assert {p.dtype for p in cast.inner.model.unet.parameters()} == {torch.bfloat16}
+
+
+class Counting:
+    """Records the graphs its inner backend is asked to run."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def run(self, graph, inputs):
+        self.calls.append(graph)
+        return self.inner.run(graph, inputs)
+
+
+def test_the_text_encoder_runs_once_per_prompt():
+    backend = torch_backend(make_trained_tiny(), torch.device("cpu"), "fp32", "fold")
+    street, park = backend.tokenize(["a street"]), backend.tokenize(["a park"])
+    counting = backend.inner = Counting(backend.inner)
+    first = backend.run("text_encoder", street)
+    again = backend.run("text_encoder", street)
+    other = backend.run("text_encoder", park)
+    assert counting.calls == ["text_encoder", "text_encoder"]
+    assert again.keys() == first.keys() and all(again[n] is first[n] for n in first)
+    assert all(not torch.equal(other[n], first[n]) for n in first)
+
+
+def test_the_prompt_cache_forgets_the_least_recently_used():
+    cache = PromptCache(size=2)
+    keys = [PromptCache.key({"input_ids": torch.tensor([[k, 7]])}) for k in range(3)]
+    for k, key in enumerate(keys):
+        cache.put(key, {"text_embeds": torch.full((1,), float(k))})
+        if k == 1:
+            assert cache.get(keys[0]) is not None  # used: now the newest
+    assert len(cache) == 2 and cache.get(keys[1]) is None
+    assert cache.get(keys[0])["text_embeds"].item() == 0 and cache.get(keys[2])["text_embeds"].item() == 2
 
 
 def test_an_unknown_precision_is_named():
@@ -58,7 +95,7 @@ def test_an_unknown_precision_is_named():
 def test_bench_builds_it_with_the_fold_form_on_a_cpu():
     target = make_target("torch", BenchOptions("tiny", None, torch.device("cpu"), None))
     assert (target.name, target.precision, target.sma) == ("torch", "fp32", "fold")
-    assert is_merged(target.backend.model)
+    assert is_merged(target.backend.inner.model)
 
 
 def test_bench_refuses_engines_for_it(tmp_path):
@@ -71,7 +108,7 @@ def test_erase_builds_it_and_takes_sma(tmp_path):
         ["--demo", "--backend", "torch", "--device", "cpu", "--sma", "reference", "--out", str(tmp_path)]
     )
     backend = make_backend(args)
-    assert is_merged(backend.model) and backend.sma_form == "reference"
+    assert is_merged(backend.inner.model) and backend.inner.sma_form == "reference"
 
 
 # --- on a GPU: CUDA graphs -----------------------------------------------------------------------------
@@ -87,10 +124,13 @@ def on_gpu(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @pytest.mark.gpu
 @requires_gpu
-def test_replays_equal_eager_calls_per_shape_set(caplog):
+@pytest.mark.parametrize("sma_form", ["fold", "kernel"])  # kernel: the plugin's, built on first use
+def test_replays_equal_eager_calls_per_shape_set(caplog, sma_form):
     caplog.set_level(logging.INFO, logger="mild")
     model = make_trained_tiny(seed=4).cuda().half()
-    eager = TorchBackend(merge_model(model), torch.device("cuda"), "fold")
+    eager = TorchBackend(
+        merge_model(model), torch.device("cuda"), prepare_form(sma_form, torch.device("cuda"))
+    )
     graphed = GraphedBackend(eager)
     for n, seed in ((2, 1), (2, 2), (2, 3), (3, 4), (2, 5)):  # new inputs each call, two shape sets
         inputs = on_gpu(unet_inputs(model, n=n, side=8, seed=seed, timestep=100.0 * seed))
