@@ -51,6 +51,10 @@ def torch_backend(
     if not is_merged(model):
         model = merge_model(model)
     backend: Backend = TorchBackend(model, device, sma_form)
+    if device.type == "cuda":
+        # the shapes repeat (25 UNet calls an image): let cuDNN time its convolution algorithms
+        # once per shape instead of taking its heuristic's pick (the VAE is all convolutions)
+        torch.backends.cudnn.benchmark = True
     if cuda_graph and device.type == "cuda":
         backend = GraphedBackend(backend)
     if dtype != torch.float32:
