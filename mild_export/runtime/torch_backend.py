@@ -47,7 +47,7 @@ def torch_backend(
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
-    model = model.to(device=device, dtype=dtype)  # before merging: the folded sets are made in place
+    model = model.to(device=device, dtype=dtype)  # first: the merge then folds on the device
     if not is_merged(model):
         model = merge_model(model)
     backend: Backend = TorchBackend(model, device, sma_form)
