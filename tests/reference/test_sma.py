@@ -61,6 +61,23 @@ def test_reduced_bias_and_fold_equal_eq9(soft, s, d):
     torch.testing.assert_close(sma.attention_fold(q, k, v, m, m, alpha), expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("d", [40, 63, 64, 80, 128])
+def test_fold_hands_attention_one_head_size(d, monkeypatch):
+    """Flash attention takes Q, K and V of one head size, a multiple of 8: the fold form pads all three."""
+    seen = []
+
+    def spy(q, k, v, **kwargs):
+        seen.append((q.shape[-1], k.shape[-1], v.shape[-1]))
+        return torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    q, k, v, m, alpha = random_inputs(s=9, d=d)
+    out = sma.attention_fold(q, k, v, m, m, alpha)
+    width = seen[0][0]
+    assert seen == [(width, width, width)] and width % 8 == 0 and d < width <= d + 8
+    assert out.shape == v.shape
+
+
 def test_bias_changes_the_output():
     q, k, v, m, alpha = random_inputs()
     plain = F.scaled_dot_product_attention(q, k, v)
