@@ -32,7 +32,7 @@
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
 #   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl-torch-kernel.json
-#           bench-sdxl-reference-kernel.json  bench-sdxl-torch-fold.json
+#           bench-sdxl-reference-kernel.json  bench-sdxl-torch-fold.json  profile-sdxl-torch.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
@@ -136,7 +136,7 @@ stage1() {
     # the torch backend (merged model, CUDA graphs, SMA by the plugin's kernel: the fastest path
     # without engines), the PyTorch reference beside it, the kernel harness, then the torch backend
     # with SMA as flash attention over the fold form
-    step bench-sdxl-torch 150 "$(sdxl_bench torch kernel)"
+    step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
     step bench-sdxl-reference 150 "$(sdxl_bench reference kernel)"
     step sma-kernel-harness 120 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
     step bench-sdxl-torch-fold 120 "$(sdxl_bench torch fold)"

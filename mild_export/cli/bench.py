@@ -21,6 +21,7 @@ import torch
 from mild_export.bench.backends import BACKENDS, PRECISIONS, BenchOptions, Target, make_target
 from mild_export.bench.cases import Case, CaseResult, run_case
 from mild_export.bench.floor import FlopCounter, matrix_rate
+from mild_export.bench.kernel_profile import profile_image, write_profile
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
 from mild_export.bench.weights import unet_weights
@@ -68,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="write every timing and the environment here")
     p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="profile one more image of the first case (torch.profiler) and write its most expensive "
+        "operators and the device's busy time against the wall time here",
+    )
     return p.parse_args(argv)
 
 
@@ -170,6 +177,11 @@ def run(args: argparse.Namespace) -> None:
     if args.plot:
         plot(args.plot, results, title)
         log.info("wrote %s", args.plot)
+    if args.profile:
+        profile = profile_image(timed, cases[0])
+        write_profile(args.profile, profile, title)
+        print(profile.summary())
+        log.info("wrote %s", args.profile)
 
 
 def main(argv: list[str] | None = None) -> int:

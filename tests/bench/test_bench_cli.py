@@ -121,3 +121,14 @@ def test_sma_fold_is_timed_and_recorded(tmp_path, capsys):
     assert "reference fp32, SMA fold" in capsys.readouterr().out
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["environment"]["sma"] == "fold" and len(data["cases"]) == 1
+
+
+def test_the_torch_backend_is_profiled(tmp_path, capsys):
+    argv = ["--model", "tiny", "--backend", "torch", "--instances", "2", "--steps", "2", "--guidance", "1"]
+    assert main([*argv, "--repeats", "1", "--warmup", "1", "--profile", str(tmp_path / "p.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "torch fp32, SMA fold" in out
+    summary = next(line for line in out.splitlines() if line.startswith("N=2 64px 2st no cfg: "))
+    assert summary.endswith("ms wall (CPU: no device time)")
+    text = (tmp_path / "p.txt").read_text()
+    assert summary in text and "aten::convolution" in text and "Self CPU" in text
