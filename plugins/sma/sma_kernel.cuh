@@ -85,8 +85,8 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(
 
 // Four 8x8 16-bit matrices from shared memory in one instruction: lane l gives the address of row
 // l % 8 of matrix l / 8 (16-byte aligned), and register i receives this thread's share of matrix
-// i: (row g, columns 2t, 2t+1), or with `kTrans` (column g, rows 2t, 2t+1). Those are mma's B
-// fragments: of K rows as they lie in shared memory, and of V rows transposed.
+// i: (row g, columns 2t, 2t+1), or with `kTrans` (column g, rows 2t, 2t+1). Those are mma's
+// fragments: A of Q rows and B of K rows as they lie in shared memory, B of V rows transposed.
 template <bool kTrans>
 __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* rowAddress)
 {
@@ -103,11 +103,6 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* rowAddr
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                      : "r"(addr));
     }
-}
-
-__device__ __forceinline__ uint32_t lds32(void const* p)
-{
-    return *reinterpret_cast<uint32_t const*>(p);
 }
 
 // Copies rows [row0, row0 + kRows) x [0, kHeadDim) of a [S, D] matrix into shared memory with
@@ -199,7 +194,9 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
     float rowMax[2] = {-INFINITY, -INFINITY};
     float rowSum[2] = {0.f, 0.f}; // this thread's share; the quad's four shares are added at the end
 
-    T const* qWarp = qs + (warp * 16 + g) * kStride + 2 * t;
+    // this warp's 16 query rows as one A fragment per 16 channels: matrices (rows +0..7, channels
+    // kk), (rows +8..15, kk), (rows +0..7, kk + 8), (rows +8..15, kk + 8)
+    T const* qLane = qs + (warp * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
 
     for (int n0 = 0; n0 < p.seqlen_k; n0 += kBlockN)
     {
@@ -224,8 +221,8 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
         {
             if (kk < headDim) // channels past D are zero: skip them
             {
-                uint32_t const a[4] = {lds32(qWarp + kk), lds32(qWarp + 8 * kStride + kk), lds32(qWarp + kk + 8),
-                    lds32(qWarp + 8 * kStride + kk + 8)};
+                uint32_t a[4];
+                ldmatrixX4<false>(a, qLane + kk);
                 // two key tiles a load: matrices (keys n, channels kk), (n, kk + 8), (n + 1, kk), (n + 1, kk + 8)
 #pragma unroll
                 for (int n = 0; n < kNTiles; n += 2)
