@@ -120,7 +120,10 @@ class GraphedBackend:
         self.config, self.device = inner.config, inner.device
         self.off_reason: str | None = None
         self.captures: OrderedDict[tuple, _Capture] = OrderedDict()
-        self._pool = torch.cuda.graph_pool_handle()  # captures run one after another: one pool
+        # One memory pool for all captures: a later capture may reuse what an earlier one freed,
+        # so replays in any order can overwrite another capture's outputs; outputs are therefore
+        # copied out right after their own replay, and inputs live outside the pool.
+        self._pool = torch.cuda.graph_pool_handle()
 
     def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
         return self.inner.tokenize(prompts)
