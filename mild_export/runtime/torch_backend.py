@@ -157,8 +157,10 @@ class GraphedBackend:
             with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 outputs = self.inner.run(self.graph, static)
         except RuntimeError as err:
+            torch.cuda.set_stream(current)  # a capture that fails to end can leave its stream current
             torch.cuda.synchronize(self.device)
-            self.off_reason = f"capture failed ({str(err).splitlines()[0]})"
+            first_line = next(iter(str(err).splitlines()), type(err).__name__)
+            self.off_reason = f"capture failed ({first_line})"
             log.warning("torch: %s runs without CUDA graphs: %s", self.graph, self.off_reason)
             return None
         self.captures[key] = _Capture(graph, static, outputs)
