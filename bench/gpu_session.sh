@@ -40,9 +40,9 @@
 #   SMA kernel and of the torch backend's CUDA graphs; mild-bench on the SDXL-inpaint
 #   architecture (random weights), N=2, 512x512, 25
 #   steps, no guidance, fp16, on the backends that run without engines: `--backend torch` (the
-#   merged model, the UNet replayed as CUDA graphs) with SMA by the plugin's kernel, the PyTorch
-#   reference beside it, then `--backend torch` with flash attention over the fold form; the SMA
-#   kernel harness (parity, compute-sanitizer, timing against SDPA) between them.
+#   merged model, the UNet replayed as CUDA graphs) with SMA by the plugin's kernel (profiled),
+#   the SMA kernel harness (parity, compute-sanitizer, timing against SDPA), `--backend torch`
+#   with flash attention over the fold form, then the PyTorch reference.
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -134,12 +134,12 @@ stage1() {
     step gpu-tests-kernel 180 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
         -p no:cacheprovider"
     # the torch backend (merged model, CUDA graphs, SMA by the plugin's kernel: the fastest path
-    # without engines), the PyTorch reference beside it, the kernel harness, then the torch backend
-    # with SMA as flash attention over the fold form
+    # without engines), the kernel harness, the torch backend with SMA as flash attention over the
+    # fold form, and last the PyTorch reference (measured before: the least new)
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
-    step bench-sdxl-reference 150 "$(sdxl_bench reference kernel)"
     step sma-kernel-harness 120 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
     step bench-sdxl-torch-fold 120 "$(sdxl_bench torch fold)"
+    step bench-sdxl-reference 150 "$(sdxl_bench reference kernel)"
 }
 
 sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM: the mild-bench command line for issue 6's target case
