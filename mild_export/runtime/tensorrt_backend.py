@@ -230,23 +230,22 @@ class TensorRTBackend:
     def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if graph not in self.runners:
             raise ValueError(f"unknown graph {graph!r}: {self.folder} has {', '.join(self.runners)}")
-        contract = self.contracts[graph]
-        key = None
+        args = {name: inputs[name] for name in self.contracts[graph].inputs}
         if graph == "text_encoder":
-            key = PromptCache.key({n: inputs[n] for n in contract.inputs})
-            cached = self.text_cache.get(key)
-            if cached is not None:
-                return cached
+            return self.text_cache.encodings(args, lambda: self._execute(graph, args))
+        return self._execute(graph, args)
+
+    def _execute(self, graph: str, args: Mapping[str, Tensor]) -> dict[str, Tensor]:
         runner = self.runners[graph]
         with torch.cuda.device(self.device):
-            buffers = runner({name: inputs[name] for name in contract.inputs})
+            buffers = runner(args)
             if runner.new_shapes and self.jit_cache is not None:  # EAGER: compiled in that call
                 self.jit_cache.save()
             # fresh fp32 tensors: the engine's buffers are reused by its next call
-            outputs = {name: buffers[name].to(torch.float32, copy=True) for name in contract.spec.outputs}
-        if key is not None:
-            self.text_cache.put(key, outputs)
-        return outputs
+            return {
+                name: buffers[name].to(torch.float32, copy=True)
+                for name in self.contracts[graph].spec.outputs
+            }
 
 
 def _shapes(raw: dict) -> dict:

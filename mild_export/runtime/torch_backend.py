@@ -75,12 +75,7 @@ class CachedTextBackend:
     def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if graph != "text_encoder":
             return self.inner.run(graph, inputs)
-        key = PromptCache.key(inputs)
-        cached = self.text_cache.get(key)
-        if cached is None:
-            cached = self.inner.run(graph, inputs)
-            self.text_cache.put(key, cached)
-        return dict(cached)
+        return self.text_cache.encodings(inputs, lambda: self.inner.run(graph, inputs))
 
 
 class CastBackend:

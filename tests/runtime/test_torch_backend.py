@@ -78,13 +78,25 @@ def test_the_text_encoder_runs_once_per_prompt():
 
 def test_the_prompt_cache_forgets_the_least_recently_used():
     cache = PromptCache(size=2)
-    keys = [PromptCache.key({"input_ids": torch.tensor([[k, 7]])}) for k in range(3)]
-    for k, key in enumerate(keys):
-        cache.put(key, {"text_embeds": torch.full((1,), float(k))})
+    ids = [{"input_ids": torch.tensor([[k, 7]])} for k in range(3)]
+    encoded = []
+
+    def encode(k):
+        encoded.append(k)
+        return {"text_embeds": torch.full((1,), float(k))}
+
+    for k in range(3):
+        cache.encodings(ids[k], lambda k=k: encode(k))
         if k == 1:
-            assert cache.get(keys[0]) is not None  # used: now the newest
-    assert len(cache) == 2 and cache.get(keys[1]) is None
-    assert cache.get(keys[0])["text_embeds"].item() == 0 and cache.get(keys[2])["text_embeds"].item() == 2
+            assert (
+                cache.encodings(ids[0], lambda: encode(0))["text_embeds"].item() == 0
+            )  # used: now the newest
+    assert encoded == [0, 1, 2] and len(cache) == 2
+    assert cache.encodings(ids[0], lambda: encode(0))["text_embeds"].item() == 0  # kept
+    assert cache.encodings(ids[2], lambda: encode(2))["text_embeds"].item() == 2  # kept
+    assert encoded == [0, 1, 2]
+    cache.encodings(ids[1], lambda: encode(1))  # forgotten: encoded again
+    assert encoded == [0, 1, 2, 1]
 
 
 def test_an_unknown_precision_is_named():
