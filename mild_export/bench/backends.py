@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from mild_export.engine.sma_torch_ext import prepare_form
-from mild_export.runtime.torch_backend import PRECISIONS, CastBackend, default_sma, torch_backend
+from mild_export.runtime.torch_backend import (
+    PRECISIONS,
+    CastBackend,
+    default_precision,
+    default_sma,
+    torch_backend,
+)
 from reference.backend import Backend
 from reference.config import PRESETS, ModelConfig
 from reference.model import MildModel
@@ -74,7 +80,7 @@ def _model(name: str, options: BenchOptions, default_sma: str) -> tuple[MildMode
     if options.engines is not None:
         raise ValueError(f"--backend {name} runs a model: give --model, not --engines")
     sma_form = prepare_form(options.sma or default_sma, options.device)
-    precision = options.precision or ("fp16" if options.device.type == "cuda" else "fp32")
+    precision = options.precision or default_precision(options.device)
     log.info("building model %s on %s in %s (SMA: %s)", options.model, options.device, precision, sma_form)
     on_device = options.model in PRESETS and options.device.type == "cuda"
     with options.device if on_device else contextlib.nullcontext():

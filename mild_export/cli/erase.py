@@ -123,10 +123,10 @@ def make_backend(args: argparse.Namespace) -> Backend:
 
     device = torch.device(args.device)
     if args.backend == "torch":
-        from mild_export.runtime.torch_backend import default_sma, torch_backend
+        from mild_export.runtime.torch_backend import default_precision, default_sma, torch_backend
 
         sma_form = sma_torch_ext.prepare_form(args.sma or default_sma(device), device)
-        precision = "fp16" if device.type == "cuda" else "fp32"
+        precision = default_precision(device)
         log.info("loading model %s on %s, merged, in %s (SMA: %s)", args.model, device, precision, sma_form)
         return torch_backend(load_model(args.model), device, precision, sma_form)
     sma_form = sma_torch_ext.prepare_form(args.sma or "reference", device)

@@ -38,6 +38,10 @@ def default_sma(device: torch.device) -> str:
     return "kernel" if device.type == "cuda" else "fold"
 
 
+def default_precision(device: torch.device) -> str:
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
 def torch_backend(
     model: MildModel, device: torch.device, precision: str, sma_form: str, cuda_graph: bool = True
 ) -> Backend:
