@@ -11,7 +11,7 @@ reference on fresh random inputs (binary and soft masks, odd lengths, every supp
 bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from sma_schema.json;
 (3) timing at the SDXL shapes against PyTorch SDPA without bias and SDPA over the fold form,
 medians of CUDA-event timings after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
-memcheck on a small case (this script re-run with --sanitize-case).
+memcheck, racecheck and synccheck on a small case (this script re-run with --sanitize-case).
 Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
 DESIGN.md section 7).
 """
@@ -87,25 +87,33 @@ def validate(lines: list[str]) -> int:
     return failures
 
 
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
+
+
 def sanitize(lines: list[str]) -> None:
+    """memcheck for out-of-bounds reads and writes; racecheck and synccheck for the double-buffered
+    K/V tiles (a missing barrier shows up there, not in parity on a lucky schedule)."""
     tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
-    lines += ["## compute-sanitizer memcheck", ""]
+    lines += ["## compute-sanitizer", ""]
     if not Path(tool).exists():
         lines += ["compute-sanitizer not found: not run", ""]
         return
-    run = subprocess.run(
-        [tool, "--tool", "memcheck", "--error-exitcode", "3", sys.executable, __file__, "--sanitize-case"],
-        capture_output=True,
-        text=True,
-    )
-    summary = [ln for ln in run.stdout.splitlines() + run.stderr.splitlines() if "ERROR SUMMARY" in ln]
-    lines += [f"exit code {run.returncode}; {summary[-1] if summary else 'no summary line'}", ""]
+    for name in SANITIZER_TOOLS:
+        run = subprocess.run(
+            [tool, "--tool", name, "--error-exitcode", "3", sys.executable, __file__, "--sanitize-case"],
+            capture_output=True,
+            text=True,
+        )
+        summary = [ln for ln in run.stdout.splitlines() + run.stderr.splitlines() if "SUMMARY" in ln]
+        lines.append(f"- {name}: exit code {run.returncode}; {summary[-1] if summary else 'no summary line'}")
+    lines.append("")
 
 
 def sanitize_case() -> None:
+    """Two query blocks with a tail, several key tiles with a tail, the smallest and largest buckets."""
     for dtype_name in DTYPES:
         for d in (40, 256):
-            args = inputs(1, 2, 70, 33, d, DTYPES[dtype_name], True, 0)
+            args = inputs(1, 2, 200, 150, d, DTYPES[dtype_name], True, 0)
             sma_torch_ext.sma_forward(*args)
     torch.cuda.synchronize()
 

@@ -15,9 +15,12 @@ namespace
 template <typename T, int kHeadDim>
 cudaError_t launchMma(Params const& p, cudaStream_t stream)
 {
-    constexpr int kBlockN = kHeadDim > 160 ? 32 : 64; // keeps the score tile + O in registers
-    using Cfg = detail::MmaConfig<kHeadDim, kBlockN>;
-    auto kernel = detail::smaForwardMma<T, kHeadDim, kBlockN>;
+    // two 16-row tiles a warp while O fits beside them in registers, and fewer keys a tile as D
+    // grows, so the scores and O stay in registers (no spills: check with -Xptxas -v)
+    constexpr int kMTiles = kHeadDim <= 128 ? 2 : 1;
+    constexpr int kBlockN = kHeadDim <= 96 || kHeadDim == 160 ? 64 : 32;
+    using Cfg = detail::MmaConfig<kHeadDim, kBlockN, kMTiles>;
+    auto kernel = detail::smaForwardMma<T, kHeadDim, kBlockN, kMTiles>;
     if (Cfg::kSmemBytes > 48 * 1024)
     {
         cudaError_t const status

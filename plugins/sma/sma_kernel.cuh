@@ -2,8 +2,9 @@
 // softmax runs online (running max and sum per row), and the bias beta(m_i) * m_j costs one
 // multiply-add per score. Nothing of size Sq x Sk is ever stored.
 //
-// fp16/bf16: one CTA = 4 warps = 64 query rows, each warp owns 16 rows; Q K^T and P V are
-// mma.sync.m16n8k16 tensor-core instructions (sm_80+) with fp32 accumulation.
+// fp16/bf16: one CTA = 4 warps, each owning 32 query rows (16 past D = 128); Q K^T and P V are
+// mma.sync.m16n8k16 tensor-core instructions (sm_80+) with fp32 accumulation, fed by ldmatrix
+// from shared memory; the next K/V tile arrives by cp.async while the current one is multiplied.
 // fp32: a SIMT kernel (one warp per query row, fp32 FMA throughout), so fp32 stays fp32-accurate.
 #pragma once
 
@@ -105,43 +106,81 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* rowAddr
     }
 }
 
-// Copies rows [row0, row0 + kRows) x [0, kHeadDim) of a [S, D] matrix into shared memory with
-// 16-byte vectors, zero-filling rows >= seqlen and columns >= head_dim.
+// cp.async (sm_80+): 16 bytes from global to shared memory without passing through registers, so
+// the next K/V tile streams in while this one is multiplied. With `valid` false nothing is read and
+// the 16 bytes are zero-filled.
+__device__ __forceinline__ void copyAsync16(void* smem, void const* gmem, bool valid)
+{
+    uint32_t const addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    int const bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(gmem), "r"(bytes));
+}
+
+__device__ __forceinline__ void commitAsync()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+// Waits until at most `kPending` of this thread's committed copy groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void waitAsync()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// Starts copying rows [row0, row0 + kRows) x [0, kHeadDim) of a [S, D] matrix into shared memory
+// in 16-byte pieces, zero-filling rows >= seqlen and columns >= head_dim. The caller commits.
 template <typename T, int kRows, int kHeadDim, int kStride, int kThreads>
-__device__ __forceinline__ void loadTile(
+__device__ __forceinline__ void loadTileAsync(
     T* smem, T const* gmem, int64_t rowStride, int row0, int seqlen, int headDim)
 {
     constexpr int kVec = 8; // 8 x 16-bit = 16 bytes
     constexpr int kChunksPerRow = kHeadDim / kVec;
-    for (int i = threadIdx.x; i < kRows * kChunksPerRow; i += kThreads)
+    constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+    for (int i0 = 0; i0 < kChunks; i0 += kThreads)
     {
-        int const r = i / kChunksPerRow;
-        int const c = (i % kChunksPerRow) * kVec;
-        uint4 value = make_uint4(0, 0, 0, 0);
-        if (row0 + r < seqlen && c < headDim)
+        int const i = i0 + static_cast<int>(threadIdx.x);
+        if (kChunks % kThreads == 0 || i < kChunks)
         {
-            value = *reinterpret_cast<uint4 const*>(gmem + (row0 + r) * rowStride + c);
+            int const r = i / kChunksPerRow;
+            int const c = (i % kChunksPerRow) * kVec;
+            bool const valid = row0 + r < seqlen && c < headDim;
+            T const* src = valid ? gmem + (row0 + r) * rowStride + c : gmem;
+            copyAsync16(smem + r * kStride + c, src, valid);
         }
-        *reinterpret_cast<uint4*>(smem + r * kStride + c) = value;
     }
 }
 
-template <int kHeadDim, int kBlockN>
+// The mask value of key `j` for the bias, 0 past the keys (those scores are -inf anyway).
+template <typename T>
+__device__ __forceinline__ float keyMask(T const* mk, int j, int seqlen)
+{
+    return j < seqlen ? toFloat(mk[j]) : 0.f;
+}
+
+// 4 warps a CTA; each warp owns kMTiles x 16 query rows, so every K and V fragment it loads from
+// shared memory feeds kMTiles mma instructions (at 16 rows a warp the kernel waits on shared memory
+// rather than on the tensor cores). K, V and the key masks are double-buffered.
+template <int kHeadDim, int kBlockN, int kMTiles>
 struct MmaConfig
 {
     static constexpr int kWarps = 4;
     static constexpr int kThreads = kWarps * 32;
-    static constexpr int kBlockM = kWarps * 16;
+    static constexpr int kWarpRows = kMTiles * 16;
+    static constexpr int kBlockM = kWarps * kWarpRows;
     static constexpr int kStride = kHeadDim + 8; // padding against bank conflicts, keeps 16-byte rows
-    static constexpr int kSmemBytes = (kBlockM + 2 * kBlockN) * kStride * 2 + kBlockN * 4;
+    static constexpr int kTileElems = kBlockN * kStride;
+    static constexpr int kSmemBytes = (kBlockM + 4 * kBlockN) * kStride * 2 + 2 * kBlockN * 4;
     static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "tile sizes must be multiples of 16");
+    static_assert(kBlockN <= kThreads, "one thread loads each key's mask");
 };
 
-template <typename T, int kHeadDim, int kBlockN>
-__global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
+template <typename T, int kHeadDim, int kBlockN, int kMTiles>
+__global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThreads)
     smaForwardMma(Params const p)
 {
-    using Cfg = MmaConfig<kHeadDim, kBlockN>;
+    using Cfg = MmaConfig<kHeadDim, kBlockN, kMTiles>;
     constexpr int kStride = Cfg::kStride;
     constexpr int kBlockM = Cfg::kBlockM;
     constexpr int kNTiles = kBlockN / 8;   // score tiles of 8 keys
@@ -149,9 +188,9 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
 
     extern __shared__ __align__(16) unsigned char smemRaw[];
     T* qs = reinterpret_cast<T*>(smemRaw);
-    T* ks = qs + kBlockM * kStride;
-    T* vs = ks + kBlockN * kStride;
-    float* mks = reinterpret_cast<float*>(vs + kBlockN * kStride);
+    T* ks = qs + kBlockM * kStride;          // [2][kBlockN][kStride]
+    T* vs = ks + 2 * Cfg::kTileElems;        // [2][kBlockN][kStride]
+    float* mks = reinterpret_cast<float*>(vs + 2 * Cfg::kTileElems); // [2][kBlockN]
 
     int const warp = threadIdx.x / 32;
     int const lane = threadIdx.x % 32;
@@ -170,113 +209,169 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
     T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
     T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
 
+    // Q, the first K/V tile and its key masks; every later tile is fetched one iteration ahead
+    loadTileAsync<T, kBlockM, kHeadDim, kStride, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
+    loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(ks, k, p.k_row_stride, 0, p.seqlen_k, headDim);
+    loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, 0, p.seqlen_k, headDim);
+    commitAsync();
+    if (threadIdx.x < kBlockN)
+    {
+        mks[threadIdx.x] = keyMask(mk, threadIdx.x, p.seqlen_k);
+    }
+
     // beta(m) = c0 + m * c1; everything below is in the log2 domain (exp2 instead of exp)
     float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
     float const c0 = a01 - a00;
     float const c1 = a11 - a10 - a01 + a00;
-    int const row[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
-    float beta[2];
+    int row[kMTiles][2];
+    float beta[kMTiles][2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+    for (int mt = 0; mt < kMTiles; ++mt)
     {
-        beta[r] = row[r] < p.seqlen_q ? (c0 + toFloat(mq[row[r]]) * c1) * kLog2e : 0.f;
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            row[mt][r] = m0 + warp * Cfg::kWarpRows + mt * 16 + g + 8 * r;
+            beta[mt][r] = row[mt][r] < p.seqlen_q ? (c0 + toFloat(mq[row[mt][r]]) * c1) * kLog2e : 0.f;
+        }
     }
     float const scaleLog2 = p.scale * kLog2e;
 
-    loadTile<T, kBlockM, kHeadDim, kStride, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
-
-    float o[kDTiles][4];
+    float o[kMTiles][kDTiles][4];
+    float rowMax[kMTiles][2];
+    float rowSum[kMTiles][2]; // this thread's share; the quad's four shares are added at the end
 #pragma unroll
-    for (int d = 0; d < kDTiles; ++d)
+    for (int mt = 0; mt < kMTiles; ++mt)
     {
-        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-    }
-    float rowMax[2] = {-INFINITY, -INFINITY};
-    float rowSum[2] = {0.f, 0.f}; // this thread's share; the quad's four shares are added at the end
-
-    // this warp's 16 query rows as one A fragment per 16 channels: matrices (rows +0..7, channels
-    // kk), (rows +8..15, kk), (rows +0..7, kk + 8), (rows +8..15, kk + 8)
-    T const* qLane = qs + (warp * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
-
-    for (int n0 = 0; n0 < p.seqlen_k; n0 += kBlockN)
-    {
-        __syncthreads(); // every warp is done with the previous K/V tile
-        loadTile<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(ks, k, p.k_row_stride, n0, p.seqlen_k, headDim);
-        loadTile<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, n0, p.seqlen_k, headDim);
-        for (int j = threadIdx.x; j < kBlockN; j += Cfg::kThreads)
+#pragma unroll
+        for (int d = 0; d < kDTiles; ++d)
         {
-            mks[j] = n0 + j < p.seqlen_k ? toFloat(mk[n0 + j]) : 0.f;
+            o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
         }
-        __syncthreads();
+        rowMax[mt][0] = rowMax[mt][1] = -INFINITY;
+        rowSum[mt][0] = rowSum[mt][1] = 0.f;
+    }
 
-        // S = Q K^T for this warp's 16 rows and kBlockN keys
-        float s[kNTiles][4];
-#pragma unroll
-        for (int n = 0; n < kNTiles; ++n)
+    // this warp's query rows as one A fragment per 16 rows and 16 channels: matrices (rows +0..7,
+    // channels kk), (rows +8..15, kk), (rows +0..7, kk + 8), (rows +8..15, kk + 8)
+    T const* qLane = qs + (warp * Cfg::kWarpRows + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
+
+    int const tiles = (p.seqlen_k + kBlockN - 1) / kBlockN;
+    for (int tile = 0; tile < tiles; ++tile)
+    {
+        int const n0 = tile * kBlockN;
+        int const buf = tile & 1;
+        bool const prefetch = tile + 1 < tiles;
+        float maskNext = 0.f;
+        if (prefetch) // into the other buffer, which every warp finished with in the last iteration
         {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+            int const n1 = n0 + kBlockN;
+            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
+                ks + (buf ^ 1) * Cfg::kTileElems, k, p.k_row_stride, n1, p.seqlen_k, headDim);
+            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
+                vs + (buf ^ 1) * Cfg::kTileElems, v, p.v_row_stride, n1, p.seqlen_k, headDim);
+            commitAsync();
+            if (threadIdx.x < kBlockN)
+            {
+                maskNext = keyMask(mk, n1 + threadIdx.x, p.seqlen_k); // stored after this tile's math
+            }
+            waitAsync<1>(); // this tile's copies are done, the next tile's may still be in flight
+        }
+        else
+        {
+            waitAsync<0>();
+        }
+        __syncthreads(); // this tile, from every thread's copies, is visible to every warp
+
+        T const* kTile = ks + buf * Cfg::kTileElems;
+        T const* vTile = vs + buf * Cfg::kTileElems;
+        float const* maskTile = mks + buf * kBlockN;
+
+        // S = Q K^T for this warp's rows and kBlockN keys
+        float s[kMTiles][kNTiles][4];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+        {
+#pragma unroll
+            for (int n = 0; n < kNTiles; ++n)
+            {
+                s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+            }
         }
 #pragma unroll
         for (int kk = 0; kk < kHeadDim; kk += 16)
         {
             if (kk < headDim) // channels past D are zero: skip them
             {
-                uint32_t a[4];
-                ldmatrixX4<false>(a, qLane + kk);
+                uint32_t a[kMTiles][4];
+#pragma unroll
+                for (int mt = 0; mt < kMTiles; ++mt)
+                {
+                    ldmatrixX4<false>(a[mt], qLane + mt * 16 * kStride + kk);
+                }
                 // two key tiles a load: matrices (keys n, channels kk), (n, kk + 8), (n + 1, kk), (n + 1, kk + 8)
 #pragma unroll
                 for (int n = 0; n < kNTiles; n += 2)
                 {
                     uint32_t r[4];
-                    ldmatrixX4<false>(r, ks + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
+                    ldmatrixX4<false>(r, kTile + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
                     uint32_t const b0[2] = {r[0], r[1]};
                     uint32_t const b1[2] = {r[2], r[3]};
-                    mma16816<T>(s[n], a, b0);
-                    mma16816<T>(s[n + 1], a, b1);
+#pragma unroll
+                    for (int mt = 0; mt < kMTiles; ++mt)
+                    {
+                        mma16816<T>(s[mt][n], a[mt], b0);
+                        mma16816<T>(s[mt][n + 1], a[mt], b1);
+                    }
                 }
             }
         }
 
-        // logits, in log2 units: scale * q.k + beta(m_i) * m_j; keys past Sk get -inf
-        float tileMax[2] = {-INFINITY, -INFINITY};
+        // logits, in log2 units: scale * q.k + beta(m_i) * m_j; keys past Sk get -inf; then the
+        // online softmax, the four threads of a quad holding one row between them
 #pragma unroll
-        for (int n = 0; n < kNTiles; ++n)
+        for (int mt = 0; mt < kMTiles; ++mt)
         {
+            float tileMax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
+            for (int n = 0; n < kNTiles; ++n)
             {
-                int const col = n * 8 + 2 * t + (e & 1);
-                float x = s[n][e] * scaleLog2 + beta[e >> 1] * mks[col];
-                x = n0 + col < p.seqlen_k ? x : -INFINITY;
-                s[n][e] = x;
-                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
+                float2 const mask = *reinterpret_cast<float2 const*>(maskTile + n * 8 + 2 * t);
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                {
+                    int const col = n * 8 + 2 * t + (e & 1);
+                    float x = fmaf(s[mt][n][e], scaleLog2, beta[mt][e >> 1] * ((e & 1) ? mask.y : mask.x));
+                    x = n0 + col < p.seqlen_k ? x : -INFINITY;
+                    s[mt][n][e] = x;
+                    tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
+                }
             }
-        }
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
-        {
-            // the four threads of a quad hold one row between them
-            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
-            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
-            float const newMax = fmaxf(rowMax[r], tileMax[r]); // finite: every tile has a valid key
-            float const correction = exp2f(rowMax[r] - newMax);
-            rowMax[r] = newMax;
-            rowSum[r] *= correction;
-#pragma unroll
-            for (int d = 0; d < kDTiles; ++d)
+            for (int r = 0; r < 2; ++r)
             {
-                o[d][2 * r] *= correction;
-                o[d][2 * r + 1] *= correction;
+                tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
+                tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
+                float const newMax = fmaxf(rowMax[mt][r], tileMax[r]); // finite: every tile has a valid key
+                float const correction = exp2f(rowMax[mt][r] - newMax);
+                rowMax[mt][r] = newMax;
+                rowSum[mt][r] *= correction;
+#pragma unroll
+                for (int d = 0; d < kDTiles; ++d)
+                {
+                    o[mt][d][2 * r] *= correction;
+                    o[mt][d][2 * r + 1] *= correction;
+                }
             }
-        }
 #pragma unroll
-        for (int n = 0; n < kNTiles; ++n)
-        {
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
+            for (int n = 0; n < kNTiles; ++n)
             {
-                s[n][e] = exp2f(s[n][e] - rowMax[e >> 1]);
-                rowSum[e >> 1] += s[n][e];
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                {
+                    s[mt][n][e] = exp2f(s[mt][n][e] - rowMax[mt][e >> 1]);
+                    rowSum[mt][e >> 1] += s[mt][n][e];
+                }
             }
         }
 
@@ -284,11 +379,18 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
 #pragma unroll
         for (int kc = 0; kc < kBlockN / 16; ++kc)
         {
-            uint32_t const a[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
-                pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            uint32_t a[kMTiles][4];
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt)
+            {
+                a[mt][0] = pack2<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+                a[mt][1] = pack2<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+                a[mt][2] = pack2<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+                a[mt][3] = pack2<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+            }
             // two channel tiles a load, transposed: (keys +0..7, channels d), (keys +8..15, d),
             // (keys +0..7, d + 1), (keys +8..15, d + 1)
-            T const* vLane = vs + (kc * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
+            T const* vLane = vTile + (kc * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
 #pragma unroll
             for (int d = 0; d < kDTiles; d += 2)
             {
@@ -298,29 +400,45 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN>::kThreads)
                     ldmatrixX4<true>(r, vLane + d * 8);
                     uint32_t const b0[2] = {r[0], r[1]};
                     uint32_t const b1[2] = {r[2], r[3]};
-                    mma16816<T>(o[d], a, b0);
-                    mma16816<T>(o[d + 1], a, b1);
+#pragma unroll
+                    for (int mt = 0; mt < kMTiles; ++mt)
+                    {
+                        mma16816<T>(o[mt][d], a[mt], b0);
+                        mma16816<T>(o[mt][d + 1], a[mt], b1);
+                    }
                 }
             }
         }
+
+        if (prefetch && threadIdx.x < kBlockN)
+        {
+            mks[(buf ^ 1) * kBlockN + threadIdx.x] = maskNext;
+        }
+        __syncthreads(); // every warp is done with this buffer before the next iteration refills it
     }
 
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
+    for (int mt = 0; mt < kMTiles; ++mt)
     {
-        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 1);
-        rowSum[r] += __shfl_xor_sync(0xffffffffu, rowSum[r], 2);
-        float const inv = 1.f / rowSum[r];
-        if (row[r] < p.seqlen_q)
-        {
-            T* outRow = out + row[r] * p.out_row_stride;
 #pragma unroll
-            for (int d = 0; d < kDTiles; ++d)
+        for (int r = 0; r < 2; ++r)
+        {
+            float sum = rowSum[mt][r];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            float const inv = 1.f / sum;
+            if (row[mt][r] < p.seqlen_q)
             {
-                int const col = d * 8 + 2 * t;
-                if (col < headDim)
+                T* outRow = out + row[mt][r] * p.out_row_stride;
+#pragma unroll
+                for (int d = 0; d < kDTiles; ++d)
                 {
-                    *reinterpret_cast<uint32_t*>(outRow + col) = pack2<T>(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+                    int const col = d * 8 + 2 * t;
+                    if (col < headDim)
+                    {
+                        *reinterpret_cast<uint32_t*>(outRow + col)
+                            = pack2<T>(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
+                    }
                 }
             }
         }

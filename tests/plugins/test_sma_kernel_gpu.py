@@ -78,6 +78,14 @@ def test_sequence_lengths_and_masks(ext, sq, sk, soft, dtype_name):
     _check(ext, 3, 2, sq, sk, 64, dtype_name, soft, seed=sq * 1000 + sk)
 
 
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+@pytest.mark.parametrize("d", [64, 96, 128, 160, 256])
+def test_every_tile_shape_over_several_tiles(ext, d, dtype_name):
+    """Each head-dim bucket has its own query-block and key-tile sizes: two query blocks with a
+    tail and at least three double-buffered key tiles with a tail, whichever the bucket's sizes."""
+    _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1)
+
+
 def test_batch_five_sdxl_heads(ext):
     _check(ext, 5, 10, 256, 256, 64, "float16", soft=True, seed=5)
 
