@@ -137,7 +137,7 @@ stage1() {
     # without engines), the kernel harness, the torch backend with SMA as flash attention over the
     # fold form, and last the PyTorch reference (measured before: the least new)
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
-    step sma-kernel-harness 120 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
+    step sma-kernel-harness 150 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
     step bench-sdxl-torch-fold 120 "$(sdxl_bench torch fold)"
     step bench-sdxl-reference 150 "$(sdxl_bench reference kernel)"
 }
