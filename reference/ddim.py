@@ -54,9 +54,13 @@ class DDIM:
         return len(self.timesteps)
 
     def step(self, i: int, latents: Tensor, eps: Tensor) -> Tensor:
-        """z_t -> z_{t-Δ} for step i."""
-        a_t = self.alpha_t[i].to(latents.device, latents.dtype)
-        a_prev = self.alpha_prev[i].to(latents.device, latents.dtype)
-        z0 = (latents - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # 1. ẑ_0 from z_t and ε_θ
-        direction = (1 - a_prev).sqrt() * eps  # 2. direction pointing to z_t (eta = 0: no noise)
-        return a_prev.sqrt() * z0 + direction  # 3. z_{t-Δ}
+        """z_t -> z_{t-Δ} for step i.
+
+        The square roots are taken in float32 on the CPU, as diffusers takes them, and enter as
+        Python numbers: a CPU tensor moved to the GPU is a blocking copy, which would idle the GPU
+        at every step while the next one is queued.
+        """
+        a_t, a_prev = self.alpha_t[i], self.alpha_prev[i]
+        z0 = (latents - (1 - a_t).sqrt().item() * eps) / a_t.sqrt().item()  # 1. ẑ_0 from z_t and ε_θ
+        direction = (1 - a_prev).sqrt().item() * eps  # 2. direction pointing to z_t (eta = 0: no noise)
+        return a_prev.sqrt().item() * z0 + direction  # 3. z_{t-Δ}
