@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
         plot(args.plot, results, title)
         log.info("wrote %s", args.plot)
     if args.profile:
-        profile = profile_image(timed, cases[0])
+        profile = profile_image(target.backend, cases[0])
         write_profile(args.profile, profile, title)
         print(profile.summary())
         log.info("wrote %s", args.profile)

@@ -64,7 +64,8 @@ def test_json_holds_every_case_stage_and_the_environment(report):
         assert set(run["stages_ms"]) == set(STAGES)
         assert all(run["stages_ms"][s] > 0 for s in STAGES if s != "other")  # "other" is a difference
         assert len(run["unet_steps_ms"]) == 2 and min(run["unet_steps_ms"]) > 0
-        assert run["image_s"] * 1e3 >= sum(run["stages_ms"][s] for s in STAGES if s != "other")
+        assert run["staged_s"] * 1e3 >= sum(run["stages_ms"][s] for s in STAGES if s != "other")
+        assert run["image_s"] > 0  # the end-to-end run: its graph calls are not in unet_steps_ms
         assert set(case["flops"]) == {"text_encoder", "conditioner", "vae_encoder", "unet", "vae_decoder"}
         assert min(case["flops"].values()) > 0
         assert case["floor_s"] > 0 and case["ratio_to_floor"] > 1
