@@ -91,8 +91,9 @@ SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 
 
 def sanitize(lines: list[str]) -> None:
-    """memcheck for out-of-bounds reads and writes; racecheck and synccheck for the double-buffered
-    K/V tiles (a missing barrier shows up there, not in parity on a lucky schedule)."""
+    """memcheck for out-of-bounds reads and writes; racecheck and synccheck for the K/V tiles that
+    cp.async refills while other warps may still read them (a missing barrier shows up there, not
+    in parity on a lucky schedule)."""
     tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     lines += ["## compute-sanitizer", ""]
     if not Path(tool).exists():

@@ -4,7 +4,7 @@
 //
 // fp16/bf16: one CTA = 4 warps, each owning 32 query rows (16 past D = 128); Q K^T and P V are
 // mma.sync.m16n8k16 tensor-core instructions (sm_80+) with fp32 accumulation, fed by ldmatrix
-// from shared memory; the next K/V tile arrives by cp.async while the current one is multiplied.
+// from shared memory; K and V tiles arrive by cp.async while the math of the one before runs.
 // fp32: a SIMT kernel (one warp per query row, fp32 FMA throughout), so fp32 stays fp32-accurate.
 #pragma once
 
@@ -161,7 +161,10 @@ __device__ __forceinline__ float keyMask(T const* mk, int j, int seqlen)
 
 // 4 warps a CTA; each warp owns kMTiles x 16 query rows, so every K and V fragment it loads from
 // shared memory feeds kMTiles mma instructions (at 16 rows a warp the kernel waits on shared memory
-// rather than on the tensor cores). K, V and the key masks are double-buffered.
+// rather than on the tensor cores). One K and one V buffer, their copies overlapped with the math
+// as flash-attention 2 does: V lands while Q K^T and the softmax run, the next K while P V runs.
+// Double buffers would not fit twice into the 100 KB of an sm_86/89/120 SM at D = 64 (one CTA an
+// SM instead of two) and not at all at D >= 160 (99 KB a block there).
 template <int kHeadDim, int kBlockN, int kMTiles>
 struct MmaConfig
 {
@@ -170,8 +173,8 @@ struct MmaConfig
     static constexpr int kWarpRows = kMTiles * 16;
     static constexpr int kBlockM = kWarps * kWarpRows;
     static constexpr int kStride = kHeadDim + 8; // padding against bank conflicts, keeps 16-byte rows
-    static constexpr int kTileElems = kBlockN * kStride;
-    static constexpr int kSmemBytes = (kBlockM + 4 * kBlockN) * kStride * 2 + 2 * kBlockN * 4;
+    static constexpr int kSmemBytes = (kBlockM + 2 * kBlockN) * kStride * 2 + kBlockN * 4;
+    static_assert(kSmemBytes <= 99 * 1024, "sm_86/89/120 give a block at most 99 KB of shared memory");
     static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "tile sizes must be multiples of 16");
     static_assert(kBlockN <= kThreads, "one thread loads each key's mask");
 };
@@ -188,9 +191,9 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
 
     extern __shared__ __align__(16) unsigned char smemRaw[];
     T* qs = reinterpret_cast<T*>(smemRaw);
-    T* ks = qs + kBlockM * kStride;          // [2][kBlockN][kStride]
-    T* vs = ks + 2 * Cfg::kTileElems;        // [2][kBlockN][kStride]
-    float* mks = reinterpret_cast<float*>(vs + 2 * Cfg::kTileElems); // [2][kBlockN]
+    T* ks = qs + kBlockM * kStride;
+    T* vs = ks + kBlockN * kStride;
+    float* mks = reinterpret_cast<float*>(vs + kBlockN * kStride);
 
     int const warp = threadIdx.x / 32;
     int const lane = threadIdx.x % 32;
@@ -209,10 +212,9 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
     T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
     T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
 
-    // Q, the first K/V tile and its key masks; every later tile is fetched one iteration ahead
+    // Q, the first K tile and its key masks
     loadTileAsync<T, kBlockM, kHeadDim, kStride, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
     loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(ks, k, p.k_row_stride, 0, p.seqlen_k, headDim);
-    loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, 0, p.seqlen_k, headDim);
     commitAsync();
     if (threadIdx.x < kBlockN)
     {
@@ -260,32 +262,13 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
     for (int tile = 0; tile < tiles; ++tile)
     {
         int const n0 = tile * kBlockN;
-        int const buf = tile & 1;
-        bool const prefetch = tile + 1 < tiles;
-        float maskNext = 0.f;
-        if (prefetch) // into the other buffer, which every warp finished with in the last iteration
-        {
-            int const n1 = n0 + kBlockN;
-            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
-                ks + (buf ^ 1) * Cfg::kTileElems, k, p.k_row_stride, n1, p.seqlen_k, headDim);
-            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
-                vs + (buf ^ 1) * Cfg::kTileElems, v, p.v_row_stride, n1, p.seqlen_k, headDim);
-            commitAsync();
-            if (threadIdx.x < kBlockN)
-            {
-                maskNext = keyMask(mk, n1 + threadIdx.x, p.seqlen_k); // stored after this tile's math
-            }
-            waitAsync<1>(); // this tile's copies are done, the next tile's may still be in flight
-        }
-        else
-        {
-            waitAsync<0>();
-        }
-        __syncthreads(); // this tile, from every thread's copies, is visible to every warp
-
-        T const* kTile = ks + buf * Cfg::kTileElems;
-        T const* vTile = vs + buf * Cfg::kTileElems;
-        float const* maskTile = mks + buf * kBlockN;
+        bool const more = tile + 1 < tiles;
+        waitAsync<0>();
+        __syncthreads(); // this K tile and its masks are visible; every warp is done with the last V tile
+        loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, n0, p.seqlen_k, headDim);
+        commitAsync(); // lands while Q K^T and the softmax run
+        // the next tile's masks, read now and stored once every warp is done with these
+        float const maskNext = threadIdx.x < kBlockN ? keyMask(mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f;
 
         // S = Q K^T for this warp's rows and kBlockN keys
         float s[kMTiles][kNTiles][4];
@@ -314,7 +297,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
                 for (int n = 0; n < kNTiles; n += 2)
                 {
                     uint32_t r[4];
-                    ldmatrixX4<false>(r, kTile + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
+                    ldmatrixX4<false>(r, ks + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
                     uint32_t const b0[2] = {r[0], r[1]};
                     uint32_t const b1[2] = {r[2], r[3]};
 #pragma unroll
@@ -336,7 +319,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
 #pragma unroll
             for (int n = 0; n < kNTiles; ++n)
             {
-                float2 const mask = *reinterpret_cast<float2 const*>(maskTile + n * 8 + 2 * t);
+                float2 const mask = *reinterpret_cast<float2 const*>(mks + n * 8 + 2 * t);
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                 {
@@ -375,6 +358,19 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
             }
         }
 
+        waitAsync<0>();
+        __syncthreads(); // this V tile is visible; every warp is done with K and the masks
+        if (more)
+        {
+            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
+                ks, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+            commitAsync(); // lands while P V runs
+            if (threadIdx.x < kBlockN)
+            {
+                mks[threadIdx.x] = maskNext;
+            }
+        }
+
         // O += P V: two 8-key score tiles make one 16-key A fragment
 #pragma unroll
         for (int kc = 0; kc < kBlockN / 16; ++kc)
@@ -390,7 +386,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
             }
             // two channel tiles a load, transposed: (keys +0..7, channels d), (keys +8..15, d),
             // (keys +0..7, d + 1), (keys +8..15, d + 1)
-            T const* vLane = vTile + (kc * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
+            T const* vLane = vs + (kc * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
 #pragma unroll
             for (int d = 0; d < kDTiles; d += 2)
             {
@@ -409,12 +405,6 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
                 }
             }
         }
-
-        if (prefetch && threadIdx.x < kBlockN)
-        {
-            mks[(buf ^ 1) * kBlockN + threadIdx.x] = maskNext;
-        }
-        __syncthreads(); // every warp is done with this buffer before the next iteration refills it
     }
 
 #pragma unroll

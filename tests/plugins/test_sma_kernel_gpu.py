@@ -82,7 +82,7 @@ def test_sequence_lengths_and_masks(ext, sq, sk, soft, dtype_name):
 @pytest.mark.parametrize("d", [64, 96, 128, 160, 256])
 def test_every_tile_shape_over_several_tiles(ext, d, dtype_name):
     """Each head-dim bucket has its own query-block and key-tile sizes: two query blocks with a
-    tail and at least three double-buffered key tiles with a tail, whichever the bucket's sizes."""
+    tail and at least three key tiles (each refilled by cp.async) with a tail, whatever the sizes."""
     _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1)
 
 
