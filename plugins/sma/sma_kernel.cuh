@@ -107,7 +107,7 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* rowAddr
 }
 
 // cp.async (sm_80+): 16 bytes from global to shared memory without passing through registers, so
-// the next K/V tile streams in while this one is multiplied. With `valid` false nothing is read and
+// a K or V tile streams in while the warps do other math. With `valid` false nothing is read and
 // the 16 bytes are zero-filled.
 __device__ __forceinline__ void copyAsync16(void* smem, void const* gmem, bool valid)
 {
