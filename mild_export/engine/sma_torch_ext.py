@@ -3,7 +3,8 @@
 Compiles plugins/sma/sma_kernel.cu, the very file the TensorRT plugin links, with a small
 pybind11 binding, for the GPU torch sees. Needs nvcc and a CUDA build of torch. Importing this
 module registers the `kernel` SMA form of `reference.sma`, so the PyTorch reference can run the
-plugin's kernel where TensorRT cannot (mild-bench --sma kernel); it builds on first use.
+plugin's kernel where TensorRT cannot (mild-bench --sma kernel); it builds on first use. The form
+is a torch custom op, so torch.compile keeps it as one opaque call instead of breaking its graph.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import functools
 from types import ModuleType
 
 import torch
+from torch import Tensor
 
 from mild_export.engine.trt_shim import REPO_ROOT
+from mild_export.ops.schema import SMA
 from reference import sma
 
 SMA_DIR = REPO_ROOT / "plugins" / "sma"
@@ -53,6 +56,18 @@ def sma_forward(q, k, v, m_q, m_k, alpha, out=None):
     return load().sma_forward(q, k, v, m_q, m_k, alpha, out)
 
 
+@torch.library.custom_op(f"{SMA.domain}::sma_kernel", mutates_args=(), device_types="cuda")
+def sma_kernel(q: Tensor, k: Tensor, v: Tensor, m_q: Tensor, m_k: Tensor, alpha: Tensor) -> Tensor:
+    """SMA by the fused kernel, as attention calls it: q, k, v [B, H, S, D] views of [B, S, H, D]."""
+    return load().sma_forward(q, k, v, m_q, m_k, alpha, None)
+
+
+@sma_kernel.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, m_q: Tensor, m_k: Tensor, alpha: Tensor) -> Tensor:
+    b, h, s, d = q.shape
+    return q.new_empty(b, s, h, d).transpose(1, 2)  # the layout the binding allocates
+
+
 def prepare_form(form: str, device: torch.device) -> str:
     """`form` for TorchBackend, the kernel built first when it is asked for; ValueError names the fix."""
     if form not in FORMS:
@@ -71,4 +86,4 @@ def prepare_form(form: str, device: torch.device) -> str:
     return form
 
 
-sma.BACKENDS["kernel"] = sma_forward
+sma.BACKENDS["kernel"] = sma_kernel

@@ -20,7 +20,24 @@ mild::sma::DataType kernelType(at::ScalarType type)
     }
 }
 
-// out (optional) is written in place, so callers can poison it first.
+// The kernel takes any batch, head and row strides as long as channels are adjacent: attention's q,
+// k and v are [B, S, H, D] memory seen as [B, H, S, D], and making them contiguous would copy all
+// three at every call.
+torch::Tensor adjacentChannels(torch::Tensor t)
+{
+    return t.stride(3) == 1 ? t : t.contiguous();
+}
+
+void setStrides(torch::Tensor const& t, int64_t& batch, int64_t& head, int64_t& row)
+{
+    batch = t.stride(0);
+    head = t.stride(1);
+    row = t.stride(2);
+}
+
+// The output is [B, S, H, D] memory seen as [B, H, S, D], the layout attention's output projection
+// reads after its transpose, so that transpose and reshape copy nothing. `out` (optional) is
+// written in place, so callers can poison it first.
 torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor mq, torch::Tensor mk,
     torch::Tensor alpha, c10::optional<torch::Tensor> out)
 {
@@ -29,9 +46,9 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     TORCH_CHECK(mq.dim() == 2 && mk.dim() == 2 && alpha.dim() == 3, "sma_forward: masks [B, S], alpha [H, 2, 2]");
     c10::cuda::CUDAGuard guard(q.device());
     auto const dtype = q.scalar_type();
-    q = q.contiguous();
-    k = k.to(dtype).contiguous();
-    v = v.to(dtype).contiguous();
+    q = adjacentChannels(q);
+    k = adjacentChannels(k.to(dtype));
+    v = adjacentChannels(v.to(dtype));
     mq = mq.to(dtype).contiguous();
     mk = mk.to(dtype).contiguous();
     alpha = alpha.to(dtype).contiguous();
@@ -40,12 +57,18 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     TORCH_CHECK(mq.size(0) == q.size(0) && mq.size(1) == q.size(2) && mk.size(0) == k.size(0)
             && mk.size(1) == k.size(2) && alpha.size(0) == q.size(1) && alpha.size(1) == 2 && alpha.size(2) == 2,
         "sma_forward: mask or alpha shape does not match q/k");
-    torch::Tensor result = out.has_value() ? *out : torch::empty_like(q);
-    TORCH_CHECK(result.sizes() == q.sizes() && result.scalar_type() == dtype && result.is_contiguous(),
-        "sma_forward: out must be a contiguous tensor like q");
+    torch::Tensor result = out.has_value()
+        ? *out
+        : torch::empty({q.size(0), q.size(2), q.size(1), q.size(3)}, q.options()).transpose(1, 2);
+    TORCH_CHECK(result.sizes() == q.sizes() && result.scalar_type() == dtype && result.stride(3) == 1,
+        "sma_forward: out must be shaped and typed like q, with adjacent channels");
 
     mild::sma::Params p = mild::sma::contiguousParams(kernelType(dtype), q.size(0), q.size(1), q.size(2), k.size(2),
         q.size(3));
+    setStrides(q, p.q_batch_stride, p.q_head_stride, p.q_row_stride);
+    setStrides(k, p.k_batch_stride, p.k_head_stride, p.k_row_stride);
+    setStrides(v, p.v_batch_stride, p.v_head_stride, p.v_row_stride);
+    setStrides(result, p.out_batch_stride, p.out_head_stride, p.out_row_stride);
     p.q = q.data_ptr();
     p.k = k.data_ptr();
     p.v = v.data_ptr();

@@ -86,6 +86,33 @@ def test_every_tile_shape_over_several_tiles(ext, d, dtype_name):
     _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1)
 
 
+def test_attention_layout_in_and_out(ext):
+    """q, k, v as attention makes them ([B, S, H, D] memory seen as [B, H, S, D]) are read in
+    place, and the output comes in that layout too, equal to the call on contiguous copies."""
+    q, k, v, m_q, m_k, alpha = _inputs(2, 3, 77, 77, 64, torch.float16, True, 3)
+    strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
+    out = ext.sma_forward(*strided, m_q, m_k, alpha)
+    assert out.shape == q.shape and out.stride() == (77 * 3 * 64, 64, 3 * 64, 1)
+    assert torch.equal(out, ext.sma_forward(q, k, v, m_q, m_k, alpha))
+
+
+def test_the_kernel_form_compiles_into_one_graph(ext):
+    """`--sma kernel` is a torch custom op: torch.compile keeps it whole (fullgraph fails on a graph
+    break), with the output layout its fake implementation promises."""
+    q, k, v, m_q, m_k, alpha = (
+        t.transpose(1, 2).contiguous().transpose(1, 2) if t.dim() == 4 else t
+        for t in _inputs(2, 3, 77, 77, 64, torch.float16, True, 4)
+    )
+
+    def attention(q, k, v, m_q, m_k, alpha):
+        out = sma.BACKENDS["kernel"](q, k, v, m_q, m_k, alpha)
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1) * 2
+
+    eager = attention(q, k, v, m_q, m_k, alpha)
+    compiled = torch.compile(attention, fullgraph=True)(q, k, v, m_q, m_k, alpha)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+
+
 def test_batch_five_sdxl_heads(ext):
     _check(ext, 5, 10, 256, 256, 64, "float16", soft=True, seed=5)
 
