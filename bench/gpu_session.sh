@@ -9,10 +9,10 @@
 #   bash scripts/setup-tensorrt-rtx.sh    # TensorRT 10.14 headers in third_party/tensorrt/include
 #   bash bench/prepare_gpu_wheels.sh      # .gpu-carry/part1, part2 (TRT-RTX libs wheel), small/
 #
-# On the lent H100/H200 run stage1 alone, then give the machine back (about 8 of the session's
+# On the lent H100/H200 run stage1 alone, then give the machine back (about 11 of the session's
 # 15 device minutes, start included; it needs no part2):
 #
-#   run(command="bash bench/gpu_session.sh stage1", timeout_s=460,
+#   run(command="bash bench/gpu_session.sh stage1", timeout_s=580,
 #       carry=[".gpu-carry/part1", ".gpu-carry/small", "third_party/tensorrt"])
 #
 # TensorRT-RTX engines build there but cannot run on sm_90 (measured on an H200, 2026-11-26,
@@ -32,17 +32,17 @@
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
 #   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl-torch-kernel.json
-#           bench-sdxl-reference-kernel.json  bench-sdxl-torch-fold.json  profile-sdxl-torch.txt
+#           bench-sdxl-torch-kernel-compile.json  bench-sdxl-torch-fold.json  profile-sdxl-torch.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
-#   SMA kernel and of the torch backend's CUDA graphs; mild-bench on the SDXL-inpaint
-#   architecture (random weights), N=2, 512x512, 25
-#   steps, no guidance, fp16, on the backends that run without engines: `--backend torch` (the
-#   merged model, the UNet replayed as CUDA graphs) with SMA by the plugin's kernel (profiled),
-#   the SMA kernel harness (parity, compute-sanitizer, timing against SDPA), `--backend torch`
-#   with flash attention over the fold form, then the PyTorch reference.
+#   SMA kernel and of the torch backend's CUDA graphs; the SMA kernel harness (parity,
+#   compute-sanitizer, timing against SDPA); mild-bench on the SDXL-inpaint architecture (random
+#   weights), N=2, 512x512, 25 steps, no guidance, fp16, on `--backend torch` (the merged model,
+#   the UNet replayed as CUDA graphs) with SMA by the plugin's kernel (profiled), the same with
+#   the UNet compiled (--compile), and with flash attention over the fold form; last the slow GPU
+#   tests (torch.compile under CUDA graphs).
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -57,7 +57,7 @@ cd "$(dirname "$0")/.." || exit 2
 
 STAGE=${1:-}
 case "$STAGE" in
-    stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-420} ;;
+    stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-540} ;;
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
     prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
     *) echo "usage: bash bench/gpu_session.sh stage1|stage2|prepare (see the comment at the top)" >&2; exit 2 ;;
@@ -131,21 +131,24 @@ prepare() {  # stage1's setup alone, for a stage2 on a fresh machine, and the ti
 
 stage1() {
     setup
-    step gpu-tests-kernel 180 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
-        -p no:cacheprovider"
-    # the torch backend (merged model, CUDA graphs, SMA by the plugin's kernel: the fastest path
-    # without engines), the kernel harness, the torch backend with SMA as flash attention over the
-    # fold form, and last the PyTorch reference (measured before: the least new)
-    step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
+    step gpu-tests-kernel 180 "$PY -m pytest -q -m 'gpu and not slow' -rs tests/plugins \
+        tests/runtime/test_torch_backend.py -p no:cacheprovider"
+    # the kernel harness; the torch backend (merged model, CUDA graphs, SMA by the plugin's kernel:
+    # the fastest path without engines), then the same with the UNet compiled, then with SMA as
+    # flash attention over the fold form; last the slow GPU tests (torch.compile with CUDA graphs).
+    # The PyTorch reference was measured on 2026-11-26 (bench/RESULTS.md): not again.
     step sma-kernel-harness 150 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
+    step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
+    step bench-sdxl-torch-compile 200 "$(sdxl_bench torch kernel compile) --compile"
     step bench-sdxl-torch-fold 120 "$(sdxl_bench torch fold)"
-    step bench-sdxl-reference 150 "$(sdxl_bench reference kernel)"
+    step gpu-tests-slow 150 "$PY -m pytest -q -m 'gpu and slow' -rs tests/runtime/test_torch_backend.py \
+        -p no:cacheprovider"
 }
 
-sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM: the mild-bench command line for issue 6's target case
+sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line for issue 6's target case
     echo "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend $1 --sma $2 --device cuda \
         --precision fp16 --instances 2 --resolution 512 --steps 25 --guidance 1 --repeats 3 --warmup 1 \
-        --json $OUT/bench-sdxl-$1-$2.json"
+        --json $OUT/bench-sdxl-$1-$2${3:+-$3}.json"
 }
 
 stage2() {

@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "default), as plain attention over extended Q/K (fold: torch's default on a CPU), or by the "
         "plugin's CUDA kernel (kernel: torch's default on a GPU; builds it)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="--backend torch: torch.compile the UNet (fewer, fused kernels; compiles for minutes at "
+        "the first call of each shape, inside the warm-up runs)",
+    )
     p.add_argument("--json", type=Path, help="write every timing and the environment here")
     p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")
     p.add_argument(
@@ -139,7 +145,8 @@ def run(args: argparse.Namespace) -> None:
     request = parse_request(args)
     device = torch.device(args.device)
     target = make_target(
-        args.backend, BenchOptions(args.model or "tiny", args.engines, device, args.precision, args.sma)
+        args.backend,
+        BenchOptions(args.model or "tiny", args.engines, device, args.precision, args.sma, args.compile),
     )
     cases = plan_cases(request, target)
     tiny = target.config.name in TINY_MODELS  # seconds per case on a CPU: fewer runs suffice
@@ -158,6 +165,7 @@ def run(args: argparse.Namespace) -> None:
     env = environment(device, target.name, target.precision, target.sma)
     title = (
         f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
+        + (", UNet compiled" if args.compile else "")
     )
     print(f"mild-bench: {title}")
     print(table(results, rate))
@@ -170,6 +178,7 @@ def run(args: argparse.Namespace) -> None:
             "repeats": repeats,
             "warmup": warmup,
             "cases": len(cases),
+            "compile": args.compile,
             "unet_weights": None if weights is None else asdict(weights),
         }
         write_json(args.json, results, rate, env, settings)

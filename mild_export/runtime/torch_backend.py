@@ -43,17 +43,29 @@ def default_precision(device: torch.device) -> str:
 
 
 def torch_backend(
-    model: MildModel, device: torch.device, precision: str, sma_form: str, cuda_graph: bool = True
+    model: MildModel,
+    device: torch.device,
+    precision: str,
+    sma_form: str,
+    cuda_graph: bool = True,
+    compile_unet: bool = False,
 ) -> Backend:
     """`model` merged (unless it is already), cast to `precision`, run on `device` with SMA by
     `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are
-    kept per prompt. Takes and gives fp32 tensors at the boundary, as every backend does."""
+    kept per prompt. Takes and gives fp32 tensors at the boundary, as every backend does.
+
+    `compile_unet`: torch.compile (Inductor) fuses the UNet's norms, activations and residual adds
+    into fewer kernels. It compiles at the first call of each shape set (minutes for SDXL), so it
+    pays in a process that erases many images, not in a single one."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
     model = model.to(device=device, dtype=dtype)  # first: the merge then folds on the device
     if not is_merged(model):
         model = merge_model(model)
+    if compile_unet:
+        log.info("torch: the UNet compiles (torch.compile) at its first call of each shape set")
+        model.unet.compile(dynamic=False)
     backend: Backend = TorchBackend(model, device, sma_form)
     if device.type == "cuda":
         # the shapes repeat (25 UNet calls an image): let cuDNN time its convolution algorithms

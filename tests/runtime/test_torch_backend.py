@@ -110,6 +110,24 @@ def test_bench_builds_it_with_the_fold_form_on_a_cpu():
     assert is_merged(target.backend.inner.model)
 
 
+@pytest.mark.slow  # Inductor compiles the tiny UNet's C++ kernels: about a minute on 2 cores
+def test_the_compiled_unet_equals_the_eager_one():
+    model = make_trained_tiny(seed=5)
+    inputs = unet_inputs(model, n=2, side=8, seed=3)
+    eager = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold")
+    compiled = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold", compile_unet=True)
+    assert compiled.inner.model.unet._compiled_call_impl is not None  # nn.Module.compile: in place
+    want = unet(eager, inputs)
+    # fp32 both; Inductor reorders and fuses sums, so equal to a few float32 roundings
+    assert (unet(compiled, inputs) - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_bench_compiles_only_the_torch_backend():
+    options = BenchOptions("tiny", None, torch.device("cpu"), None, compile_unet=True)
+    with pytest.raises(ValueError, match=r"--compile compiles the merged model of --backend torch, not "):
+        make_target("reference", options)
+
+
 def test_bench_refuses_engines_for_it(tmp_path):
     with pytest.raises(ValueError, match=r"--backend torch runs a model: give --model, not --engines"):
         make_target("torch", BenchOptions("tiny", tmp_path, torch.device("cpu"), None))
@@ -152,6 +170,24 @@ def test_replays_equal_eager_calls_per_shape_set(caplog, sma_form):
         assert (got - want).abs().max() <= 1e-3 * want.abs().max(), (n, seed)
     assert graphed.off_reason is None and len(graphed.captures) == 2
     assert sum("captured into a CUDA graph" in r.message for r in caplog.records) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@requires_gpu
+@pytest.mark.parametrize("sma_form", ["fold", "kernel"])
+def test_the_compiled_unet_replays_as_a_cuda_graph(caplog, sma_form):
+    caplog.set_level(logging.INFO, logger="mild")
+    model = make_trained_tiny(seed=4)
+    cuda = torch.device("cuda")
+    eager = torch_backend(copy.deepcopy(model), cuda, "fp16", prepare_form(sma_form, cuda), cuda_graph=False)
+    compiled = torch_backend(copy.deepcopy(model), cuda, "fp16", sma_form, compile_unet=True)
+    for seed in (1, 2):
+        inputs = unet_inputs(model, n=2, side=8, seed=seed, timestep=300.0 * seed)
+        want = unet(eager, inputs)
+        assert (unet(compiled, inputs) - want).abs().max() <= 1e-2 * want.abs().max(), seed
+    assert sum("captured into a CUDA graph" in r.message for r in caplog.records) == 1
+    assert "runs without CUDA graphs" not in caplog.text
 
 
 class SyncsInTheUNet:
