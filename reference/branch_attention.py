@@ -78,6 +78,48 @@ class LowRankBranchLinear(nn.Module):
 
 
 MERGED_PROJECTIONS = (BranchLinear, LowRankBranchLinear)
+FUSED = "branch_fused"  # the attribute of a diffusers Attention that holds its FusedBranchLinear
+
+
+class FusedBranchLinear(BranchLinear):
+    """Merged projections that read the same tokens as one: self-attention's Q, K and V, or
+    cross-attention's K and V. One GEMM per branch instead of one per branch and projection, and
+    one concatenation of the branches' rows instead of one per projection.
+
+    The fused weights are the originals concatenated, and the originals become views into them:
+    nothing is stored twice, and the unfused path reads the same numbers. (Casting or moving the
+    model afterwards would copy each view apart: fuse last.)
+    """
+
+    def __init__(self, parts: tuple[BranchLinear, ...]):
+        fused = {b: torch.cat([getattr(p, f"weight_{b}") for p in parts]) for b in BRANCHES}
+        bias = None if parts[0].bias is None else torch.cat([p.bias for p in parts])
+        super().__init__(fused["fg"], fused["bg"], bias)
+        self.sizes = [p.weight_fg.shape[0] for p in parts]
+        start = 0
+        for part, size in zip(parts, self.sizes, strict=True):
+            for name in ("weight_fg", "weight_bg", *(("bias",) if bias is not None else ())):
+                getattr(part, name).data = getattr(self, name).data[start : start + size]
+            start += size
+
+    def forward(self, x: Tensor, n_fg: int) -> tuple[Tensor, ...]:
+        return super().forward(x, n_fg).split(self.sizes, dim=-1)
+
+
+def fuse_projections(unet: nn.Module) -> int:
+    """Give every merged attention of `unet` its FusedBranchLinear (Q/K/V, or K/V where Q reads
+    other tokens); -> how many attentions were fused."""
+    fused = 0
+    for module in unet.modules():
+        if not isinstance(module, Attention) or not isinstance(module.processor, BranchAttnProcessor):
+            continue
+        names = PROJECTIONS[1:] if module.is_cross_attention else PROJECTIONS
+        parts = tuple(getattr(module, name) for name in names)
+        if not all(type(p) is BranchLinear for p in parts) or len({p.bias is None for p in parts}) > 1:
+            continue  # unmerged, the export's low-rank form, or biases on some projections only
+        setattr(module, FUSED, FusedBranchLinear(parts))
+        fused += 1
+    return fused
 
 
 def lora_delta(layer: LoraLayer, branch: str, x: Tensor) -> Tensor:
@@ -111,6 +153,15 @@ class BranchAttnProcessor(nn.Module):
         ]
         return layer.base_layer(x) + torch.cat(deltas)
 
+    def projections(self, attn: Attention, x: Tensor, context: Tensor, n_fg: int) -> tuple[Tensor, ...]:
+        """Q from `x`, K and V from `context`: by the attention's FusedBranchLinear where it has one."""
+        fused = getattr(attn, FUSED, None)
+        if fused is None:
+            return tuple(self.project(attn, i, x if i == 0 else context, n_fg) for i in range(3))
+        if len(fused.sizes) == len(PROJECTIONS):
+            return fused(x, n_fg)
+        return (self.project(attn, 0, x, n_fg), *fused(context, n_fg))
+
     def __call__(  # diffusers reads the processor's __call__ signature to route kwargs
         self,
         attn: Attention,
@@ -133,9 +184,7 @@ class BranchAttnProcessor(nn.Module):
         def heads(x: Tensor) -> Tensor:
             return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
 
-        q = heads(self.project(attn, 0, hidden_states, branches.n_fg))
-        k = heads(self.project(attn, 1, context, branches.n_fg))
-        v = heads(self.project(attn, 2, context, branches.n_fg))
+        q, k, v = (heads(x) for x in self.projections(attn, hidden_states, context, branches.n_fg))
         if attn.norm_q is not None:
             q, k = attn.norm_q(q), attn.norm_k(k)
 

@@ -5,8 +5,9 @@ TensorRT is not installable everywhere, so on an H100/H200 without it this is th
 The reference is bound by the host there: its SDXL UNet step took 170 ms on an H200 for 7 ms of
 matrix work, launching several small kernels per projection and branch (peft's LoRA layers).
 This backend runs what the export runs instead: the merged model (Eq. 1 folded into one weight
-set per branch), in half precision, with the SMA form chosen, and on a GPU it replays each UNet
-call as a CUDA graph, so a step costs the GPU's time and not Python's.
+set per branch) with each attention's projections fused into one GEMM per branch, in half
+precision, with the SMA form chosen, and on a GPU it replays each UNet call as a CUDA graph, so a
+step costs the GPU's time and not Python's.
 
     backend = torch_backend(load_model("sdxl-inpaint"), torch.device("cuda"), "fp16", "kernel")
 """
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from mild_export.runtime.prompt_cache import PromptCache
 from reference.backend import Backend, TorchBackend
+from reference.branch_attention import fuse_projections
 from reference.merge import is_merged, merge_model
 from reference.model import MildModel
 
@@ -50,9 +52,10 @@ def torch_backend(
     cuda_graph: bool = True,
     compile_unet: bool = False,
 ) -> Backend:
-    """`model` merged (unless it is already), cast to `precision`, run on `device` with SMA by
-    `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are
-    kept per prompt. Takes and gives fp32 tensors at the boundary, as every backend does.
+    """`model` merged (unless it is already), cast to `precision`, its Q/K/V projections fused
+    (`FusedBranchLinear`, in place), run on `device` with SMA by `sma_form`; on a GPU with
+    `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are kept per prompt. Takes
+    and gives fp32 tensors at the boundary, as every backend does.
 
     `compile_unet`: torch.compile (Inductor) fuses the UNet's norms, activations and residual adds
     into fewer kernels. It compiles at the first call of each shape set (minutes for SDXL), so it
@@ -63,6 +66,7 @@ def torch_backend(
     model = model.to(device=device, dtype=dtype)  # first: the merge then folds on the device
     if not is_merged(model):
         model = merge_model(model)
+    fuse_projections(model.unet)  # last: a cast or move would copy the fused weights' views apart
     if compile_unet:
         log.info("torch: the UNet compiles (torch.compile) at its first call of each shape set")
         model.unet.compile(dynamic=False)

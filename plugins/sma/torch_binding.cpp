@@ -20,12 +20,15 @@ mild::sma::DataType kernelType(at::ScalarType type)
     }
 }
 
-// The kernel takes any batch, head and row strides as long as channels are adjacent: attention's q,
-// k and v are [B, S, H, D] memory seen as [B, H, S, D], and making them contiguous would copy all
-// three at every call.
-torch::Tensor adjacentChannels(torch::Tensor t)
+// The kernel reads any batch, head and row strides in place when channels are adjacent, the
+// strides are whole 16-byte vectors and the start is 16-byte aligned: attention's q, k and v are
+// [B, S, H, D] memory seen as [B, H, S, D] (slices of one fused Q/K/V output, even), and copying
+// them contiguous would cost three copies a call. Any other layout is copied.
+torch::Tensor kernelLayout(torch::Tensor t)
 {
-    return t.stride(3) == 1 ? t : t.contiguous();
+    bool const readable = t.stride(3) == 1 && t.stride(0) % 8 == 0 && t.stride(1) % 8 == 0
+        && t.stride(2) % 8 == 0 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+    return readable ? t : t.contiguous();
 }
 
 void setStrides(torch::Tensor const& t, int64_t& batch, int64_t& head, int64_t& row)
@@ -46,9 +49,9 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     TORCH_CHECK(mq.dim() == 2 && mk.dim() == 2 && alpha.dim() == 3, "sma_forward: masks [B, S], alpha [H, 2, 2]");
     c10::cuda::CUDAGuard guard(q.device());
     auto const dtype = q.scalar_type();
-    q = adjacentChannels(q);
-    k = adjacentChannels(k.to(dtype));
-    v = adjacentChannels(v.to(dtype));
+    q = kernelLayout(q);
+    k = kernelLayout(k.to(dtype));
+    v = kernelLayout(v.to(dtype));
     mq = mq.to(dtype).contiguous();
     mk = mk.to(dtype).contiguous();
     alpha = alpha.to(dtype).contiguous();

@@ -19,6 +19,7 @@ from mild_export.engine.sma_torch_ext import prepare_form
 from mild_export.runtime.prompt_cache import PromptCache
 from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, torch_backend
 from reference.backend import TorchBackend
+from reference.branch_attention import FUSED
 from reference.merge import is_merged, merge_model
 from tests.conftest import make_trained_tiny, unet_inputs
 
@@ -188,6 +189,21 @@ def test_the_compiled_unet_replays_as_a_cuda_graph(caplog, sma_form):
         assert (unet(compiled, inputs) - want).abs().max() <= 1e-2 * want.abs().max(), seed
     assert sum("captured into a CUDA graph" in r.message for r in caplog.records) == 1
     assert "runs without CUDA graphs" not in caplog.text
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_the_kernel_reads_the_fused_projections_in_place():
+    """With fused projections Q, K and V are slices of one GEMM output, which the kernel reads
+    without copies: the backend agrees with the unfused merged model with SMA by the fold form."""
+    model = make_trained_tiny(seed=6)
+    cuda = torch.device("cuda")
+    ours = torch_backend(copy.deepcopy(model), cuda, "fp16", prepare_form("kernel", cuda), cuda_graph=False)
+    assert any(hasattr(m, FUSED) for m in ours.inner.inner.model.unet.modules())
+    unfused = TorchBackend(merge_model(model.cuda().half()), cuda, "fold")
+    inputs = unet_inputs(model, n=3, side=8, seed=2)
+    want = unet(unfused, on_gpu(inputs)).float()
+    assert (unet(ours, inputs) - want).abs().max() <= 1e-2 * want.abs().max()
 
 
 class SyncsInTheUNet:
