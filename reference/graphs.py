@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from reference.config import ModelConfig
+
 
 @dataclass(frozen=True)
 class GraphSpec:
@@ -32,6 +36,7 @@ UNET = GraphSpec(
     ("eps_fg", "eps_bg"),
 )
 UNET_XL = GraphSpec("unet", (*UNET.inputs, "text_embeds", "time_ids"), UNET.outputs)
+VAE_GRAPHS = (VAE_ENCODER.name, VAE_DECODER.name)
 
 
 def graph_specs(added_conditions: bool) -> dict[str, GraphSpec]:
@@ -44,3 +49,18 @@ def graph_specs(added_conditions: bool) -> dict[str, GraphSpec]:
         UNET_XL if added_conditions else UNET,
     )
     return {s.name: s for s in specs}
+
+
+def vae_needs_fp32(config: ModelConfig) -> bool:
+    """SDXL's VAE overflows float16 (activations past 65504: NaN, black images), and diffusers'
+    SDXL pipelines run it in float32 when its config says `force_upcast` (AutoencoderKL's default;
+    the fp16-fix VAE says False). SD 1.5's VAE is fine in float16 and its pipelines never upcast."""
+    return config.has_added_conditions and bool(config.vae.get("force_upcast", True))
+
+
+def graph_dtypes(config: ModelConfig, dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The type each graph runs in when the model is asked to run in `dtype`: `dtype`, except a VAE
+    that needs float32 when `dtype` is float16 (bfloat16 has float32's range)."""
+    upcast = dtype == torch.float16 and vae_needs_fp32(config)
+    names = graph_specs(config.has_added_conditions)
+    return {name: torch.float32 if upcast and name in VAE_GRAPHS else dtype for name in names}

@@ -59,6 +59,16 @@ class LayeredUNet(nn.Module):
                 )
         install_processors(unet)
         self.offsets = SpatialOffsets(config.offsets)
+        if config.has_added_conditions:
+            unet.add_time_proj.register_forward_hook(self._size_ids_in_model_type)
+
+    def _size_ids_in_model_type(self, module: nn.Module, args: tuple, embedded: Tensor) -> Tensor:
+        """SDXL's size ids are embedded in float32 (diffusers' sinusoidal Timesteps), concatenated
+        with the pooled text in the model's type, and the result cast to that type. PyTorch promotes
+        the mixed concatenation; in ONNX it is a type error, and an fp16 export fails. Casting the
+        embedding first gives the same numbers in one type. (A bound method, so a copied model's
+        hook reads the copy's type.)"""
+        return embedded.to(self.unet.add_embedding.linear_1.weight.dtype)
 
     @property
     def levels(self) -> int:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from reference.config import PRESETS, ModelConfig
+from reference.graphs import VAE_DECODER, graph_dtypes
 from reference.hmg import MorphologyGuidance
 from reference.layered_unet import LayeredUNet
 from reference.text import TextEncoder
@@ -44,6 +45,12 @@ class MildModel(nn.Module):
 
     def decode_latents(self, latents: Tensor) -> Tensor:
         return self.vae.decode(latents / self.config.latent_scale).sample
+
+    def cast(self, dtype: torch.dtype) -> MildModel:
+        """In place, like `to`: every part in `dtype`, the VAE in the type `graph_dtypes` gives it."""
+        self.to(dtype)
+        self.vae.to(graph_dtypes(self.config, dtype)[VAE_DECODER.name])
+        return self
 
     def mild_state_dict(self) -> dict[str, Tensor]:
         """Only what MILD adds to the base model: LoRA sets and scales, SMA, HMG, E_trans."""

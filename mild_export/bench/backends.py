@@ -60,7 +60,7 @@ def reference(options: BenchOptions) -> Target:
     from reference.backend import TorchBackend
 
     model, precision, sma_form = _model("reference", options, default_sma="reference")
-    backend: Backend = TorchBackend(model.to(PRECISIONS[precision]), options.device, sma_form)
+    backend: Backend = TorchBackend(model.cast(PRECISIONS[precision]), options.device, sma_form)
     if precision != "fp32":
         backend = CastBackend(backend, PRECISIONS[precision])
     return Target("reference", backend, model.config, precision, sma_form)

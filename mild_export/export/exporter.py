@@ -16,7 +16,8 @@ from mild_export.export.contracts import ExportShapes, GraphContract, contracts
 from mild_export.export.manifest import Manifest, file_sha256, graph_entry, graph_key, weights_sha256
 from mild_export.export.modules import graph_modules
 from mild_export.export.onnx_export import check_opset, export_graph, opset_for
-from mild_export.export.precision import KEPT_IN_FP32, Precision, SMAForm
+from mild_export.export.precision import KEPT_IN_FP32, VAE_KEPT_IN_FP32, Precision, SMAForm
+from reference.graphs import VAE_GRAPHS, graph_dtypes
 from reference.model import MildModel
 from reference.text import save_tokenizers
 
@@ -48,12 +49,17 @@ def check_writable(out: Path) -> None:
 
 
 def export_unet(
-    model: MildModel, unet: nn.Module, contract: GraphContract, path: Path, settings: ExportSettings
+    model: MildModel,
+    unet: nn.Module,
+    contract: GraphContract,
+    path: Path,
+    precision: Precision,
+    settings: ExportSettings,
 ) -> dict[str, Any]:
     """The UNet graph with its Q/K/V in the chosen form; returns the manifest's record of it."""
     rank = 2 * model.config.lora.rank  # fg and bg LoRA sets together
     with branch_weights_form(unet, settings.branch_weights, rank) as conversion:
-        export_graph(contract, unet, path, settings.precision, settings.sma)
+        export_graph(contract, unet, path, precision, settings.sma)
     if conversion.factored:
         log.info(
             "bg Q/K/V as rank-%d differences from the fg set: %d projections (%d kept whole)",
@@ -77,6 +83,10 @@ def export_model(
     except ValueError:
         previous = None
     modules = graph_modules(model)
+    dtypes = graph_dtypes(model.config, settings.precision.dtype)
+    kept = list(KEPT_IN_FP32) if settings.precision is not Precision.FP32 else []
+    if any(dtypes[name] != settings.precision.dtype for name in VAE_GRAPHS):
+        kept.append(VAE_KEPT_IN_FP32)
     manifest = Manifest(
         model=model_id,
         model_sha256=weights_sha256(model),
@@ -85,16 +95,17 @@ def export_model(
         sma=settings.sma.value,
         opset=opset_for(settings.precision),
         shapes=asdict(settings.shapes),
-        kept_in_fp32=list(KEPT_IN_FP32) if settings.precision is not Precision.FP32 else [],
+        kept_in_fp32=kept,
     )
     bar = tqdm(GRAPH_ORDER, desc="export", unit="graph", disable=not progress)
     for name in bar:
         contract, module = graph_contracts[name], modules[name]
         unet = name == "unet"
+        precision = Precision.of(dtypes[name])
         key = graph_key(
             weights_sha256(module),
             contract,
-            precision=settings.precision.value,
+            precision=precision.value,
             sma=settings.sma.value if unet else None,
             branch_weights=settings.branch_weights.value if unet else None,
             opset=opset_for(settings.precision),
@@ -109,9 +120,9 @@ def export_model(
             continue
         bar.set_postfix_str(f"{name}: exporting")
         if unet:
-            manifest.branch_weights = export_unet(model, module, contract, path, settings)
+            manifest.branch_weights = export_unet(model, module, contract, path, precision, settings)
         else:
-            export_graph(contract, module, path, settings.precision, settings.sma)
+            export_graph(contract, module, path, precision, settings.sma)
         manifest.graphs[name] = graph_entry(contract, path.name, file_sha256(path), key)
     save_tokenizers(model.text, out)
     manifest.write(out)

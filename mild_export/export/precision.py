@@ -2,7 +2,8 @@
 
 TensorRT for RTX networks are strongly typed, so the precision of an engine is the precision of
 its ONNX graph (DESIGN.md section 7). A few values stay fp32 whatever the setting, and the
-manifest lists them: the UNet's timestep input, and the SMA logits and softmax inside the op.
+manifest lists them: the UNet's timestep input, the SMA logits and softmax inside the op, and
+under fp16 the VAE graphs of an SDXL model whose VAE overflows fp16 (`reference.graphs.graph_dtypes`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ class Precision(enum.Enum):
     def dtype(self) -> torch.dtype:
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.value]
 
+    @classmethod
+    def of(cls, dtype: torch.dtype) -> Precision:
+        return next(p for p in cls if p.dtype == dtype)
+
 
 KEPT_IN_FP32 = ("unet input timestep", "SMA logits and softmax")
+VAE_KEPT_IN_FP32 = "vae_encoder and vae_decoder graphs (SDXL's VAE overflows fp16: its force_upcast)"
 
 
 class SMAForm(enum.Enum):

@@ -25,6 +25,7 @@ from torch import Tensor
 from mild_export.runtime.prompt_cache import PromptCache
 from reference.backend import Backend, TorchBackend
 from reference.branch_attention import fuse_projections
+from reference.graphs import graph_dtypes
 from reference.merge import is_merged, merge_model
 from reference.model import MildModel
 
@@ -63,7 +64,7 @@ def torch_backend(
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
-    model = model.to(device=device, dtype=dtype)  # first: the merge then folds on the device
+    model = model.to(device).cast(dtype)  # first: the merge then folds on the device
     if not is_merged(model):
         model = merge_model(model)
     fuse_projections(model.unet)  # last: a cast or move would copy the fused weights' views apart
@@ -102,18 +103,21 @@ class CastBackend:
     """Runs a PyTorch backend in half precision: floating inputs cast in, outputs back to fp32.
 
     The pipeline hands every backend fp32 arrays and reads fp32 back, as the ONNX Runtime backend
-    does for fp16 graphs, so the same loop runs the half-precision model.
+    does for fp16 graphs, so the same loop runs the half-precision model. Each graph gets the type
+    its part of the model was cast to (`MildModel.cast`: SDXL's VAE stays fp32 under fp16).
     """
 
     def __init__(self, inner: Backend, dtype: torch.dtype):
         self.inner, self.dtype = inner, dtype
         self.config, self.device = inner.config, inner.device
+        self.dtypes = graph_dtypes(inner.config, dtype)
 
     def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
         return self.inner.tokenize(prompts)
 
     def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        cast = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+        dtype = self.dtypes[graph]
+        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
         return {k: v.float() for k, v in self.inner.run(graph, cast).items()}
 
 

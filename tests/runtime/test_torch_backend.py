@@ -21,6 +21,7 @@ from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, torch
 from reference.backend import TorchBackend
 from reference.branch_attention import FUSED
 from reference.merge import is_merged, merge_model
+from reference.model import load_model
 from tests.conftest import make_trained_tiny, unet_inputs
 
 
@@ -52,6 +53,20 @@ def test_half_precision_is_cast_at_the_boundary():
     cast = backend.inner
     assert isinstance(cast, CastBackend) and cast.dtype == torch.bfloat16
     assert {p.dtype for p in cast.inner.model.unet.parameters()} == {torch.bfloat16}
+
+
+def test_an_sdxl_vae_decodes_in_fp32_under_fp16():
+    """SDXL's VAE overflows fp16 (NaN images): under fp16 the backend keeps it fp32, as diffusers'
+    SDXL pipelines do, unless its config says it is the fp16-safe kind."""
+    model = load_model("tiny-xl")
+    with torch.no_grad():
+        model.vae.decoder.conv_in.weight.mul_(1e5)  # activations past fp16's 65504, normalised after
+    latents = {"latents": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
+    upcast = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp16", "fold")
+    assert torch.isfinite(upcast.run("vae_decoder", latents)["images"]).all()
+    model.config = model.config.replace(vae={**model.config.vae, "force_upcast": False})
+    fp16 = torch_backend(model, torch.device("cpu"), "fp16", "fold")
+    assert not torch.isfinite(fp16.run("vae_decoder", latents)["images"]).all()  # what the upcast is for
 
 
 class Counting:
