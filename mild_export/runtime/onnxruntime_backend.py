@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 from torch import Tensor
 
 from mild_export.export.contracts import ExportShapes, contracts
@@ -31,6 +32,20 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def open_session(path: Path, precision: str, providers: list[str]) -> ort.InferenceSession:
+    """A session for one graph; a graph the providers have no kernels for is a ValueError naming
+    the graph and the fix (the CPU provider has almost no bfloat16 kernels)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except OrtNotImplemented as err:
+        raise ValueError(
+            f"{path.name} ({precision}) cannot run on ONNX Runtime ({', '.join(providers)}): {err}. "
+            "Run it on TensorRT (--backend tensorrt) or export with --fp16 or in fp32 for ONNX Runtime"
+        ) from None
+
+
 class OnnxRuntimeBackend:
     def __init__(self, folder: Path, providers: list[str] | None = None, device: str = "cpu"):
         folder = Path(folder)
@@ -38,12 +53,9 @@ class OnnxRuntimeBackend:
         self.config = ModelConfig.from_dict(self.manifest.config)
         self.device = torch.device(device)
         self.contracts = contracts(self.config, ExportShapes(**_shapes(self.manifest.shapes)))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
+        providers = providers or default_providers()
         self.sessions = {
-            name: ort.InferenceSession(
-                str(self.manifest.verify(folder, name)), options, providers=providers or default_providers()
-            )
+            name: open_session(self.manifest.verify(folder, name), self.manifest.precision, providers)
             for name in self.manifest.graphs
         }
         self.input_types = {

@@ -14,6 +14,7 @@ from mild_export.export.modules import graph_modules
 from mild_export.export.onnx_export import export_graph
 from mild_export.export.precision import Precision, SMAForm
 from mild_export.ops.schema import SMA
+from mild_export.runtime.onnxruntime_backend import open_session
 from reference.branch_attention import processors
 from tests.conftest import make_trained_tiny, unet_inputs
 
@@ -90,7 +91,8 @@ def test_fp16_graph_is_as_close_as_pytorch_fp16(model, tmp_path):
 
 
 def test_bf16_graph_is_bf16_and_valid(tmp_path):
-    """ONNX Runtime's CPU provider has few bf16 kernels, so bf16 is checked for type and validity."""
+    """ONNX Runtime's CPU provider has few bf16 kernels, so bf16 is checked for type and validity,
+    and for the refusal a user sees."""
     model = make_trained_tiny(seed=1)
     contract = contracts(model.config, SHAPES)["unet"]
     path = export_graph(
@@ -101,6 +103,9 @@ def test_bf16_graph_is_bf16_and_valid(tmp_path):
     assert types["sample_fg"] == onnx.TensorProto.BFLOAT16 and types["timestep"] == onnx.TensorProto.FLOAT
     assert {o.type.tensor_type.elem_type for o in graph.graph.output} == {onnx.TensorProto.BFLOAT16}
     assert next(o.version for o in graph.opset_import if o.domain == "") == 22
+    # ONNX Runtime refuses it by name, with the fix, not with its own traceback
+    with pytest.raises(ValueError, match=r"unet_bf16.onnx \(bf16\) cannot run on ONNX Runtime .* TensorRT"):
+        open_session(path, "bf16", ["CPUExecutionProvider"])
 
 
 def test_unet_graph_holds_folded_branch_weights(model, unet_files):
