@@ -160,8 +160,8 @@ __device__ __forceinline__ float keyMask(T const* mk, int j, int seqlen)
 }
 
 // 4 warps a CTA; each warp owns kMTiles x 16 query rows, so every K and V fragment it loads from
-// shared memory feeds kMTiles mma instructions (at 16 rows a warp the kernel waits on shared memory
-// rather than on the tensor cores). One K and one V buffer, their copies overlapped with the math
+// shared memory feeds kMTiles mma instructions (at 16 rows a warp an ldmatrix.x4 feeds two mma,
+// about as many shared-memory cycles as tensor-core cycles: two tiles halve the reads per mma). One K and one V buffer, their copies overlapped with the math
 // as flash-attention 2 does: V lands while Q K^T and the softmax run, the next K while P V runs.
 // Double buffers would not fit twice into the 100 KB of an sm_86/89/120 SM at D = 64 (one CTA an
 // SM instead of two) and not at all at D >= 160 (99 KB a block there).
