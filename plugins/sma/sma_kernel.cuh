@@ -128,6 +128,22 @@ __device__ __forceinline__ void waitAsync()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// One ldmatrix.x4 holds two B fragments (registers 0-1 and 2-3, for output tiles `tile` and
+// `tile + 1`); each is multiplied with every row tile's A fragment into its accumulator.
+template <typename T, int kMTiles, int kTiles>
+__device__ __forceinline__ void mmaTilePair(
+    float (&acc)[kMTiles][kTiles][4], uint32_t const (&a)[kMTiles][4], uint32_t const (&r)[4], int tile)
+{
+    uint32_t const b0[2] = {r[0], r[1]};
+    uint32_t const b1[2] = {r[2], r[3]};
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+    {
+        mma16816<T>(acc[mt][tile], a[mt], b0);
+        mma16816<T>(acc[mt][tile + 1], a[mt], b1);
+    }
+}
+
 // Starts copying rows [row0, row0 + kRows) x [0, kHeadDim) of a [S, D] matrix into shared memory
 // in 16-byte pieces, zero-filling rows >= seqlen and columns >= head_dim. The caller commits.
 template <typename T, int kRows, int kHeadDim, int kStride, int kThreads>
@@ -298,14 +314,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
                 {
                     uint32_t r[4];
                     ldmatrixX4<false>(r, ks + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
-                    uint32_t const b0[2] = {r[0], r[1]};
-                    uint32_t const b1[2] = {r[2], r[3]};
-#pragma unroll
-                    for (int mt = 0; mt < kMTiles; ++mt)
-                    {
-                        mma16816<T>(s[mt][n], a[mt], b0);
-                        mma16816<T>(s[mt][n + 1], a[mt], b1);
-                    }
+                    mmaTilePair<T>(s, a, r, n);
                 }
             }
         }
@@ -394,14 +403,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
                 {
                     uint32_t r[4];
                     ldmatrixX4<true>(r, vLane + d * 8);
-                    uint32_t const b0[2] = {r[0], r[1]};
-                    uint32_t const b1[2] = {r[2], r[3]};
-#pragma unroll
-                    for (int mt = 0; mt < kMTiles; ++mt)
-                    {
-                        mma16816<T>(o[mt][d], a[mt], b0);
-                        mma16816<T>(o[mt][d + 1], a[mt], b1);
-                    }
+                    mmaTilePair<T>(o, a, r, d);
                 }
             }
         }
