@@ -47,9 +47,11 @@ class MildModel(nn.Module):
         return self.vae.decode(latents / self.config.latent_scale).sample
 
     def cast(self, dtype: torch.dtype) -> MildModel:
-        """In place, like `to`: every part in `dtype`, the VAE in the type `graph_dtypes` gives it."""
-        self.to(dtype)
-        self.vae.to(graph_dtypes(self.config, dtype)[VAE_DECODER.name])
+        """In place, like `to`: every part in `dtype`, the VAE in the type `graph_dtypes` gives it
+        (cast on its own: a float32 VAE never passes through `dtype`, which would round it)."""
+        vae_dtype = graph_dtypes(self.config, dtype)[VAE_DECODER.name]
+        for part in self.children():
+            part.to(vae_dtype if part is self.vae else dtype)
         return self
 
     def mild_state_dict(self) -> dict[str, Tensor]:

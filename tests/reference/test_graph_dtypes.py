@@ -28,7 +28,10 @@ def test_only_an_sdxl_vae_that_asks_for_it_is_upcast(config, dtype, vae):
 
 
 def test_the_model_casts_its_parts_by_the_policy():
+    vae_weights = [p.clone() for p in load_model("tiny-xl").vae.parameters()]
     xl, sd = load_model("tiny-xl").cast(F16), load_model("tiny").cast(F16)
+    # the fp32 VAE is the original, not a round trip through fp16
+    assert all(torch.equal(a, b) for a, b in zip(xl.vae.parameters(), vae_weights, strict=True))
     assert {p.dtype for p in xl.vae.parameters()} == {F32}
     assert {p.dtype for p in xl.unet.parameters()} == {p.dtype for p in xl.text.parameters()} == {F16}
     assert {p.dtype for p in sd.parameters()} == {F16}
