@@ -47,8 +47,10 @@ class TorchBackend:
         return {k: v.to(self.device) for k, v in self.model.text.tokenize(prompts).items()}
 
     def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Inputs may be on any device (they are moved to the backend's, as the other backends
+        copy host arrays in); outputs are on the backend's device."""
         spec = self.specs[graph]
-        args = {name: inputs[name] for name in spec.inputs}
+        args = {name: inputs[name].to(self.device) for name in spec.inputs}
         with torch.no_grad(), sma.use_backend(self.sma_form):
             outputs = self._call(spec, args)
         return dict(zip(spec.outputs, outputs, strict=True))

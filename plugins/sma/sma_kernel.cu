@@ -20,7 +20,7 @@ cudaError_t launchMma(Params const& p, cudaStream_t stream)
     constexpr int kMTiles = kHeadDim <= 128 ? 2 : 1;
     constexpr int kBlockN = kHeadDim <= 96 || kHeadDim == 160 ? 64 : 32;
     using Cfg = detail::MmaConfig<kHeadDim, kBlockN, kMTiles>;
-    auto kernel = detail::smaForwardMma<T, kHeadDim, kBlockN, kMTiles>;
+    auto kernel = detail::smaForwardMma<T, Cfg>;
     if (Cfg::kSmemBytes > 48 * 1024)
     {
         cudaError_t const status

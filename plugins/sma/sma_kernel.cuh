@@ -128,6 +128,25 @@ __device__ __forceinline__ void waitAsync()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// 2^x by the SFU alone (ex2.approx.ftz: no denormal fix-up around it, which exp2f adds: three
+// more instructions a score). Results below 2^-126 flush to zero, where they are nothing beside
+// the row's largest term, 1. 2^-inf = 0.
+__device__ __forceinline__ float exp2Fast(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Whether channels [c, c + 16) of a head-dim bucket can hold any of the head's channels. Only the
+// bucket's last 16 channels are checked at run time: earlier chunks are always computed (zeros
+// where a head dim off the named sizes leaves more padding), so the unrolled loops keep one branch.
+template <int kHeadDim>
+__device__ __forceinline__ bool chunkInHead(int c, int headDim)
+{
+    return c + 16 < kHeadDim || c < headDim;
+}
+
 // One ldmatrix.x4 holds two B fragments (registers 0-1 and 2-3, for output tiles `tile` and
 // `tile + 1`); each is multiplied with every row tile's A fragment into its accumulator.
 template <typename T, int kMTiles, int kTiles>
@@ -175,16 +194,20 @@ __device__ __forceinline__ float keyMask(T const* mk, int j, int seqlen)
     return j < seqlen ? toFloat(mk[j]) : 0.f;
 }
 
-// 4 warps a CTA; each warp owns kMTiles x 16 query rows, so every K and V fragment it loads from
-// shared memory feeds kMTiles mma instructions (at 16 rows a warp an ldmatrix.x4 feeds two mma,
-// about as many shared-memory cycles as tensor-core cycles: two tiles halve the reads per mma). One K and one V buffer, their copies overlapped with the math
-// as flash-attention 2 does: V lands while Q K^T and the softmax run, the next K while P V runs.
-// Double buffers would not fit twice into the 100 KB of an sm_86/89/120 SM at D = 64 (one CTA an
-// SM instead of two) and not at all at D >= 160 (99 KB a block there).
-template <int kHeadDim, int kBlockN, int kMTiles>
+// kWarps warps a CTA; each warp owns kMTiles x 16 query rows, so every K and V fragment it loads
+// from shared memory feeds kMTiles mma instructions (at 16 rows a warp an ldmatrix.x4 feeds two
+// mma, about as many shared-memory cycles as tensor-core cycles: two tiles halve the reads per
+// mma). One K and one V buffer, their copies overlapped with the math as flash-attention 2 does:
+// V lands while Q K^T and the softmax run, the next K while P V runs. Double buffers would not fit
+// twice into the 100 KB of an sm_86/89/120 SM at D = 64 (one CTA an SM instead of two) and not at
+// all at D >= 160 (99 KB a block there).
+template <int kHeadDim_, int kBlockN_, int kMTiles_, int kWarps_ = 4>
 struct MmaConfig
 {
-    static constexpr int kWarps = 4;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kBlockN = kBlockN_;
+    static constexpr int kMTiles = kMTiles_;
+    static constexpr int kWarps = kWarps_;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kWarpRows = kMTiles * 16;
     static constexpr int kBlockM = kWarps * kWarpRows;
@@ -195,11 +218,31 @@ struct MmaConfig
     static_assert(kBlockN <= kThreads, "one thread loads each key's mask");
 };
 
-template <typename T, int kHeadDim, int kBlockN, int kMTiles>
-__global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThreads)
-    smaForwardMma(Params const p)
+// The keys from `valid` on of a score tile get -inf (the last key tile only).
+template <int kMTiles, int kNTiles>
+__device__ __forceinline__ void maskKeysFrom(float (&s)[kMTiles][kNTiles][4], int valid, int t)
 {
-    using Cfg = MmaConfig<kHeadDim, kBlockN, kMTiles>;
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+    {
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n)
+        {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+            {
+                s[mt][n][e] = n * 8 + 2 * t + (e & 1) < valid ? s[mt][n][e] : -INFINITY;
+            }
+        }
+    }
+}
+
+template <typename T, class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
+{
+    constexpr int kHeadDim = Cfg::kHeadDim;
+    constexpr int kBlockN = Cfg::kBlockN;
+    constexpr int kMTiles = Cfg::kMTiles;
     constexpr int kStride = Cfg::kStride;
     constexpr int kBlockM = Cfg::kBlockM;
     constexpr int kNTiles = kBlockN / 8;   // score tiles of 8 keys
@@ -300,7 +343,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
 #pragma unroll
         for (int kk = 0; kk < kHeadDim; kk += 16)
         {
-            if (kk < headDim) // channels past D are zero: skip them
+            if (chunkInHead<kHeadDim>(kk, headDim)) // channels past D are zero: skip them
             {
                 uint32_t a[kMTiles][4];
 #pragma unroll
@@ -319,7 +362,12 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
             }
         }
 
-        // logits, in log2 units: scale * q.k + beta(m_i) * m_j; keys past Sk get -inf; then the
+        if (n0 + kBlockN > p.seqlen_k)
+        {
+            maskKeysFrom(s, p.seqlen_k - n0, t);
+        }
+
+        // logits, in log2 units: scale * q.k + beta(m_i) * m_j (keys past Sk stay -inf); then the
         // online softmax, the four threads of a quad holding one row between them
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
@@ -332,9 +380,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                 {
-                    int const col = n * 8 + 2 * t + (e & 1);
-                    float x = fmaf(s[mt][n][e], scaleLog2, beta[mt][e >> 1] * ((e & 1) ? mask.y : mask.x));
-                    x = n0 + col < p.seqlen_k ? x : -INFINITY;
+                    float const x = fmaf(s[mt][n][e], scaleLog2, beta[mt][e >> 1] * ((e & 1) ? mask.y : mask.x));
                     s[mt][n][e] = x;
                     tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
                 }
@@ -345,7 +391,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
                 tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
                 tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
                 float const newMax = fmaxf(rowMax[mt][r], tileMax[r]); // finite: every tile has a valid key
-                float const correction = exp2f(rowMax[mt][r] - newMax);
+                float const correction = exp2Fast(rowMax[mt][r] - newMax);
                 rowMax[mt][r] = newMax;
                 rowSum[mt][r] *= correction;
 #pragma unroll
@@ -361,7 +407,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                 {
-                    s[mt][n][e] = exp2f(s[mt][n][e] - rowMax[mt][e >> 1]);
+                    s[mt][n][e] = exp2Fast(s[mt][n][e] - rowMax[mt][e >> 1]);
                     rowSum[mt][e >> 1] += s[mt][n][e];
                 }
             }
@@ -399,7 +445,7 @@ __global__ void __launch_bounds__(MmaConfig<kHeadDim, kBlockN, kMTiles>::kThread
 #pragma unroll
             for (int d = 0; d < kDTiles; d += 2)
             {
-                if (d * 8 < headDim) // tile d + 1 past D multiplies zero-filled channels, never stored
+                if (chunkInHead<kHeadDim>(d * 8, headDim)) // tile d + 1 past D: zeros, never stored
                 {
                     uint32_t r[4];
                     ldmatrixX4<true>(r, vLane + d * 8);
