@@ -9,11 +9,15 @@
 #   bash scripts/setup-tensorrt-rtx.sh    # TensorRT 10.14 headers in third_party/tensorrt/include
 #   bash bench/prepare_gpu_wheels.sh      # .gpu-carry/part1, part2 (TRT-RTX libs wheel), small/
 #
-# On the lent H100/H200 run stage1 alone, then give the machine back (about 11 of the session's
-# 15 device minutes, start included; it needs no part2):
+# On the lent H100/H200 (sm_90: no stage2) run stage1 alone, then give the machine back (about
+# 8 of the session's 15 device minutes, start included; 2026-11-27 on an H200):
 #
 #   run(command="bash bench/gpu_session.sh stage1", timeout_s=580,
-#       carry=[".gpu-carry/part1", ".gpu-carry/small", "third_party/tensorrt"])
+#       carry=[".gpu-carry/small", "third_party/tensorrt"])
+#
+# On an RTX-target GPU carry .gpu-carry/part1 too, for the stage2 that follows. With less device
+# time left, MILD_GPU_STAGE_SECONDS=300 keeps the tests, the kernel harness and sweep and the
+# first benchmark (the steps run in that order and stop at the deadline).
 #
 # TensorRT-RTX engines build there but cannot run on sm_90 (measured on an H200, 2026-11-26,
 # bench/RESULTS.md), so stage2 would only say that again. stage2 is for a GPU that is a
@@ -31,18 +35,19 @@
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
-#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  bench-sdxl-torch-kernel.json
-#           bench-sdxl-torch-kernel-compile.json  bench-sdxl-torch-fold.json  profile-sdxl-torch.txt
+#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md
+#           bench-sdxl-torch-kernel.json  bench-sdxl-torch-kernel-compile.json
+#           bench-sdxl-torch-fold.json  profile-sdxl-torch.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
-#   SMA kernel and of the torch backend's CUDA graphs; the SMA kernel harness (parity,
-#   compute-sanitizer, timing against SDPA); mild-bench on the SDXL-inpaint architecture (random
-#   weights), N=2, 512x512, 25 steps, no guidance, fp16, on `--backend torch` (the merged model,
-#   the UNet replayed as CUDA graphs) with SMA by the plugin's kernel (profiled), the same with
-#   the UNet compiled (--compile), and with flash attention over the fold form; last the slow GPU
-#   tests (torch.compile under CUDA graphs).
+#   SMA kernel and of the torch backend (CUDA graphs, torch.compile); the SMA kernel harness
+#   (parity, compute-sanitizer, timing against SDPA) and its tile-shape sweep
+#   (bench/sma_tile_sweep.cu); mild-bench on the SDXL-inpaint architecture (random weights), N=2,
+#   512x512, 25 steps, no guidance, fp16, on `--backend torch` (the merged model, the UNet
+#   replayed as CUDA graphs) with SMA by the plugin's kernel (profiled), the same with the UNet
+#   compiled (--compile), and with flash attention over the fold form.
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -115,7 +120,9 @@ setup() {  # what stage2 needs from stage1: part1 kept, diffusers, the plugin li
         nvcc --version | tail -n 2; cmake --version | head -n 1; nproc; free -g | head -n 2;
         $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda,
             torch.cuda.get_device_name(), \"sm_%d%d\" % torch.cuda.get_device_capability())'"
-    step keep-part1 60 "ls .gpu-carry/part1/*.part00 && cp .gpu-carry/part1/*.part00 $STASH/ && ls -l $STASH/*.part00"
+    if [[ -d .gpu-carry/part1 ]]; then  # carried only where a stage2 follows (a TensorRT-RTX target GPU)
+        step keep-part1 60 "cp .gpu-carry/part1/*.part00 $STASH/ && ls -l $STASH/*.part00"
+    fi
     step install-diffusers 60 "$(declare -f install_wheels); install_wheels .gpu-carry/small/diffusers-*.whl &&
         $PY -c 'import diffusers; print(\"diffusers\", diffusers.__version__)'"
     step plugin-sm90 180 "cmake -S . -B build/plugins -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90-real \
@@ -131,18 +138,18 @@ prepare() {  # stage1's setup alone, for a stage2 on a fresh machine, and the ti
 
 stage1() {
     setup
-    step gpu-tests-kernel 180 "$PY -m pytest -q -m 'gpu and not slow' -rs tests/plugins \
-        tests/runtime/test_torch_backend.py -p no:cacheprovider"
-    # the kernel harness; the torch backend (merged model, CUDA graphs, SMA by the plugin's kernel:
-    # the fastest path without engines), then the same with the UNet compiled, then with SMA as
-    # flash attention over the fold form; last the slow GPU tests (torch.compile with CUDA graphs).
-    # The PyTorch reference was measured on 2026-11-26 (bench/RESULTS.md): not again.
+    step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
+        -p no:cacheprovider"
+    # the kernel harness and the tile-shape sweep; the torch backend (merged model, CUDA graphs, SMA
+    # by the plugin's kernel: the fastest path without engines), then the same with the UNet
+    # compiled, then with SMA as flash attention over the fold form. The PyTorch reference was
+    # measured on 2026-11-26 (bench/RESULTS.md): not again.
     step sma-kernel-harness 150 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
+    step sma-tile-sweep 120 "nvcc -std=c++17 -O3 -arch=sm_90 -Iplugins/sma bench/sma_tile_sweep.cu \
+        plugins/sma/sma_kernel.cu -o $STASH/sma_tile_sweep && $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
     step bench-sdxl-torch-compile 200 "$(sdxl_bench torch kernel compile) --compile"
     step bench-sdxl-torch-fold 120 "$(sdxl_bench torch fold)"
-    step gpu-tests-slow 150 "$PY -m pytest -q -m 'gpu and slow' -rs tests/runtime/test_torch_backend.py \
-        -p no:cacheprovider"
 }
 
 sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line for issue 6's target case

@@ -42,14 +42,14 @@ cudaError_t launchFp32(Params const& p, cudaStream_t stream)
     if (smem > 48 * 1024)
     {
         cudaError_t const status = cudaFuncSetAttribute(
-            detail::smaForwardFp32, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::smemBytes(kMaxHeadDim));
+            detail::smaForwardFp32<Cfg>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::smemBytes(kMaxHeadDim));
         if (status != cudaSuccess)
         {
             return status;
         }
     }
     dim3 const grid((p.seqlen_q + Cfg::kRows - 1) / Cfg::kRows, p.heads, p.batch);
-    detail::smaForwardFp32<<<grid, Cfg::kThreads, smem, stream>>>(p);
+    detail::smaForwardFp32<Cfg><<<grid, Cfg::kThreads, smem, stream>>>(p);
     return cudaGetLastError();
 }
 

@@ -498,9 +498,11 @@ struct Fp32Config
     }
 };
 
-__global__ void __launch_bounds__(Fp32Config::kThreads) smaForwardFp32(Params const p)
+// A template, like the mma kernel, so that this header can be included by more than one
+// translation unit (bench/sma_tile_sweep.cu links sma_kernel.cu beside its own instantiations).
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads) smaForwardFp32(Params const p)
 {
-    using Cfg = Fp32Config;
     extern __shared__ __align__(16) unsigned char smemRaw[];
     int const headDim = p.head_dim;
     float* qs = reinterpret_cast<float*>(smemRaw);

@@ -1,0 +1,256 @@
+// Tile-shape sweep of the SMA kernel (GPU): which MmaConfig runs a head-dim bucket fastest here.
+//
+// launchMma (plugins/sma/sma_kernel.cu) picks one tile shape per bucket; this program times the
+// alternatives at the SDXL and SD1.5 shapes, each checked against the fp32 kernel on the same
+// inputs (outputs poisoned first), so a shape is only worth taking if its row also says "ok". The
+// first row of each shape is the launcher's own choice (mild::sma::launch). From the repository root:
+//
+//   nvcc -std=c++17 -O3 -arch=sm_90 -Iplugins/sma bench/sma_tile_sweep.cu plugins/sma/sma_kernel.cu \
+//       -o /tmp/sma_tile_sweep && /tmp/sma_tile_sweep
+//
+// Columns: registers and spilled bytes a thread (ptxas), CTAs an SM can hold (occupancy API),
+// median time of one launch over 3 x 20 launches, fp16 tensor rate, error relative to max|ref|.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "sma_kernel.cuh"
+#include "sma_params.h"
+
+namespace
+{
+
+using mild::sma::Params;
+
+void check(cudaError_t status, char const* what)
+{
+    if (status != cudaSuccess)
+    {
+        std::fprintf(stderr, "sma_tile_sweep: %s: %s\n", what, cudaGetErrorString(status));
+        std::exit(1);
+    }
+}
+
+struct Shape
+{
+    int batch, heads, seqlen, headDim;
+};
+
+// One way to run the kernel; `launch` enqueues it on the default stream.
+struct Variant
+{
+    std::string name;
+    cudaError_t (*launch)(Params const&);
+    int regs = 0, spill = 0, ctasPerSm = 0;
+};
+
+template <class Cfg>
+cudaError_t launchConfig(Params const& p)
+{
+    auto kernel = mild::sma::detail::smaForwardMma<__half, Cfg>;
+    cudaError_t const status
+        = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes>>>(p);
+    return cudaGetLastError();
+}
+
+template <int kHeadDim, int kBlockN, int kMTiles, int kWarps>
+Variant variant()
+{
+    using Cfg = mild::sma::detail::MmaConfig<kHeadDim, kBlockN, kMTiles, kWarps>;
+    auto kernel = mild::sma::detail::smaForwardMma<__half, Cfg>;
+    Variant v{"D" + std::to_string(kHeadDim) + " N" + std::to_string(kBlockN) + " rows/warp "
+            + std::to_string(16 * kMTiles) + " warps " + std::to_string(kWarps),
+        &launchConfig<Cfg>};
+    cudaFuncAttributes attr{};
+    check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes),
+        "cudaFuncSetAttribute");
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v.ctasPerSm, kernel, Cfg::kThreads, Cfg::kSmemBytes),
+        "occupancy");
+    v.regs = attr.numRegs;
+    v.spill = static_cast<int>(attr.localSizeBytes);
+    return v;
+}
+
+std::vector<Variant> variantsFor(int headDim)
+{
+    std::vector<Variant> vs{{"launcher's choice (mild::sma::launch)",
+        [](Params const& p) { return mild::sma::launch(p, nullptr); }}};
+    if (headDim <= 64)
+    {
+        for (Variant v : {variant<64, 64, 2, 4>(), variant<64, 32, 2, 4>(), variant<64, 64, 1, 4>(),
+                 variant<64, 128, 1, 4>(), variant<64, 64, 1, 8>(),
+                 variant<64, 128, 1, 8>(), variant<64, 64, 2, 8>(), variant<64, 32, 2, 8>()})
+        {
+            vs.push_back(v);
+        }
+    }
+    else
+    {
+        for (Variant v : {variant<96, 64, 2, 4>(), variant<96, 32, 2, 4>(), variant<96, 64, 1, 4>(),
+                 variant<96, 64, 1, 8>(), variant<96, 32, 2, 8>()})
+        {
+            vs.push_back(v);
+        }
+    }
+    return vs;
+}
+
+template <typename T>
+T* upload(std::vector<T> const& host)
+{
+    T* device = nullptr;
+    check(cudaMalloc(&device, host.size() * sizeof(T)), "cudaMalloc");
+    check(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+    return device;
+}
+
+// Inputs of one shape in fp16 and the same values in fp32, the reference's output, an fp16 output
+// (device buffers live until the program exits).
+struct Problem
+{
+    Params half{}, single{};
+    std::vector<float> reference;
+    __half* out = nullptr;
+    size_t outCount = 0;
+
+    explicit Problem(Shape const& s)
+    {
+        std::mt19937 rng(1234);
+        std::normal_distribution<float> normal;
+        std::bernoulli_distribution coin(0.5);
+        size_t const qkv = static_cast<size_t>(s.batch) * s.heads * s.seqlen * s.headDim;
+        size_t const masks = static_cast<size_t>(s.batch) * s.seqlen;
+        std::vector<__half> hq(qkv), hk(qkv), hv(qkv), hm(masks), ha(4 * s.heads);
+        for (auto* t : {&hq, &hk, &hv})
+        {
+            for (auto& x : *t)
+            {
+                x = __float2half(normal(rng));
+            }
+        }
+        for (auto& x : hm)
+        {
+            x = __float2half(coin(rng) ? 1.f : 0.f);
+        }
+        for (auto& x : ha)
+        {
+            x = __float2half(2.f * normal(rng));
+        }
+        auto widen = [](std::vector<__half> const& h)
+        {
+            std::vector<float> f(h.size());
+            std::transform(h.begin(), h.end(), f.begin(), [](__half x) { return __half2float(x); });
+            return f;
+        };
+        half = mild::sma::contiguousParams(
+            mild::sma::DataType::kFloat16, s.batch, s.heads, s.seqlen, s.seqlen, s.headDim);
+        single = mild::sma::contiguousParams(
+            mild::sma::DataType::kFloat32, s.batch, s.heads, s.seqlen, s.seqlen, s.headDim);
+        half.q = upload(hq);
+        half.k = upload(hk);
+        half.v = upload(hv);
+        half.m_q = half.m_k = upload(hm);
+        half.alpha = upload(ha);
+        single.q = upload(widen(hq));
+        single.k = upload(widen(hk));
+        single.v = upload(widen(hv));
+        single.m_q = single.m_k = upload(widen(hm));
+        single.alpha = upload(widen(ha));
+        outCount = qkv;
+        check(cudaMalloc(&out, qkv * sizeof(__half)), "cudaMalloc out");
+        half.out = out;
+        float* refOut = nullptr;
+        check(cudaMalloc(&refOut, qkv * sizeof(float)), "cudaMalloc reference");
+        single.out = refOut;
+        check(mild::sma::launch(single, nullptr), "fp32 reference launch");
+        reference.resize(qkv);
+        check(cudaMemcpy(reference.data(), refOut, qkv * sizeof(float), cudaMemcpyDeviceToHost), "download");
+        check(cudaFree(refOut), "cudaFree");
+    }
+
+    // max |out - reference| / max |reference| after one launch into a NaN-poisoned output
+    double error(Variant const& v) const
+    {
+        check(cudaMemset(out, 0xFF, outCount * sizeof(__half)), "poison");
+        check(v.launch(half), v.name.c_str());
+        std::vector<__half> got(outCount);
+        check(cudaMemcpy(got.data(), out, outCount * sizeof(__half), cudaMemcpyDeviceToHost), "download");
+        double worst = 0.0, scale = 0.0;
+        for (size_t i = 0; i < outCount; ++i)
+        {
+            double const diff = std::fabs(static_cast<double>(__half2float(got[i])) - reference[i]);
+            worst = std::isnan(diff) ? INFINITY : std::max(worst, diff);
+            scale = std::max(scale, std::fabs(static_cast<double>(reference[i])));
+        }
+        return worst / scale;
+    }
+
+    double milliseconds(Variant const& v) const
+    {
+        cudaEvent_t start, stop;
+        check(cudaEventCreate(&start), "event");
+        check(cudaEventCreate(&stop), "event");
+        std::vector<float> runs;
+        for (int repeat = 0; repeat < 3; ++repeat)
+        {
+            check(v.launch(half), "warm-up");
+            check(cudaEventRecord(start), "record");
+            for (int i = 0; i < 20; ++i)
+            {
+                v.launch(half);
+            }
+            check(cudaEventRecord(stop), "record");
+            check(cudaEventSynchronize(stop), v.name.c_str());
+            float ms = 0.f;
+            check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+            runs.push_back(ms / 20);
+        }
+        std::sort(runs.begin(), runs.end());
+        return runs[1];
+    }
+};
+
+} // namespace
+
+int main()
+{
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    std::printf("# SMA tile sweep on %s (sm_%d%d, %d SMs), fp16, binary masks\n\n", prop.name, prop.major,
+        prop.minor, prop.multiProcessorCount);
+    std::printf("| B H S D | tile shape | regs | spill B | CTAs/SM | ms | TFLOP/s | err/max|ref| | ok |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    Shape const shapes[] = {{3, 10, 4096, 64}, {6, 10, 4096, 64}, {3, 20, 1024, 64}, {6, 20, 1024, 64},
+        {3, 8, 4096, 40}, {3, 8, 1024, 80}};
+    for (Shape const& s : shapes)
+    {
+        Problem const problem(s);
+        double const flops = 4.0 * s.batch * s.heads * static_cast<double>(s.seqlen) * s.seqlen * s.headDim;
+        for (Variant const& v : variantsFor(s.headDim))
+        {
+            double const err = problem.error(v);
+            double const ms = problem.milliseconds(v);
+            std::string const resources = v.regs == 0 ? "- | - | -"
+                                                      : std::to_string(v.regs) + " | " + std::to_string(v.spill)
+                    + " | " + std::to_string(v.ctasPerSm);
+            std::printf("| %d %d %d %d | %s | %s | %.3f | %.0f | %.1e | %s |\n", s.batch, s.heads, s.seqlen,
+                s.headDim, v.name.c_str(), resources.c_str(), ms, flops / ms / 1e9, err, err < 5e-3 ? "ok" : "WRONG");
+            std::fflush(stdout);
+        }
+    }
+    return 0;
+}
