@@ -91,7 +91,7 @@ std::vector<Variant> variantsFor(int headDim)
         [](Params const& p) { return mild::sma::launch(p, nullptr); }}};
     if (headDim <= 64)
     {
-        for (Variant v : {variant<64, 64, 2, 4>(), variant<64, 32, 2, 4>(), variant<64, 64, 1, 4>(),
+        for (Variant v : {variant<64, 64, 2, 4>(), variant<64, 32, 2, 4>(), variant<64, 128, 2, 4>(), variant<64, 64, 1, 4>(),
                  variant<64, 128, 1, 4>(), variant<64, 64, 1, 8>(),
                  variant<64, 128, 1, 8>(), variant<64, 64, 2, 8>(), variant<64, 32, 2, 8>()})
         {

@@ -413,6 +413,22 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             }
         }
 
+        // P in the input type, as P V's A fragments (two 8-key score tiles make one 16-key
+        // fragment): packed here, so that half the registers the scores took cross the barrier
+        uint32_t pa[kMTiles][kBlockN / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+        {
+#pragma unroll
+            for (int kc = 0; kc < kBlockN / 16; ++kc)
+            {
+                pa[mt][kc][0] = pack2<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+                pa[mt][kc][1] = pack2<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+                pa[mt][kc][2] = pack2<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+                pa[mt][kc][3] = pack2<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+            }
+        }
+
         waitAsync<0>();
         __syncthreads(); // this V tile is visible; every warp is done with K and the masks
         if (more)
@@ -426,7 +442,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             }
         }
 
-        // O += P V: two 8-key score tiles make one 16-key A fragment
+        // O += P V
 #pragma unroll
         for (int kc = 0; kc < kBlockN / 16; ++kc)
         {
@@ -434,10 +450,11 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt)
             {
-                a[mt][0] = pack2<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
-                a[mt][1] = pack2<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
-                a[mt][2] = pack2<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
-                a[mt][3] = pack2<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+                {
+                    a[mt][i] = pa[mt][kc][i];
+                }
             }
             // two channel tiles a load, transposed: (keys +0..7, channels d), (keys +8..15, d),
             // (keys +0..7, d + 1), (keys +8..15, d + 1)
