@@ -66,13 +66,14 @@ cudaError_t launchConfig(Params const& p)
     return cudaGetLastError();
 }
 
-template <int kHeadDim, int kBlockN, int kMTiles, int kWarps>
+template <int kHeadDim, int kBlockN, int kMTiles, int kWarps, int kStages = 1>
 Variant variant()
 {
-    using Cfg = mild::sma::detail::MmaConfig<kHeadDim, kBlockN, kMTiles, kWarps>;
+    using Cfg = mild::sma::detail::MmaConfig<kHeadDim, kBlockN, kMTiles, kWarps, kStages>;
     auto kernel = mild::sma::detail::smaForwardMma<__half, Cfg>;
-    Variant v{"D" + std::to_string(kHeadDim) + " N" + std::to_string(kBlockN) + " rows/warp "
-            + std::to_string(16 * kMTiles) + " warps " + std::to_string(kWarps),
+    Variant v{"D" + std::to_string(kHeadDim) + " keys " + std::to_string(kBlockN) + ", rows/warp "
+            + std::to_string(16 * kMTiles) + ", warps " + std::to_string(kWarps) + ", stages "
+            + std::to_string(kStages),
         &launchConfig<Cfg>};
     cudaFuncAttributes attr{};
     check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
@@ -91,9 +92,12 @@ std::vector<Variant> variantsFor(int headDim)
         [](Params const& p) { return mild::sma::launch(p, nullptr); }}};
     if (headDim <= 64)
     {
-        for (Variant v : {variant<64, 64, 2, 4>(), variant<64, 32, 2, 4>(), variant<64, 128, 2, 4>(), variant<64, 64, 1, 4>(),
-                 variant<64, 128, 1, 4>(), variant<64, 64, 1, 8>(),
-                 variant<64, 128, 1, 8>(), variant<64, 64, 2, 8>(), variant<64, 32, 2, 8>()})
+        for (Variant v : {variant<64, 64, 2, 4>(), variant<64, 32, 2, 4>(), variant<64, 128, 2, 4>(),
+                 variant<64, 64, 1, 4>(), variant<64, 128, 1, 4>(), variant<64, 64, 1, 8>(),
+                 variant<64, 128, 1, 8>(), variant<64, 64, 2, 8>(), variant<64, 32, 2, 8>(),
+                 variant<64, 64, 2, 4, 2>(), variant<64, 32, 2, 4, 2>(), variant<64, 128, 2, 4, 2>(),
+                 variant<64, 64, 1, 4, 2>(), variant<64, 128, 1, 4, 2>(), variant<64, 64, 1, 8, 2>(),
+                 variant<64, 64, 2, 8, 2>()})
         {
             vs.push_back(v);
         }
@@ -101,7 +105,8 @@ std::vector<Variant> variantsFor(int headDim)
     else
     {
         for (Variant v : {variant<96, 64, 2, 4>(), variant<96, 32, 2, 4>(), variant<96, 64, 1, 4>(),
-                 variant<96, 64, 1, 8>(), variant<96, 32, 2, 8>()})
+                 variant<96, 64, 1, 8>(), variant<96, 32, 2, 8>(), variant<96, 64, 2, 4, 2>(),
+                 variant<96, 32, 2, 4, 2>(), variant<96, 64, 1, 4, 2>()})
         {
             vs.push_back(v);
         }

@@ -197,23 +197,29 @@ __device__ __forceinline__ float keyMask(T const* mk, int j, int seqlen)
 // kWarps warps a CTA; each warp owns kMTiles x 16 query rows, so every K and V fragment it loads
 // from shared memory feeds kMTiles mma instructions (at 16 rows a warp an ldmatrix.x4 feeds two
 // mma, about as many shared-memory cycles as tensor-core cycles: two tiles halve the reads per
-// mma). One K and one V buffer, their copies overlapped with the math as flash-attention 2 does:
-// V lands while Q K^T and the softmax run, the next K while P V runs. Double buffers would not fit
-// twice into the 100 KB of an sm_86/89/120 SM at D = 64 (one CTA an SM instead of two) and not at
-// all at D >= 160 (99 KB a block there).
-template <int kHeadDim_, int kBlockN_, int kMTiles_, int kWarps_ = 4>
+// mma). K and V tiles arrive by cp.async while the math runs, in one of two ways:
+// - kStages 1, one K and one V buffer, as flash-attention 2 does: V lands while Q K^T and the
+//   softmax run, the next K while P V runs; two barriers a tile. Fits the 100 KB of an
+//   sm_86/89/120 SM twice at D = 64, and a block's 99 KB there at every head dim.
+// - kStages 2, two of each: the next tile's K and V land during the whole of this tile's math,
+//   one barrier a tile. Twice the K/V memory: for the 164/228 KB of sm_80/90.
+template <int kHeadDim_, int kBlockN_, int kMTiles_, int kWarps_ = 4, int kStages_ = 1>
 struct MmaConfig
 {
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kBlockN = kBlockN_;
     static constexpr int kMTiles = kMTiles_;
     static constexpr int kWarps = kWarps_;
+    static constexpr int kStages = kStages_;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kWarpRows = kMTiles * 16;
     static constexpr int kBlockM = kWarps * kWarpRows;
     static constexpr int kStride = kHeadDim + 8; // padding against bank conflicts, keeps 16-byte rows
-    static constexpr int kSmemBytes = (kBlockM + 2 * kBlockN) * kStride * 2 + kBlockN * 4;
-    static_assert(kSmemBytes <= 99 * 1024, "sm_86/89/120 give a block at most 99 KB of shared memory");
+    static constexpr int kKvElems = kBlockN * kStride; // one K or V buffer
+    static constexpr int kSmemBytes = (kBlockM * kStride + 2 * kStages * kKvElems) * 2 + kStages * kBlockN * 4;
+    static_assert(kStages == 1 || kStages == 2, "one or two K/V buffers");
+    static_assert(kSmemBytes <= (kStages == 1 ? 99 : 163) * 1024,
+        "a block gets at most 99 KB of shared memory on sm_86/89/120 and 163 KB on sm_80");
     static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "tile sizes must be multiples of 16");
     static_assert(kBlockN <= kThreads, "one thread loads each key's mask");
 };
@@ -248,11 +254,13 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     constexpr int kNTiles = kBlockN / 8;   // score tiles of 8 keys
     constexpr int kDTiles = kHeadDim / 8;  // output tiles of 8 channels
 
+    constexpr int kStages = Cfg::kStages;
+
     extern __shared__ __align__(16) unsigned char smemRaw[];
     T* qs = reinterpret_cast<T*>(smemRaw);
-    T* ks = qs + kBlockM * kStride;
-    T* vs = ks + kBlockN * kStride;
-    float* mks = reinterpret_cast<float*>(vs + kBlockN * kStride);
+    T* ks = qs + kBlockM * kStride;          // kStages K buffers
+    T* vs = ks + kStages * Cfg::kKvElems;   // kStages V buffers
+    float* mks = reinterpret_cast<float*>(vs + kStages * Cfg::kKvElems); // kStages x kBlockN key masks
 
     int const warp = threadIdx.x / 32;
     int const lane = threadIdx.x % 32;
@@ -271,9 +279,13 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
     T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
 
-    // Q, the first K tile and its key masks
+    // Q, the first K tile (and V tile, with two stages) and its key masks
     loadTileAsync<T, kBlockM, kHeadDim, kStride, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
     loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(ks, k, p.k_row_stride, 0, p.seqlen_k, headDim);
+    if constexpr (kStages == 2)
+    {
+        loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, 0, p.seqlen_k, headDim);
+    }
     commitAsync();
     if (threadIdx.x < kBlockN)
     {
@@ -322,11 +334,28 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     {
         int const n0 = tile * kBlockN;
         bool const more = tile + 1 < tiles;
+        int const stage = kStages == 1 ? 0 : tile & 1; // this tile's buffers
+        T const* kTile = ks + stage * Cfg::kKvElems;
+        T const* vTile = vs + stage * Cfg::kKvElems;
+        float const* mTile = mks + stage * kBlockN;
         waitAsync<0>();
-        __syncthreads(); // this K tile and its masks are visible; every warp is done with the last V tile
-        loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, n0, p.seqlen_k, headDim);
-        commitAsync(); // lands while Q K^T and the softmax run
-        // the next tile's masks, read now and stored once every warp is done with these
+        __syncthreads(); // this tile's K (and V) and masks are visible; every warp is done with the last tile
+        if constexpr (kStages == 1)
+        {
+            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, n0, p.seqlen_k, headDim);
+            commitAsync(); // lands while Q K^T and the softmax run
+        }
+        else if (more)
+        {
+            // into the buffers the last tile used: land during all of this tile's math
+            int const next = (stage ^ 1) * Cfg::kKvElems;
+            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
+                ks + next, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
+                vs + next, v, p.v_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+            commitAsync();
+        }
+        // the next tile's masks, read now and stored once every warp is done with that buffer
         float const maskNext = threadIdx.x < kBlockN ? keyMask(mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f;
 
         // S = Q K^T for this warp's rows and kBlockN keys
@@ -356,7 +385,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                 for (int n = 0; n < kNTiles; n += 2)
                 {
                     uint32_t r[4];
-                    ldmatrixX4<false>(r, ks + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
+                    ldmatrixX4<false>(r, kTile + (n * 8 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk + (lane & 8));
                     mmaTilePair<T>(s, a, r, n);
                 }
             }
@@ -376,7 +405,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 #pragma unroll
             for (int n = 0; n < kNTiles; ++n)
             {
-                float2 const mask = *reinterpret_cast<float2 const*>(mks + n * 8 + 2 * t);
+                float2 const mask = *reinterpret_cast<float2 const*>(mTile + n * 8 + 2 * t);
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                 {
@@ -415,50 +444,47 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 
         // P in the input type, as P V's A fragments (two 8-key score tiles make one 16-key
         // fragment): packed here, so that half the registers the scores took cross the barrier
-        uint32_t pa[kMTiles][kBlockN / 16][4];
+        uint32_t pa[kBlockN / 16][kMTiles][4];
 #pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt)
+        for (int kc = 0; kc < kBlockN / 16; ++kc)
         {
 #pragma unroll
-            for (int kc = 0; kc < kBlockN / 16; ++kc)
+            for (int mt = 0; mt < kMTiles; ++mt)
             {
-                pa[mt][kc][0] = pack2<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
-                pa[mt][kc][1] = pack2<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
-                pa[mt][kc][2] = pack2<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
-                pa[mt][kc][3] = pack2<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+                pa[kc][mt][0] = pack2<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+                pa[kc][mt][1] = pack2<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+                pa[kc][mt][2] = pack2<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+                pa[kc][mt][3] = pack2<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
             }
         }
 
-        waitAsync<0>();
-        __syncthreads(); // this V tile is visible; every warp is done with K and the masks
-        if (more)
+        if constexpr (kStages == 1)
         {
-            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
-                ks, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
-            commitAsync(); // lands while P V runs
-            if (threadIdx.x < kBlockN)
+            waitAsync<0>();
+            __syncthreads(); // this V tile is visible; every warp is done with K and the masks
+            if (more)
             {
-                mks[threadIdx.x] = maskNext;
+                loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
+                    ks, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+                commitAsync(); // lands while P V runs
+                if (threadIdx.x < kBlockN)
+                {
+                    mks[threadIdx.x] = maskNext;
+                }
             }
+        }
+        else if (more && threadIdx.x < kBlockN)
+        {
+            mks[(stage ^ 1) * kBlockN + threadIdx.x] = maskNext; // the last tile's buffer, read before the barrier
         }
 
         // O += P V
 #pragma unroll
         for (int kc = 0; kc < kBlockN / 16; ++kc)
         {
-            uint32_t a[kMTiles][4];
-#pragma unroll
-            for (int mt = 0; mt < kMTiles; ++mt)
-            {
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-                {
-                    a[mt][i] = pa[mt][kc][i];
-                }
-            }
             // two channel tiles a load, transposed: (keys +0..7, channels d), (keys +8..15, d),
             // (keys +0..7, d + 1), (keys +8..15, d + 1)
-            T const* vLane = vs + (kc * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
+            T const* vLane = vTile + (kc * 16 + (lane & 8) + (lane & 7)) * kStride + (lane >> 4) * 8;
 #pragma unroll
             for (int d = 0; d < kDTiles; d += 2)
             {
@@ -466,7 +492,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                 {
                     uint32_t r[4];
                     ldmatrixX4<true>(r, vLane + d * 8);
-                    mmaTilePair<T>(o, a, r, d);
+                    mmaTilePair<T>(o, pa[kc], r, d);
                 }
             }
         }
