@@ -54,16 +54,7 @@ struct Variant
 template <class Cfg>
 cudaError_t launchConfig(Params const& p)
 {
-    auto kernel = mild::sma::detail::smaForwardMma<__half, Cfg>;
-    cudaError_t const status
-        = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
-    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes>>>(p);
-    return cudaGetLastError();
+    return mild::sma::detail::launchMmaConfig<__half, Cfg>(p, nullptr);
 }
 
 template <int kHeadDim, int kBlockN, int kMTiles, int kWarps, int kStages = 1>

@@ -12,27 +12,38 @@ namespace sma
 namespace
 {
 
+// Whether this GPU holds two CTAs of `smemBytes` shared memory an SM (sm_80: 164 KB, sm_90:
+// 228 KB; sm_86/89/120: 100 KB). The attribute is read once per device.
+bool twoCtasFit(int smemBytes)
+{
+    constexpr int kMaxDevices = 64;
+    static int smemPerSm[kMaxDevices] = {}; // 0: not read yet
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices)
+    {
+        return false;
+    }
+    if (smemPerSm[device] == 0
+        && cudaDeviceGetAttribute(&smemPerSm[device], cudaDevAttrMaxSharedMemoryPerMultiprocessor, device)
+            != cudaSuccess)
+    {
+        return false;
+    }
+    return smemPerSm[device] >= 2 * (smemBytes + 1024); // the driver reserves 1 KB a CTA
+}
+
 template <typename T, int kHeadDim>
 cudaError_t launchMma(Params const& p, cudaStream_t stream)
 {
     // two 16-row tiles a warp while O fits beside them in registers, and fewer keys a tile as D
-    // grows, so the scores and O stay in registers (no spills: check with -Xptxas -v)
+    // grows, so the scores and O stay in registers (no spills: check with -Xptxas -v); two K/V
+    // stages where two CTAs an SM still fit (bench/sma_tile_sweep.cu measures the alternatives)
     constexpr int kMTiles = kHeadDim <= 128 ? 2 : 1;
     constexpr int kBlockN = kHeadDim <= 96 || kHeadDim == 160 ? 64 : 32;
-    using Cfg = detail::MmaConfig<kHeadDim, kBlockN, kMTiles>;
-    auto kernel = detail::smaForwardMma<T, Cfg>;
-    if (Cfg::kSmemBytes > 48 * 1024)
-    {
-        cudaError_t const status
-            = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-        if (status != cudaSuccess)
-        {
-            return status;
-        }
-    }
-    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-    return cudaGetLastError();
+    using OneStage = detail::MmaConfig<kHeadDim, kBlockN, kMTiles, 4, 1>;
+    using TwoStages = detail::MmaConfig<kHeadDim, kBlockN, kMTiles, 4, 2>;
+    return twoCtasFit(TwoStages::kSmemBytes) ? detail::launchMmaConfig<T, TwoStages>(p, stream)
+                                             : detail::launchMmaConfig<T, OneStage>(p, stream);
 }
 
 cudaError_t launchFp32(Params const& p, cudaStream_t stream)

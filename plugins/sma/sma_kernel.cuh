@@ -526,6 +526,25 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     }
 }
 
+// Enqueues smaForwardMma with tile shape `Cfg` (the launcher's choice, or bench/sma_tile_sweep.cu's).
+template <typename T, class Cfg>
+cudaError_t launchMmaConfig(Params const& p, cudaStream_t stream)
+{
+    auto kernel = smaForwardMma<T, Cfg>;
+    if (Cfg::kSmemBytes > 48 * 1024)
+    {
+        cudaError_t const status
+            = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+        if (status != cudaSuccess)
+        {
+            return status;
+        }
+    }
+    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    return cudaGetLastError();
+}
+
 // fp32: one warp per query row, 8 rows per CTA, 32 keys per tile (one key per lane for the scores,
 // lanes split the channels for P V). Shared memory is sized from the runtime head dim.
 struct Fp32Config
