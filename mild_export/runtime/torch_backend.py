@@ -67,10 +67,6 @@ def torch_backend(
     model = model.to(device).cast(dtype)  # first: the merge then folds on the device
     if not is_merged(model):
         model = merge_model(model)
-    if device.type == "cuda":
-        # cuDNN's convolutions on sm80+ run NHWC: with NCHW weights every call transposes its
-        # input and output (8% of an SDXL step's GPU time on an H200, bench/RESULTS.md)
-        model.to(memory_format=torch.channels_last)
     fuse_projections(model.unet)  # last: a cast or move would copy the fused weights' views apart
     if compile_unet:
         log.info("torch: the UNet compiles (torch.compile) at its first call of each shape set")

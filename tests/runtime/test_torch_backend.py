@@ -210,15 +210,12 @@ def test_the_compiled_unet_replays_as_a_cuda_graph(caplog, sma_form):
 @requires_gpu
 def test_the_kernel_reads_the_fused_projections_in_place():
     """With fused projections Q, K and V are slices of one GEMM output, which the kernel reads
-    without copies, and the convolutions run channels-last: the backend agrees with the unfused
-    merged model in NCHW with SMA by the fold form. Inputs come from the host, as users give them."""
+    without copies: the backend agrees with the unfused merged model with SMA by the fold form.
+    Inputs come from the host, as users give them."""
     model = make_trained_tiny(seed=6)
     cuda = torch.device("cuda")
     ours = torch_backend(copy.deepcopy(model), cuda, "fp16", prepare_form("kernel", cuda), cuda_graph=False)
-    unet_module = ours.inner.inner.model.unet
-    assert any(hasattr(m, FUSED) for m in unet_module.modules())
-    convs = [m.weight for m in unet_module.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert any(hasattr(m, FUSED) for m in ours.inner.inner.model.unet.modules())
     unfused = TorchBackend(merge_model(model.cuda().half()), cuda, "fold")
     inputs = unet_inputs(model, n=3, side=8, seed=2)
     want = unet(unfused, on_gpu(inputs)).float()
