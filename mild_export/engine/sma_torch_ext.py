@@ -51,9 +51,10 @@ def load(verbose: bool = False) -> ModuleType:
     )
 
 
-def sma_forward(q, k, v, m_q, m_k, alpha, out=None):
-    """out = SMA(q, k, v, m_q, m_k, alpha) by the fused kernel; `out`, if given, is written in place."""
-    return load().sma_forward(q, k, v, m_q, m_k, alpha, out)
+def sma_forward(q, k, v, m_q, m_k, alpha, out=None, stages: int = 0):
+    """out = SMA(q, k, v, m_q, m_k, alpha) by the fused kernel; `out`, if given, is written in place.
+    `stages` 1 or 2 forces the K/V pipeline (0: the launcher's choice for this GPU)."""
+    return load().sma_forward(q, k, v, m_q, m_k, alpha, out, stages)
 
 
 @torch.library.custom_op(f"{SMA.domain}::sma_kernel", mutates_args=(), device_types="cuda")

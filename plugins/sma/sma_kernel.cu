@@ -33,7 +33,7 @@ bool twoCtasFit(int smemBytes)
 }
 
 template <typename T, int kHeadDim>
-cudaError_t launchMma(Params const& p, cudaStream_t stream)
+cudaError_t launchMma(Params const& p, cudaStream_t stream, Pipeline pipeline)
 {
     // two 16-row tiles a warp while O fits beside them in registers, and fewer keys a tile as D
     // grows, so the scores and O stay in registers (no spills: check with -Xptxas -v); two K/V
@@ -42,8 +42,8 @@ cudaError_t launchMma(Params const& p, cudaStream_t stream)
     constexpr int kBlockN = kHeadDim <= 96 || kHeadDim == 160 ? 64 : 32;
     using OneStage = detail::MmaConfig<kHeadDim, kBlockN, kMTiles, 4, 1>;
     using TwoStages = detail::MmaConfig<kHeadDim, kBlockN, kMTiles, 4, 2>;
-    return twoCtasFit(TwoStages::kSmemBytes) ? detail::launchMmaConfig<T, TwoStages>(p, stream)
-                                             : detail::launchMmaConfig<T, OneStage>(p, stream);
+    bool const two = pipeline == Pipeline::kAuto ? twoCtasFit(TwoStages::kSmemBytes) : pipeline == Pipeline::kTwoStages;
+    return two ? detail::launchMmaConfig<T, TwoStages>(p, stream) : detail::launchMmaConfig<T, OneStage>(p, stream);
 }
 
 cudaError_t launchFp32(Params const& p, cudaStream_t stream)
@@ -138,9 +138,9 @@ char const* checkParams(Params const& p)
     return nullptr;
 }
 
-cudaError_t launch(Params const& p, cudaStream_t stream)
+cudaError_t launch(Params const& p, cudaStream_t stream, Pipeline pipeline)
 {
-    if (checkParams(p) != nullptr)
+    if (checkParams(p) != nullptr || pipeline < Pipeline::kAuto || pipeline > Pipeline::kTwoStages)
     {
         return cudaErrorInvalidValue;
     }
@@ -149,7 +149,7 @@ cudaError_t launch(Params const& p, cudaStream_t stream)
         return launchFp32(p, stream);
     }
     return MILD_HALF_TYPE_SWITCH(p.dtype, T,
-        [&] { return MILD_HEAD_DIM_SWITCH(p.head_dim, kHeadDim, [&] { return launchMma<T, kHeadDim>(p, stream); }); });
+        [&] { return MILD_HEAD_DIM_SWITCH(p.head_dim, kHeadDim, [&] { return launchMma<T, kHeadDim>(p, stream, pipeline); }); });
 }
 
 } // namespace sma

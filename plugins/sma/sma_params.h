@@ -57,8 +57,19 @@ Params contiguousParams(DataType dtype, int32_t batch, int32_t heads, int32_t se
 // nullptr when the kernel can run these parameters, else a sentence naming what is wrong.
 char const* checkParams(Params const& params);
 
-// Enqueues the kernel on `stream`. Returns cudaErrorInvalidValue when checkParams() objects.
-cudaError_t launch(Params const& params, cudaStream_t stream);
+// How the fp16/bf16 kernel brings K and V in (sma_kernel.cuh, MmaConfig::kStages). kAuto takes
+// two stages where two CTAs still fit an SM (sm_80, sm_90) and one elsewhere; the others force one,
+// so that the GPU tests check both pipelines on whatever GPU they run (fp32 ignores it).
+enum class Pipeline : int32_t
+{
+    kAuto = 0,
+    kOneStage = 1,
+    kTwoStages = 2,
+};
+
+// Enqueues the kernel on `stream`. Returns cudaErrorInvalidValue when checkParams() objects, or
+// when a forced pipeline needs more shared memory than this GPU gives a block.
+cudaError_t launch(Params const& params, cudaStream_t stream, Pipeline pipeline = Pipeline::kAuto);
 
 } // namespace sma
 } // namespace mild

@@ -40,10 +40,12 @@ void setStrides(torch::Tensor const& t, int64_t& batch, int64_t& head, int64_t& 
 
 // The output is [B, S, H, D] memory seen as [B, H, S, D], the layout attention's output projection
 // reads after its transpose, so that transpose and reshape copy nothing. `out` (optional) is
-// written in place, so callers can poison it first.
+// written in place, so callers can poison it first. `stages` 0 lets the launcher choose the K/V
+// pipeline for this GPU; 1 or 2 force one (mild::sma::Pipeline), for the tests.
 torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor mq, torch::Tensor mk,
-    torch::Tensor alpha, c10::optional<torch::Tensor> out)
+    torch::Tensor alpha, c10::optional<torch::Tensor> out, int64_t stages)
 {
+    TORCH_CHECK(stages >= 0 && stages <= 2, "sma_forward: stages must be 0 (the GPU's choice), 1 or 2, not ", stages);
     TORCH_CHECK(q.is_cuda(), "sma_forward: tensors must be on a CUDA device");
     TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "sma_forward: q, k, v must be [B, H, S, D]");
     TORCH_CHECK(mq.dim() == 2 && mk.dim() == 2 && alpha.dim() == 3, "sma_forward: masks [B, S], alpha [H, 2, 2]");
@@ -81,7 +83,8 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     p.out = result.data_ptr();
     char const* problem = mild::sma::checkParams(p);
     TORCH_CHECK(problem == nullptr, problem);
-    cudaError_t const status = mild::sma::launch(p, c10::cuda::getCurrentCUDAStream().stream());
+    cudaError_t const status = mild::sma::launch(
+        p, c10::cuda::getCurrentCUDAStream().stream(), static_cast<mild::sma::Pipeline>(stages));
     TORCH_CHECK(status == cudaSuccess, "sma_forward: launch failed: ", cudaGetErrorString(status));
     return result;
 }
@@ -91,5 +94,5 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
     m.def("sma_forward", &smaForward, "Fused spatially-modulated attention (forward)", py::arg("q"), py::arg("k"),
-        py::arg("v"), py::arg("m_q"), py::arg("m_k"), py::arg("alpha"), py::arg("out") = py::none());
+        py::arg("v"), py::arg("m_q"), py::arg("m_k"), py::arg("alpha"), py::arg("out") = py::none(), py::arg("stages") = 0);
 }

@@ -42,13 +42,13 @@ def _inputs(b, h, sq, sk, d, dtype, soft: bool, seed: int):
     return q, k, v, m_q.to(dtype), m_k.to(dtype), alpha.to(dtype)
 
 
-def _check(ext, b, h, sq, sk, d, dtype_name, soft, seed):
+def _check(ext, b, h, sq, sk, d, dtype_name, soft, seed, stages=0):
     dtype = DTYPES[dtype_name]
     q, k, v, m_q, m_k, alpha = _inputs(b, h, sq, sk, d, dtype, soft, seed)
     ref = sma.attention_reference(*(t.double() for t in (q, k, v, m_q, m_k, alpha)))
     torch_same = sma.attention_reference(q, k, v, m_q, m_k, alpha)
     out = torch.full_like(q, float("nan"))
-    ext.sma_forward(q, k, v, m_q, m_k, alpha, out)
+    ext.sma_forward(q, k, v, m_q, m_k, alpha, out, stages=stages)
     torch.cuda.synchronize()
     assert torch.isfinite(out).all(), "the kernel left poisoned (NaN) outputs or produced inf/NaN"
     ours = (out.double() - ref).abs().max().item()
@@ -78,12 +78,22 @@ def test_sequence_lengths_and_masks(ext, sq, sk, soft, dtype_name):
     _check(ext, 3, 2, sq, sk, 64, dtype_name, soft, seed=sq * 1000 + sk)
 
 
+@pytest.mark.parametrize("stages", [1, 2], ids=["one-stage", "two-stage"])
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("d", [64, 96, 128, 160, 256])
-def test_every_tile_shape_over_several_tiles(ext, d, dtype_name):
+def test_every_tile_shape_over_several_tiles(ext, d, dtype_name, stages):
     """Each head-dim bucket has its own query-block and key-tile sizes: two query blocks with a
-    tail and at least three key tiles (each refilled by cp.async) with a tail, whatever the sizes."""
-    _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1)
+    tail and at least three key tiles (each refilled by cp.async) with a tail, whatever the sizes,
+    through both K/V pipelines (one stage is what sm_86/89/120 run, whatever GPU runs the test)."""
+    if stages == 2 and torch.cuda.get_device_capability() not in ((8, 0), (9, 0)):
+        pytest.skip("two K/V stages need the shared memory of sm_80/90; the launcher never takes them here")
+    _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1, stages=stages)
+
+
+def test_rejects_an_unknown_pipeline(ext):
+    q, k, v, m_q, m_k, alpha = _inputs(1, 1, 8, 8, 64, torch.float16, False, 0)
+    with pytest.raises(RuntimeError, match="stages must be 0 \\(the GPU's choice\\), 1 or 2, not 3"):
+        ext.sma_forward(q, k, v, m_q, m_k, alpha, stages=3)
 
 
 def test_attention_layout_in_and_out(ext):
