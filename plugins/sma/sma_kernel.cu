@@ -126,6 +126,10 @@ char const* checkParams(Params const& p)
                 return "SMA kernel: q/k/v strides must be multiples of 8 elements for fp16/bf16";
             }
         }
+        if (p.q_row_stride >= kMaxRowStride || p.k_row_stride >= kMaxRowStride || p.v_row_stride >= kMaxRowStride)
+        {
+            return "SMA kernel: q/k/v row strides must be below 2^22 elements (offsets in a tile are 32-bit)";
+        }
         if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out))
         {
             return "SMA kernel: q, k, v and out must be 16-byte aligned for fp16/bf16";

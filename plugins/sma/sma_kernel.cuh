@@ -107,8 +107,9 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* rowAddr
 }
 
 // cp.async (sm_80+): 16 bytes from global to shared memory without passing through registers, so
-// a K or V tile streams in while the warps do other math. With `valid` false nothing is read and
-// the 16 bytes are zero-filled.
+// a K or V tile streams in while the warps do other math. With `valid` false the source size is 0:
+// nothing is read (`gmem` may point past the tensor, as CUTLASS's zero-fill copies allow) and the
+// 16 bytes are zero-filled.
 __device__ __forceinline__ void copyAsync16(void* smem, void const* gmem, bool valid)
 {
     uint32_t const addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -165,6 +166,8 @@ __device__ __forceinline__ void mmaTilePair(
 
 // Starts copying rows [row0, row0 + kRows) x [0, kHeadDim) of a [S, D] matrix into shared memory
 // in 16-byte pieces, zero-filling rows >= seqlen and columns >= head_dim. The caller commits.
+// Offsets within the tile are 32-bit (checkParams bounds the row strides): one 64-bit multiply a
+// tile instead of one a piece, and no address select for the pieces past the tensor.
 template <typename T, int kRows, int kHeadDim, int kStride, int kThreads>
 __device__ __forceinline__ void loadTileAsync(
     T* smem, T const* gmem, int64_t rowStride, int row0, int seqlen, int headDim)
@@ -172,6 +175,9 @@ __device__ __forceinline__ void loadTileAsync(
     constexpr int kVec = 8; // 8 x 16-bit = 16 bytes
     constexpr int kChunksPerRow = kHeadDim / kVec;
     constexpr int kChunks = kRows * kChunksPerRow;
+    T const* tile = gmem + row0 * rowStride;
+    int const rows = seqlen - row0; // rows of this tile that exist
+    int const stride = static_cast<int>(rowStride);
 #pragma unroll
     for (int i0 = 0; i0 < kChunks; i0 += kThreads)
     {
@@ -180,9 +186,7 @@ __device__ __forceinline__ void loadTileAsync(
         {
             int const r = i / kChunksPerRow;
             int const c = (i % kChunksPerRow) * kVec;
-            bool const valid = row0 + r < seqlen && c < headDim;
-            T const* src = valid ? gmem + (row0 + r) * rowStride + c : gmem;
-            copyAsync16(smem + r * kStride + c, src, valid);
+            copyAsync16(smem + r * kStride + c, tile + (r * stride + c), r < rows && c < headDim);
         }
     }
 }
@@ -398,6 +402,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 
         // logits, in log2 units: scale * q.k + beta(m_i) * m_j (keys past Sk stay -inf); then the
         // online softmax, the four threads of a quad holding one row between them
+        float correction[kMTiles][2];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
         {
@@ -420,15 +425,9 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                 tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
                 tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
                 float const newMax = fmaxf(rowMax[mt][r], tileMax[r]); // finite: every tile has a valid key
-                float const correction = exp2Fast(rowMax[mt][r] - newMax);
+                correction[mt][r] = exp2Fast(rowMax[mt][r] - newMax); // exactly 1 where the max holds
                 rowMax[mt][r] = newMax;
-                rowSum[mt][r] *= correction;
-#pragma unroll
-                for (int d = 0; d < kDTiles; ++d)
-                {
-                    o[mt][d][2 * r] *= correction;
-                    o[mt][d][2 * r + 1] *= correction;
-                }
+                rowSum[mt][r] *= correction[mt][r];
             }
 #pragma unroll
             for (int n = 0; n < kNTiles; ++n)
@@ -438,6 +437,29 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                 {
                     s[mt][n][e] = exp2Fast(s[mt][n][e] - rowMax[mt][e >> 1]);
                     rowSum[mt][e >> 1] += s[mt][n][e];
+                }
+            }
+        }
+        // O follows a rising max; once the rows' maxima settle (most tiles of a long sequence),
+        // the whole warp skips the multiplies, a factor of exactly 1
+        bool rescale = false;
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+        {
+            rescale |= correction[mt][0] != 1.f || correction[mt][1] != 1.f;
+        }
+        if (__any_sync(0xffffffffu, rescale))
+        {
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt)
+            {
+#pragma unroll
+                for (int d = 0; d < kDTiles; ++d)
+                {
+                    o[mt][d][0] *= correction[mt][0];
+                    o[mt][d][1] *= correction[mt][0];
+                    o[mt][d][2] *= correction[mt][1];
+                    o[mt][d][3] *= correction[mt][1];
                 }
             }
         }

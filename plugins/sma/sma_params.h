@@ -49,6 +49,8 @@ struct Params
 };
 
 constexpr int32_t kMaxHeadDim = 256;
+// A tile of at most 256 rows keeps its offsets in 32 bits below this row stride (elements).
+constexpr int64_t kMaxRowStride = int64_t{1} << 22;
 
 // Fills the strides of contiguous [B, H, S, D] tensors and [B, S] masks, scale = 1/sqrt(D).
 Params contiguousParams(DataType dtype, int32_t batch, int32_t heads, int32_t seqlen_q, int32_t seqlen_k,

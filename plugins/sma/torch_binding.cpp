@@ -23,11 +23,13 @@ mild::sma::DataType kernelType(at::ScalarType type)
 // The kernel reads any batch, head and row strides in place when channels are adjacent, the
 // strides are whole 16-byte vectors and the start is 16-byte aligned: attention's q, k and v are
 // [B, S, H, D] memory seen as [B, H, S, D] (slices of one fused Q/K/V output, even), and copying
-// them contiguous would cost three copies a call. Any other layout is copied.
+// them contiguous would cost three copies a call. Any other layout is copied, and so are rows
+// farther apart than the kernel's 32-bit tile offsets reach (mild::sma::kMaxRowStride).
 torch::Tensor kernelLayout(torch::Tensor t)
 {
     bool const readable = t.stride(3) == 1 && t.stride(0) % 8 == 0 && t.stride(1) % 8 == 0
-        && t.stride(2) % 8 == 0 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+        && t.stride(2) % 8 == 0 && t.stride(2) < mild::sma::kMaxRowStride
+        && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
     return readable ? t : t.contiguous();
 }
 

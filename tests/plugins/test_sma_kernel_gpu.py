@@ -106,6 +106,17 @@ def test_attention_layout_in_and_out(ext):
     assert torch.equal(out, ext.sma_forward(q, k, v, m_q, m_k, alpha))
 
 
+def test_rows_farther_apart_than_32_bit_offsets_reach(ext):
+    """The kernel's tile offsets are 32-bit: q with rows 2^22 elements apart is copied first, and
+    the result equals the call on a contiguous q."""
+    q, k, v, m_q, m_k, alpha = _inputs(1, 1, 3, 3, 64, torch.float16, False, 5)
+    row = 1 << 22
+    buffer = torch.zeros(2 * row + 64, device="cuda", dtype=torch.float16)
+    far = buffer.as_strided((1, 1, 3, 64), (3 * row, 3 * row, row, 1))
+    far.copy_(q)
+    assert torch.equal(ext.sma_forward(far, k, v, m_q, m_k, alpha), ext.sma_forward(q, k, v, m_q, m_k, alpha))
+
+
 def test_the_kernel_form_compiles_into_one_graph(ext):
     """`--sma kernel` is a torch custom op: torch.compile keeps it whole (fullgraph fails on a graph
     break), with the output layout its fake implementation promises."""
