@@ -106,6 +106,16 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], void const* rowAddr
     }
 }
 
+// Two 8x8 16-bit matrices, transposed: lanes 0-15 give the row addresses (lane l: row l % 8 of
+// matrix l / 8); register i receives this thread's share of matrix i, (column g, rows 2t, 2t+1).
+__device__ __forceinline__ void ldmatrixX2Trans(uint32_t (&r)[2], void const* rowAddress)
+{
+    uint32_t const addr = static_cast<uint32_t>(__cvta_generic_to_shared(rowAddress));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(addr));
+}
+
 // cp.async (sm_80+): 16 bytes from global to shared memory without passing through registers, so
 // a K or V tile streams in while the warps do other math. With `valid` false the source size is 0:
 // nothing is read (`gmem` may point past the tensor, as CUTLASS's zero-fill copies allow) and the
@@ -295,6 +305,18 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     {
         mks[threadIdx.x] = keyMask(mk, threadIdx.x, p.seqlen_k);
     }
+    // The row sums come out of P V: every V row gets a 1 in the first padding column (cp.async
+    // never writes past kHeadDim), so P times that column is each row's sum of P, the same rounded
+    // P the output sums, at one mma per 16 keys instead of an add per score.
+#pragma unroll
+    for (int i0 = 0; i0 < kStages * kBlockN; i0 += Cfg::kThreads)
+    {
+        int const i = i0 + static_cast<int>(threadIdx.x);
+        if (i < kStages * kBlockN)
+        {
+            *reinterpret_cast<uint4*>(vs + i * kStride + kHeadDim) = make_uint4(pack2<T>(1.f, 0.f), 0u, 0u, 0u);
+        }
+    }
 
     // beta(m) = c0 + m * c1; everything below is in the log2 domain (exp2 instead of exp)
     float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
@@ -316,7 +338,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 
     float o[kMTiles][kDTiles][4];
     float rowMax[kMTiles][2];
-    float rowSum[kMTiles][2]; // this thread's share; the quad's four shares are added at the end
+    float rowSum[kMTiles][4]; // P times V's column of ones: the sums of rows g and g + 8 in lanes t = 0
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
     {
@@ -326,7 +348,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
         }
         rowMax[mt][0] = rowMax[mt][1] = -INFINITY;
-        rowSum[mt][0] = rowSum[mt][1] = 0.f;
+        rowSum[mt][0] = rowSum[mt][1] = rowSum[mt][2] = rowSum[mt][3] = 0.f;
     }
 
     // this warp's query rows as one A fragment per 16 rows and 16 channels: matrices (rows +0..7,
@@ -427,7 +449,6 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                 float const newMax = fmaxf(rowMax[mt][r], tileMax[r]); // finite: every tile has a valid key
                 correction[mt][r] = exp2Fast(rowMax[mt][r] - newMax); // exactly 1 where the max holds
                 rowMax[mt][r] = newMax;
-                rowSum[mt][r] *= correction[mt][r];
             }
 #pragma unroll
             for (int n = 0; n < kNTiles; ++n)
@@ -436,12 +457,11 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                 for (int e = 0; e < 4; ++e)
                 {
                     s[mt][n][e] = exp2Fast(s[mt][n][e] - rowMax[mt][e >> 1]);
-                    rowSum[mt][e >> 1] += s[mt][n][e];
                 }
             }
         }
-        // O follows a rising max; once the rows' maxima settle (most tiles of a long sequence),
-        // the whole warp skips the multiplies, a factor of exactly 1
+        // O and the row sums follow a rising max; once the rows' maxima settle (most tiles of a long
+        // sequence), the whole warp skips the multiplies, a factor of exactly 1
         bool rescale = false;
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
@@ -461,6 +481,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                     o[mt][d][2] *= correction[mt][1];
                     o[mt][d][3] *= correction[mt][1];
                 }
+                rowSum[mt][0] *= correction[mt][0];
+                rowSum[mt][2] *= correction[mt][1];
             }
         }
 
@@ -517,6 +539,14 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
                     mmaTilePair<T>(o, pa[kc], r, d);
                 }
             }
+            // the row sums: (keys +0..7, the ones column), (keys +8..15, the ones column)
+            uint32_t ones[2];
+            ldmatrixX2Trans(ones, vTile + (kc * 16 + (lane & 15)) * kStride + kHeadDim);
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt)
+            {
+                mma16816<T>(rowSum[mt], pa[kc][mt], ones);
+            }
         }
     }
 
@@ -526,9 +556,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 #pragma unroll
         for (int r = 0; r < 2; ++r)
         {
-            float sum = rowSum[mt][r];
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            float const sum = __shfl_sync(0xffffffffu, rowSum[mt][2 * r], lane & ~3); // from lane t = 0
             float const inv = 1.f / sum;
             if (row[mt][r] < p.seqlen_q)
             {
