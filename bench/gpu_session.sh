@@ -37,6 +37,7 @@
 #
 #   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md
 #           bench-sdxl-torch-kernel.json  bench-sdxl-torch-kernel-compile.json  profile-sdxl-torch.txt
+#           profile-sdxl-torch-compile.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
@@ -45,9 +46,9 @@
 #   (parity, compute-sanitizer, timing against SDPA) and its tile-shape sweep
 #   (bench/sma_tile_sweep.cu); mild-bench on the SDXL-inpaint architecture (random weights), N=2,
 #   512x512, 25 steps, no guidance, fp16, on `--backend torch` (the merged model, the UNet
-#   replayed as CUDA graphs) with SMA by the plugin's kernel (profiled), the same with the UNet
-#   compiled (--compile). (SMA by the fold form was measured on 2026-11-27 and is slower than the
-#   kernel at every SDXL shape: not again.)
+#   replayed as CUDA graphs) with SMA by the plugin's kernel, and the same with the UNet compiled
+#   (--compile), each profiled. (SMA by the fold form was measured on 2026-11-27 and is slower
+#   than the kernel at every SDXL shape: not again.)
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -148,7 +149,8 @@ stage1() {
     step sma-tile-sweep 120 "nvcc -std=c++17 -O3 -arch=sm_90 -Iplugins/sma bench/sma_tile_sweep.cu \
         plugins/sma/sma_kernel.cu -o $STASH/sma_tile_sweep && $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
-    step bench-sdxl-torch-compile 200 "$(sdxl_bench torch kernel compile) --compile"
+    step bench-sdxl-torch-compile 210 "$(sdxl_bench torch kernel compile) --compile \
+        --profile $OUT/profile-sdxl-torch-compile.txt"
 }
 
 sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line for issue 6's target case
