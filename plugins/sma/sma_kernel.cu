@@ -1,4 +1,5 @@
 // Host side of the SMA kernel: parameter checks, the dtype/head-dim switch, the launch.
+#include <atomic>
 #include <cmath>
 
 #include "sma_kernel.cuh"
@@ -13,23 +14,27 @@ namespace
 {
 
 // Whether this GPU holds two CTAs of `smemBytes` shared memory an SM (sm_80: 164 KB, sm_90:
-// 228 KB; sm_86/89/120: 100 KB). The attribute is read once per device.
+// 228 KB; sm_86/89/120: 100 KB). The attribute is read once per device (atomics: engines may
+// enqueue from several threads).
 bool twoCtasFit(int smemBytes)
 {
     constexpr int kMaxDevices = 64;
-    static int smemPerSm[kMaxDevices] = {}; // 0: not read yet
+    static std::atomic<int> smemPerSm[kMaxDevices] = {}; // 0: not read yet
     int device = 0;
     if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices)
     {
         return false;
     }
-    if (smemPerSm[device] == 0
-        && cudaDeviceGetAttribute(&smemPerSm[device], cudaDevAttrMaxSharedMemoryPerMultiprocessor, device)
-            != cudaSuccess)
+    int perSm = smemPerSm[device].load(std::memory_order_relaxed);
+    if (perSm == 0)
     {
-        return false;
+        if (cudaDeviceGetAttribute(&perSm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess)
+        {
+            return false;
+        }
+        smemPerSm[device].store(perSm, std::memory_order_relaxed);
     }
-    return smemPerSm[device] >= 2 * (smemBytes + 1024); // the driver reserves 1 KB a CTA
+    return perSm >= 2 * (smemBytes + 1024); // the driver reserves 1 KB a CTA
 }
 
 template <typename T, int kHeadDim>
