@@ -18,9 +18,20 @@ def test_the_tile_sweep_compiles(tmp_path):
         pytest.skip("compiling the sweep needs nvcc on PATH")
     binary = tmp_path / "sma_tile_sweep"
     result = subprocess.run(
-        ["nvcc", "-std=c++17", "-O1", "-arch=sm_90", "-Iplugins/sma", "bench/sma_tile_sweep.cu",
-         "plugins/sma/sma_kernel.cu", "-o", str(binary)],
-        cwd=REPO_ROOT, capture_output=True, text=True,
+        [
+            "nvcc",
+            "-std=c++17",
+            "-O1",
+            "-arch=sm_90",
+            "-Iplugins/sma",
+            "bench/sma_tile_sweep.cu",
+            "plugins/sma/sma_kernel.cu",
+            "-o",
+            str(binary),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert binary.stat().st_size > 0
