@@ -39,7 +39,6 @@ from reference import sma  # noqa: E402
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 HEAD_DIMS = [8, 40, 64, 80, 96, 128, 160, 200, 256]
 LENGTHS = [(1, 1), (17, 17), (77, 77), (129, 300), (300, 129), (1025, 1025)]
-TWO_STAGE_GPUS = ((8, 0), (9, 0))  # where a block gets the shared memory two K/V stages need
 TIMING_SHAPES = [(b, h, s, 64) for s in (256, 1024, 4096) for h in (10, 20) for b in (3, 6)]
 
 
@@ -114,7 +113,7 @@ def sanitize(lines: list[str]) -> None:
 def sanitize_case() -> None:
     """Two query blocks with a tail, several key tiles with a tail, the smallest and largest
     buckets, through each K/V pipeline this GPU can run (two stages need sm_80/90's memory)."""
-    stages = (1, 2) if torch.cuda.get_device_capability() in TWO_STAGE_GPUS else (1,)
+    stages = (1, 2) if torch.cuda.get_device_capability() in sma_torch_ext.TWO_STAGE_GPUS else (1,)
     for dtype_name in DTYPES:
         for d in (40, 256):
             args = inputs(1, 2, 200, 150, d, DTYPES[dtype_name], True, 0)

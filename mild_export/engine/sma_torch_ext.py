@@ -21,6 +21,9 @@ from reference import sma
 
 SMA_DIR = REPO_ROOT / "plugins" / "sma"
 FORMS = ("reference", "fold", "kernel")  # what `--sma` offers the PyTorch reference (TorchBackend)
+# compute capabilities whose blocks get the shared memory two K/V stages need (sm_80, sm_90): the
+# only GPUs where `sma_forward(..., stages=2)` runs, and where the launcher takes it itself
+TWO_STAGE_GPUS = ((8, 0), (9, 0))
 SOURCES = [SMA_DIR / "torch_binding.cpp", SMA_DIR / "sma_kernel.cu"]
 
 

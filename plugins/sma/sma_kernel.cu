@@ -57,8 +57,9 @@ cudaError_t launchFp32(Params const& p, cudaStream_t stream)
     int const smem = Cfg::smemBytes(p.head_dim);
     if (smem > 48 * 1024)
     {
-        cudaError_t const status = cudaFuncSetAttribute(
-            detail::smaForwardFp32<Cfg>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::smemBytes(kMaxHeadDim));
+        static std::atomic<uint64_t> configured{0};
+        cudaError_t const status = detail::allowSharedMemory(
+            reinterpret_cast<void const*>(detail::smaForwardFp32<Cfg>), Cfg::smemBytes(kMaxHeadDim), configured);
         if (status != cudaSuccess)
         {
             return status;

@@ -8,6 +8,7 @@
 // fp32: a SIMT kernel (one warp per query row, fp32 FMA throughout), so fp32 stays fp32-accurate.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include <cuda_bf16.h>
@@ -228,7 +229,8 @@ struct MmaConfig
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kWarpRows = kMTiles * 16;
     static constexpr int kBlockM = kWarps * kWarpRows;
-    static constexpr int kStride = kHeadDim + 8; // padding against bank conflicts, keeps 16-byte rows
+    // padding against bank conflicts that keeps rows 16-byte aligned; in V it holds the ones column
+    static constexpr int kStride = kHeadDim + 8;
     static constexpr int kKvElems = kBlockN * kStride; // one K or V buffer
     static constexpr int kSmemBytes = (kBlockM * kStride + 2 * kStages * kKvElems) * 2 + kStages * kBlockN * 4;
     static_assert(kStages == 1 || kStages == 2, "one or two K/V buffers");
@@ -267,7 +269,6 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     constexpr int kBlockM = Cfg::kBlockM;
     constexpr int kNTiles = kBlockN / 8;   // score tiles of 8 keys
     constexpr int kDTiles = kHeadDim / 8;  // output tiles of 8 channels
-
     constexpr int kStages = Cfg::kStages;
 
     extern __shared__ __align__(16) unsigned char smemRaw[];
@@ -487,7 +488,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         }
 
         // P in the input type, as P V's A fragments (two 8-key score tiles make one 16-key
-        // fragment): packed here, so that half the registers the scores took cross the barrier
+        // fragment): packed right after the softmax, so the fp32 scores' registers free up early
         uint32_t pa[kBlockN / 16][kMTiles][4];
 #pragma unroll
         for (int kc = 0; kc < kBlockN / 16; ++kc)
@@ -576,15 +577,39 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     }
 }
 
+// Lets `kernel` take `bytes` of dynamic shared memory on the current device: a host call that
+// would otherwise run at every launch, so once per device (`configured`: a bit per device, owned
+// by the launch site of that kernel).
+inline cudaError_t allowSharedMemory(void const* kernel, int bytes, std::atomic<uint64_t>& configured)
+{
+    int device = 0;
+    cudaError_t status = cudaGetDevice(&device);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    uint64_t const bit = device < 64 ? uint64_t{1} << device : 0; // past 64 devices: every launch
+    if ((configured.load(std::memory_order_relaxed) & bit) != 0)
+    {
+        return cudaSuccess;
+    }
+    status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (status == cudaSuccess)
+    {
+        configured.fetch_or(bit, std::memory_order_relaxed);
+    }
+    return status;
+}
+
 // Enqueues smaForwardMma with tile shape `Cfg` (the launcher's choice, or bench/sma_tile_sweep.cu's).
 template <typename T, class Cfg>
 cudaError_t launchMmaConfig(Params const& p, cudaStream_t stream)
 {
     auto kernel = smaForwardMma<T, Cfg>;
-    if (Cfg::kSmemBytes > 48 * 1024)
+    if constexpr (Cfg::kSmemBytes > 48 * 1024)
     {
-        cudaError_t const status
-            = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+        static std::atomic<uint64_t> configured{0};
+        cudaError_t const status = allowSharedMemory(reinterpret_cast<void const*>(kernel), Cfg::kSmemBytes, configured);
         if (status != cudaSuccess)
         {
             return status;

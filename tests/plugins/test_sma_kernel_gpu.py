@@ -85,7 +85,7 @@ def test_every_tile_shape_over_several_tiles(ext, d, dtype_name, stages):
     """Each head-dim bucket has its own query-block and key-tile sizes: two query blocks with a
     tail and at least three key tiles (each refilled by cp.async) with a tail, whatever the sizes,
     through both K/V pipelines (one stage is what sm_86/89/120 run, whatever GPU runs the test)."""
-    if stages == 2 and torch.cuda.get_device_capability() not in ((8, 0), (9, 0)):
+    if stages == 2 and torch.cuda.get_device_capability() not in ext.TWO_STAGE_GPUS:
         pytest.skip("two K/V stages need the shared memory of sm_80/90; the launcher never takes them here")
     _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1, stages=stages)
 
