@@ -46,10 +46,10 @@ class MildModel(nn.Module):
     def decode_latents(self, latents: Tensor) -> Tensor:
         return self.vae.decode(latents / self.config.latent_scale).sample
 
-    def cast(self, dtype: torch.dtype) -> MildModel:
+    def cast(self, dtype: torch.dtype, vae_upcast: torch.dtype = torch.float32) -> MildModel:
         """In place, like `to`: every part in `dtype`, the VAE in the type `graph_dtypes` gives it
         (cast on its own: a float32 VAE never passes through `dtype`, which would round it)."""
-        vae_dtype = graph_dtypes(self.config, dtype)[VAE_DECODER.name]
+        vae_dtype = graph_dtypes(self.config, dtype, vae_upcast)[VAE_DECODER.name]
         for part in self.children():
             part.to(vae_dtype if part is self.vae else dtype)
         return self

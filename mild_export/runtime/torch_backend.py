@@ -25,7 +25,7 @@ from torch import Tensor
 from mild_export.runtime.prompt_cache import PromptCache
 from reference.backend import Backend, TorchBackend
 from reference.branch_attention import fuse_projections
-from reference.graphs import graph_dtypes
+from reference.graphs import graph_dtypes, vae_upcast
 from reference.merge import is_merged, merge_model
 from reference.model import MildModel
 
@@ -63,8 +63,10 @@ def torch_backend(
     pays in a process that erases many images, not in a single one."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    model = model.to(device).cast(dtype)  # first: the merge then folds on the device
+    dtype, upcast = PRECISIONS[precision], vae_upcast(device)
+    model = model.to(device).cast(dtype, upcast)  # first: the merge then folds on the device
+    vae_dtype = graph_dtypes(model.config, dtype, upcast)["vae_decoder"]
+    log.info("torch: the UNet in %s, the VAE in %s", str(dtype)[6:], str(vae_dtype)[6:])
     if not is_merged(model):
         model = merge_model(model)
     fuse_projections(model.unet)  # last: a cast or move would copy the fused weights' views apart
@@ -79,7 +81,7 @@ def torch_backend(
     if cuda_graph and device.type == "cuda":
         backend = GraphedBackend(backend)
     if dtype != torch.float32:
-        backend = CastBackend(backend, dtype)
+        backend = CastBackend(backend, dtype, upcast)
     return CachedTextBackend(backend)
 
 
@@ -104,13 +106,13 @@ class CastBackend:
 
     The pipeline hands every backend fp32 arrays and reads fp32 back, as the ONNX Runtime backend
     does for fp16 graphs, so the same loop runs the half-precision model. Each graph gets the type
-    its part of the model was cast to (`MildModel.cast`: SDXL's VAE stays fp32 under fp16).
+    its part of the model was cast to (`MildModel.cast`: under fp16 SDXL's VAE is in `upcast`).
     """
 
-    def __init__(self, inner: Backend, dtype: torch.dtype):
+    def __init__(self, inner: Backend, dtype: torch.dtype, upcast: torch.dtype = torch.float32):
         self.inner, self.dtype = inner, dtype
         self.config, self.device = inner.config, inner.device
-        self.dtypes = graph_dtypes(inner.config, dtype)
+        self.dtypes = graph_dtypes(inner.config, dtype, upcast)
 
     def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
         return self.inner.tokenize(prompts)

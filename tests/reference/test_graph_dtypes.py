@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reference.config import PRESETS
-from reference.graphs import graph_dtypes
+from reference.graphs import graph_dtypes, vae_upcast
 from reference.model import load_model
 
 F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
@@ -35,3 +35,13 @@ def test_the_model_casts_its_parts_by_the_policy():
     assert {p.dtype for p in xl.vae.parameters()} == {F32}
     assert {p.dtype for p in xl.unet.parameters()} == {p.dtype for p in xl.text.parameters()} == {F16}
     assert {p.dtype for p in sd.parameters()} == {F16}
+
+
+def test_an_upcast_vae_takes_the_type_it_is_given():
+    dtypes = graph_dtypes(SDXL, F16, BF16)
+    assert dtypes["vae_encoder"] == dtypes["vae_decoder"] == BF16 and dtypes["unet"] == F16
+    assert graph_dtypes(FP16_FIX, F16, BF16)["vae_decoder"] == F16  # only an overflowing VAE moves
+
+
+def test_a_cpu_upcasts_to_fp32():
+    assert vae_upcast(torch.device("cpu")) == F32

@@ -16,6 +16,7 @@ import torch
 from mild_export.bench.backends import BenchOptions, make_target
 from mild_export.cli.erase import make_backend, parse_args
 from mild_export.engine.sma_torch_ext import prepare_form
+from mild_export.golden import psnr
 from mild_export.runtime.prompt_cache import PromptCache
 from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, torch_backend
 from reference.backend import TorchBackend
@@ -23,6 +24,18 @@ from reference.branch_attention import FUSED
 from reference.merge import is_merged, merge_model
 from reference.model import load_model
 from tests.conftest import make_trained_tiny, unet_inputs
+
+
+def model_of(backend):
+    """The model under the backend's wrappers (text cache, cast, CUDA graphs)."""
+    while not hasattr(backend, "model"):
+        backend = backend.inner
+    return backend.model
+
+
+def psnr_of_images(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """PSNR of decoded images in [-1, 1], as the pipeline scores [0, 1] composites."""
+    return psnr((ours.numpy() + 1) / 2, (ref.numpy() + 1) / 2)
 
 
 def unet(backend, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -67,6 +80,23 @@ def test_an_sdxl_vae_decodes_in_fp32_under_fp16():
     model.config = model.config.replace(vae={**model.config.vae, "force_upcast": False})
     fp16 = torch_backend(model, torch.device("cpu"), "fp16", "fold")
     assert not torch.isfinite(fp16.run("vae_decoder", latents)["images"]).all()  # what the upcast is for
+    assert {p.dtype for p in model_of(upcast).vae.parameters()} == {torch.float32}
+
+
+def test_a_bf16_upcast_keeps_the_sdxl_vae_finite_and_near_fp32():
+    """bf16 (what the backend upcasts to on a GPU that has it) has fp32's range: the overflowing
+    decoder stays finite, and its images stay near the fp32 VAE's (the 8-bit mantissa's error)."""
+    model = load_model("tiny-xl")
+    with torch.no_grad():
+        model.vae.decoder.conv_in.weight.mul_(1e5)
+    latents = {"latents": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
+    fp32 = TorchBackend(copy.deepcopy(model)).run("vae_decoder", latents)["images"]
+    bf16 = CastBackend(TorchBackend(model.cast(torch.float16, torch.bfloat16)), torch.float16, torch.bfloat16)
+    assert bf16.dtypes["vae_decoder"] == bf16.dtypes["vae_encoder"] == torch.bfloat16
+    assert bf16.dtypes["unet"] == torch.float16
+    images = bf16.run("vae_decoder", latents)["images"]
+    assert torch.isfinite(images).all()
+    assert psnr_of_images(images, fp32) > 40  # 58.7 dB on the CPU
 
 
 class Counting:
@@ -186,6 +216,21 @@ def test_replays_equal_eager_calls_per_shape_set(caplog, sma_form):
         assert (got - want).abs().max() <= 1e-3 * want.abs().max(), (n, seed)
     assert graphed.off_reason is None and len(graphed.captures) == 2
     assert sum("captured into a CUDA graph" in r.message for r in caplog.records) == 2
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_an_sdxl_vae_runs_in_bf16_under_fp16_on_a_gpu_that_has_it():
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no bf16 tensor cores (before sm_80): the VAE stays fp32 there")
+    model = load_model("tiny-xl")
+    latents = {"latents": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
+    want = TorchBackend(copy.deepcopy(model)).run("vae_decoder", latents)["images"]
+    backend = torch_backend(model, torch.device("cuda"), "fp16", "fold")
+    assert {p.dtype for p in model_of(backend).vae.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model_of(backend).unet.parameters()} == {torch.float16}
+    got = backend.run("vae_decoder", latents)["images"].cpu()
+    assert psnr_of_images(got, want) > 40  # 46.5 dB in bf16 on the CPU
 
 
 @pytest.mark.gpu
