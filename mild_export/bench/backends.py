@@ -41,7 +41,7 @@ class BenchOptions:
     device: torch.device
     precision: str | None  # None: the backend's own default
     sma: str | None = None  # the SMA form of reference/torch (reference.sma.BACKENDS); None: their default
-    compile_unet: bool = False  # torch: torch.compile the UNet
+    compile_model: bool = False  # torch: torch.compile the UNet and the VAE
 
 
 @dataclass
@@ -69,7 +69,7 @@ def reference(options: BenchOptions) -> Target:
 def torch_deployment(options: BenchOptions) -> Target:
     """The merged model with CUDA graphs (mild_export.runtime.torch_backend): where TensorRT cannot run."""
     model, precision, sma_form = _model("torch", options, default_sma(options.device))
-    backend = torch_backend(model, options.device, precision, sma_form, compile_unet=options.compile_unet)
+    backend = torch_backend(model, options.device, precision, sma_form, compile_model=options.compile_model)
     return Target("torch", backend, model.config, precision, sma_form)
 
 
@@ -147,6 +147,6 @@ def make_target(name: str | None, options: BenchOptions) -> Target:
         name = "onnxruntime" if options.engines is not None else "reference"
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-    if options.compile_unet and name != "torch":
+    if options.compile_model and name != "torch":
         raise ValueError(f"--compile compiles the merged model of --backend torch, not --backend {name}")
     return BACKENDS[name](options)

@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="--backend torch: torch.compile the UNet (fewer, fused kernels; compiles for minutes at "
-        "the first call of each shape, inside the warm-up runs)",
+        help="--backend torch: torch.compile the UNet and the VAE (fewer, fused kernels; compiles for "
+        "minutes at the first call of each shape, inside the warm-up runs)",
     )
     p.add_argument("--json", type=Path, help="write every timing and the environment here")
     p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> None:
     env = environment(device, target.name, target.precision, target.sma)
     title = (
         f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
-        + (", UNet compiled" if args.compile else "")
+        + (", UNet and VAE compiled" if args.compile else "")
     )
     print(f"mild-bench: {title}")
     print(table(results, rate))

@@ -156,20 +156,26 @@ def test_bench_builds_it_with_the_fold_form_on_a_cpu():
     assert is_merged(target.backend.inner.model)
 
 
-@pytest.mark.slow  # Inductor compiles the tiny UNet's C++ kernels: about a minute on 2 cores
-def test_the_compiled_unet_equals_the_eager_one():
+@pytest.mark.slow  # Inductor compiles the tiny UNet's and VAE's C++ kernels: about 2 minutes on 2 cores
+def test_the_compiled_model_equals_the_eager_one():
     model = make_trained_tiny(seed=5)
     inputs = unet_inputs(model, n=2, side=8, seed=3)
+    images = {"images": torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1}
     eager = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold")
-    compiled = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold", compile_unet=True)
-    assert compiled.inner.model.unet._compiled_call_impl is not None  # nn.Module.compile: in place
-    want = unet(eager, inputs)
+    compiled = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold", compile_model=True)
+    parts = model_of(compiled).unet, model_of(compiled).vae.encoder, model_of(compiled).vae.decoder
+    assert all(p._compiled_call_impl is not None for p in parts)  # nn.Module.compile: in place
     # fp32 both; Inductor reorders and fuses sums, so equal to a few float32 roundings
+    want = unet(eager, inputs)
     assert (unet(compiled, inputs) - want).abs().max() <= 1e-5 * want.abs().max()
+    for graph, inputs in (("vae_encoder", images), ("vae_decoder", eager.run("vae_encoder", images))):
+        want, got = eager.run(graph, inputs), compiled.run(graph, inputs)
+        (name,) = want
+        assert (got[name] - want[name]).abs().max() <= 1e-5 * want[name].abs().max(), graph
 
 
 def test_bench_compiles_only_the_torch_backend():
-    options = BenchOptions("tiny", None, torch.device("cpu"), None, compile_unet=True)
+    options = BenchOptions("tiny", None, torch.device("cpu"), None, compile_model=True)
     with pytest.raises(ValueError, match=r"--compile compiles the merged model of --backend torch, not "):
         make_target("reference", options)
 
@@ -237,16 +243,20 @@ def test_an_sdxl_vae_runs_in_bf16_under_fp16_on_a_gpu_that_has_it():
 @pytest.mark.slow
 @requires_gpu
 @pytest.mark.parametrize("sma_form", ["fold", "kernel"])
-def test_the_compiled_unet_replays_as_a_cuda_graph(caplog, sma_form):
+def test_the_compiled_model_replays_its_unet_as_a_cuda_graph(caplog, sma_form):
     caplog.set_level(logging.INFO, logger="mild")
     model = make_trained_tiny(seed=4)
     cuda = torch.device("cuda")
     eager = torch_backend(copy.deepcopy(model), cuda, "fp16", prepare_form(sma_form, cuda), cuda_graph=False)
-    compiled = torch_backend(copy.deepcopy(model), cuda, "fp16", sma_form, compile_unet=True)
+    compiled = torch_backend(copy.deepcopy(model), cuda, "fp16", sma_form, compile_model=True)
     for seed in (1, 2):
         inputs = unet_inputs(model, n=2, side=8, seed=seed, timestep=300.0 * seed)
         want = unet(eager, inputs)
         assert (unet(compiled, inputs) - want).abs().max() <= 1e-2 * want.abs().max(), seed
+        latents = {"latents": inputs["sample_bg"][:, :4]}
+        want = eager.run("vae_decoder", latents)["images"]
+        got = compiled.run("vae_decoder", latents)["images"]
+        assert (got - want).abs().max() <= 1e-2 * want.abs().max(), seed
     assert sum("captured into a CUDA graph" in r.message for r in caplog.records) == 1
     assert "runs without CUDA graphs" not in caplog.text
 
