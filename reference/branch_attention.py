@@ -78,13 +78,19 @@ class LowRankBranchLinear(nn.Module):
 
 
 MERGED_PROJECTIONS = (BranchLinear, LowRankBranchLinear)
-FUSED = "branch_fused"  # the attribute of a diffusers Attention that holds its FusedBranchLinear
+FUSED = "branch_fused"  # the attribute of a diffusers Attention that holds its fused projections
+
+
+def projection_groups(attn: Attention) -> tuple[tuple[str, ...], ...]:
+    """The projections that read the same tokens: self-attention's Q, K and V; cross-attention's
+    Q (the image) apart from its K and V (the text)."""
+    return (PROJECTIONS[:1], PROJECTIONS[1:]) if attn.is_cross_attention else (PROJECTIONS,)
 
 
 class FusedBranchLinear(BranchLinear):
-    """Merged projections that read the same tokens as one: self-attention's Q, K and V, or
-    cross-attention's K and V. One GEMM per branch instead of one per branch and projection, and
-    one concatenation of the branches' rows instead of one per projection.
+    """Merged projections that read the same tokens as one: one GEMM per branch instead of one
+    per branch and projection, and one concatenation of the branches' rows instead of one per
+    projection.
 
     The fused weights are the originals concatenated, and the originals become views into them:
     nothing is stored twice, and the unfused path reads the same numbers. (Casting or moving the
@@ -96,28 +102,76 @@ class FusedBranchLinear(BranchLinear):
         bias = None if parts[0].bias is None else torch.cat([p.bias for p in parts])
         super().__init__(fused["fg"], fused["bg"], bias)
         self.sizes = [p.weight_fg.shape[0] for p in parts]
-        start = 0
-        for part, size in zip(parts, self.sizes, strict=True):
-            for name in ("weight_fg", "weight_bg", *(("bias",) if bias is not None else ())):
-                getattr(part, name).data = getattr(self, name).data[start : start + size]
-            start += size
+        _share_rows(parts, self, ("weight_fg", "weight_bg", *(("bias",) if bias is not None else ())))
 
     def forward(self, x: Tensor, n_fg: int) -> tuple[Tensor, ...]:
         return super().forward(x, n_fg).split(self.sizes, dim=-1)
 
 
+class FusedLowRankBranchLinear(nn.Module):
+    """The low-rank form fused (`LowRankBranchLinear`: W_bg = W_fg + up @ down), for the PyTorch
+    deployment: one GEMM of every row by the fg weights, then the bg rows' low-rank term added in
+    place by one thin GEMM each way. No concatenation: the bg rows are a contiguous slice of the
+    output, which cuBLAS accumulates into (beta = 1). The downs are stacked, the ups placed on the
+    diagonal of one [sum of outputs, parts x rank] matrix, so each part's term reads only its own
+    factors; the originals become views into the fused tensors."""
+
+    def __init__(self, parts: tuple[LowRankBranchLinear, ...]):
+        super().__init__()
+        rank = parts[0].down.shape[0]
+        self.sizes = [p.weight_fg.shape[0] for p in parts]
+        self.weight_fg = nn.Parameter(torch.cat([p.weight_fg for p in parts]), requires_grad=False)
+        self.down = nn.Parameter(torch.cat([p.down for p in parts]), requires_grad=False)
+        self.up = nn.Parameter(torch.block_diag(*(p.up for p in parts)), requires_grad=False)
+        bias = None if parts[0].bias is None else torch.cat([p.bias for p in parts])
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        _share_rows(parts, self, ("weight_fg", *(("bias",) if self.bias is not None else ())))
+        start = 0
+        for i, (part, size) in enumerate(zip(parts, self.sizes, strict=True)):
+            part.down.data = self.down.data[i * rank : (i + 1) * rank]
+            part.up.data = self.up.data[start : start + size, i * rank : (i + 1) * rank]
+            start += size
+
+    def forward(self, x: Tensor, n_fg: int) -> tuple[Tensor, ...]:
+        y = F.linear(x, self.weight_fg, self.bias)
+        _, x_bg = split_branches(x, n_fg)
+        y_bg = y.narrow(0, n_fg, y.shape[0] - n_fg)  # one view (autograd refuses in-place on split's)
+        low = F.linear(x_bg, self.down)
+        y_bg.view(-1, y.shape[-1]).addmm_(low.view(-1, low.shape[-1]), self.up.T)
+        return y.split(self.sizes, dim=-1)
+
+
+def _share_rows(parts: tuple[nn.Module, ...], fused: nn.Module, names: tuple[str, ...]) -> None:
+    """Each part's tensors `names` become views of its rows of `fused`'s concatenations."""
+    start = 0
+    for part in parts:
+        size = part.weight_fg.shape[0]
+        for name in names:
+            getattr(part, name).data = getattr(fused, name).data[start : start + size]
+        start += size
+
+
 def fuse_projections(unet: nn.Module) -> int:
-    """Give every merged attention of `unet` its FusedBranchLinear (Q/K/V, or K/V where Q reads
-    other tokens); -> how many attentions were fused."""
+    """Give every merged attention of `unet` its fused projections, one module per group of
+    `projection_groups`, whole sets (`FusedBranchLinear`) or low-rank (`FusedLowRankBranchLinear`);
+    -> how many attentions were fused."""
     fused = 0
     for module in unet.modules():
         if not isinstance(module, Attention) or not isinstance(module.processor, BranchAttnProcessor):
             continue
-        names = PROJECTIONS[1:] if module.is_cross_attention else PROJECTIONS
-        parts = tuple(getattr(module, name) for name in names)
-        if not all(type(p) is BranchLinear for p in parts) or len({p.bias is None for p in parts}) > 1:
-            continue  # unmerged, the export's low-rank form, or biases on some projections only
-        setattr(module, FUSED, FusedBranchLinear(parts))
+        groups = [tuple(getattr(module, name) for name in group) for group in projection_groups(module)]
+        parts = [p for group in groups for p in group]
+        if len({p.bias is None for p in parts}) > 1:
+            continue  # biases on some projections only
+        if all(type(p) is BranchLinear for p in parts):
+            kind = FusedBranchLinear
+        elif (
+            all(type(p) is LowRankBranchLinear for p in parts) and len({p.down.shape[0] for p in parts}) == 1
+        ):
+            kind = FusedLowRankBranchLinear
+        else:
+            continue  # unmerged, or the two forms mixed
+        setattr(module, FUSED, nn.ModuleList(kind(group) for group in groups))
         fused += 1
     return fused
 
@@ -154,13 +208,13 @@ class BranchAttnProcessor(nn.Module):
         return layer.base_layer(x) + torch.cat(deltas)
 
     def projections(self, attn: Attention, x: Tensor, context: Tensor, n_fg: int) -> tuple[Tensor, ...]:
-        """Q from `x`, K and V from `context`: by the attention's FusedBranchLinear where it has one."""
+        """Q from `x`, K and V from `context`: by the attention's fused projections where it has them."""
         fused = getattr(attn, FUSED, None)
         if fused is None:
             return tuple(self.project(attn, i, x if i == 0 else context, n_fg) for i in range(3))
-        if len(fused.sizes) == len(PROJECTIONS):
-            return fused(x, n_fg)
-        return (self.project(attn, 0, x, n_fg), *fused(context, n_fg))
+        if len(fused) == 1:  # self-attention: x is the context
+            return fused[0](x, n_fg)
+        return (*fused[0](x, n_fg), *fused[1](context, n_fg))
 
     def __call__(  # diffusers reads the processor's __call__ signature to route kwargs
         self,

@@ -57,29 +57,40 @@ def low_rank_difference(weight_fg: Tensor, weight_bg: Tensor, rank: int) -> tupl
     return up.to(weight_fg.dtype).contiguous(), down.to(weight_fg.dtype).contiguous()
 
 
+Swap = tuple[Attention, str, BranchLinear]  # an attention, its projection's name, the layer replaced
+
+
+def convert_branch_weights(
+    unet: nn.Module, form: BranchWeights, rank: int, swapped: list[Swap] | None = None
+) -> Conversion:
+    """The merged UNet's `BranchLinear` Q/K/V as `LowRankBranchLinear` (form low-rank), in place;
+    each swap is appended to `swapped` as it is made, so a caller can undo even a partial one."""
+    conversion = Conversion(rank=rank)
+    for attn in (m for m in unet.modules() if isinstance(m, Attention)):
+        for proj in PROJECTIONS:
+            layer = getattr(attn, proj)
+            if not isinstance(layer, BranchLinear):
+                continue
+            factors = None
+            if form is BranchWeights.LOW_RANK:
+                factors = low_rank_difference(layer.weight_fg, layer.weight_bg, rank)
+            if factors is None:
+                conversion.whole += 1
+                continue
+            setattr(attn, proj, LowRankBranchLinear(layer.weight_fg, *factors, bias=layer.bias))
+            if swapped is not None:
+                swapped.append((attn, proj, layer))
+            conversion.factored += 1
+    return conversion
+
+
 @contextmanager
 def branch_weights_form(unet: nn.Module, form: BranchWeights, rank: int) -> Iterator[Conversion]:
-    """While the block runs, the merged UNet's `BranchLinear` Q/K/V are `LowRankBranchLinear`
-    (form low-rank); afterwards the model is as it was, so exporting never changes the caller's
-    model."""
-    conversion = Conversion(rank=rank)
-    swapped: list[tuple[Attention, str, BranchLinear]] = []
+    """While the block runs, the merged UNet's Q/K/V are in `form` (`convert_branch_weights`);
+    afterwards the model is as it was, so exporting never changes the caller's model."""
+    swapped: list[Swap] = []
     try:
-        for attn in (m for m in unet.modules() if isinstance(m, Attention)):
-            for proj in PROJECTIONS:
-                layer = getattr(attn, proj)
-                if not isinstance(layer, BranchLinear):
-                    continue
-                factors = None
-                if form is BranchWeights.LOW_RANK:
-                    factors = low_rank_difference(layer.weight_fg, layer.weight_bg, rank)
-                if factors is None:
-                    conversion.whole += 1
-                    continue
-                setattr(attn, proj, LowRankBranchLinear(layer.weight_fg, *factors, bias=layer.bias))
-                swapped.append((attn, proj, layer))
-                conversion.factored += 1
-        yield conversion
+        yield convert_branch_weights(unet, form, rank, swapped)
     finally:
         for attn, proj, layer in swapped:
             setattr(attn, proj, layer)

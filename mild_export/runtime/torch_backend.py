@@ -5,9 +5,9 @@ TensorRT is not installable everywhere, so on an H100/H200 without it this is th
 The reference is bound by the host there: its SDXL UNet step took 170 ms on an H200 for 7 ms of
 matrix work, launching several small kernels per projection and branch (peft's LoRA layers).
 This backend runs what the export runs instead: the merged model (Eq. 1 folded into one weight
-set per branch) with each attention's projections fused into one GEMM per branch, in half
-precision, with the SMA form chosen, and on a GPU it replays each UNet call as a CUDA graph, so a
-step costs the GPU's time and not Python's.
+set per branch, the bg set kept as its low-rank difference from the fg set) with each
+attention's projections fused into one GEMM, in half precision, with the SMA form chosen, and on
+a GPU it replays each UNet call as a CUDA graph, so a step costs the GPU's time and not Python's.
 
     backend = torch_backend(load_model("sdxl-inpaint"), torch.device("cuda"), "fp16", "kernel")
 """
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mild_export.export.branch_weights import BranchWeights, convert_branch_weights
 from mild_export.runtime.prompt_cache import PromptCache
 from reference.backend import Backend, TorchBackend
 from reference.branch_attention import fuse_projections
@@ -52,11 +53,13 @@ def torch_backend(
     sma_form: str,
     cuda_graph: bool = True,
     compile_model: bool = False,
+    bg_weights: BranchWeights = BranchWeights.LOW_RANK,
 ) -> Backend:
-    """`model` merged (unless it is already), cast to `precision`, its Q/K/V projections fused
-    (`FusedBranchLinear`, in place), run on `device` with SMA by `sma_form`; on a GPU with
-    `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are kept per prompt. Takes
-    and gives fp32 tensors at the boundary, as every backend does.
+    """`model` merged (unless it is already), cast to `precision`, its bg Q/K/V in the form
+    `bg_weights` (as `mild-export --bg-weights`: low-rank holds SDXL's UNet in 1.014x one UNet's
+    weights, whole sets in 1.29x), its projections fused (in place), run on `device` with SMA by
+    `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are
+    kept per prompt. Takes and gives fp32 tensors at the boundary, as every backend does.
 
     `compile_model`: torch.compile (Inductor) of the UNet and the VAE (`compile_parts`). It compiles
     at the first call of each shape set (minutes for SDXL), so it pays in a process that erases
@@ -69,6 +72,11 @@ def torch_backend(
     log.info("torch: the UNet in %s, the VAE in %s", str(dtype)[6:], str(vae_dtype)[6:])
     if not is_merged(model):
         model = merge_model(model)
+    conversion = convert_branch_weights(model.unet, bg_weights, 2 * model.config.lora.rank)
+    if conversion.factored:
+        log.info(
+            "torch: bg Q/K/V as rank-%d differences: %d projections", conversion.rank, conversion.factored
+        )
     fuse_projections(model.unet)  # last: a cast or move would copy the fused weights' views apart
     if compile_model:
         compile_parts(model)

@@ -12,18 +12,21 @@ import logging
 
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention
 
 from mild_export.bench.backends import BenchOptions, make_target
 from mild_export.cli.erase import make_backend, parse_args
 from mild_export.engine.sma_torch_ext import prepare_form
+from mild_export.export.branch_weights import BranchWeights
 from mild_export.golden import psnr
 from mild_export.runtime.prompt_cache import PromptCache
 from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, torch_backend
 from reference.backend import TorchBackend
-from reference.branch_attention import FUSED
+from reference.branch_attention import FUSED, PROJECTIONS, BranchLinear, LowRankBranchLinear
 from reference.merge import is_merged, merge_model
 from reference.model import load_model
 from tests.conftest import make_trained_tiny, unet_inputs
+from tests.reference.test_fused_projections import stored_bytes
 
 
 def model_of(backend):
@@ -43,16 +46,39 @@ def unet(backend, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([out["eps_fg"], out["eps_bg"]])
 
 
-def test_the_merged_model_in_fp32_sits_at_the_references_noise_floor():
+@pytest.mark.parametrize("bg_weights", list(BranchWeights), ids=lambda f: f.value)
+def test_the_merged_model_in_fp32_sits_at_the_references_noise_floor(bg_weights):
     model = make_trained_tiny(seed=7)  # random LoRA B, scales and SMA alphas: merging matters
     inputs = unet_inputs(model, n=3, side=8, seed=1)
     truth = unet(TorchBackend(copy.deepcopy(model).double()), {k: v.double() for k, v in inputs.items()})
     reference_err = (unet(TorchBackend(model), inputs).double() - truth).abs().max()
-    ours = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold")
+    ours = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold", bg_weights=bg_weights)
     assert isinstance(ours.inner, TorchBackend) and is_merged(ours.inner.model)  # no cast, no graphs
+    attentions = [m for m in ours.inner.model.unet.modules() if isinstance(m, Attention)]
+    kinds = {type(getattr(attn, name)) for attn in attentions for name in PROJECTIONS}
+    assert kinds == {LowRankBranchLinear if bg_weights is BranchWeights.LOW_RANK else BranchLinear}
     ours_err = (unet(ours, inputs).double() - truth).abs().max()
     assert ours_err <= 10 * reference_err + 1e-6, (ours_err, reference_err)
     assert truth.abs().max() > 1000 * ours_err  # the outputs are not near zero
+
+
+def test_the_low_rank_form_holds_the_unet_in_less_memory():
+    """The default holds the bg Q/K/V as factors of their difference from the fg set, as the
+    export does: here the bytes it saves are the whole bg sets less those factors."""
+    full, low = (
+        torch_backend(make_trained_tiny(seed=7), torch.device("cpu"), "fp32", "fold", bg_weights=form)
+        for form in (BranchWeights.FULL, BranchWeights.LOW_RANK)
+    )
+    full_unet, low_unet = model_of(full).unet, model_of(low).unet
+    bg_sets = sum(m.weight_bg.numel() for m in full_unet.modules() if type(m) is BranchLinear)
+    factors = sum(m.up.numel() + m.down.numel() for m in low_unet.modules() if type(m) is LowRankBranchLinear)
+    assert 0 < factors < bg_sets / 2
+    zeros = sum(  # the fused ups' off-diagonal blocks
+        g.up.numel() - sum(s * g.down.shape[0] // len(g.sizes) for s in g.sizes)
+        for attn in low_unet.modules()
+        for g in getattr(attn, FUSED, ())
+    )
+    assert stored_bytes(low_unet) == stored_bytes(full_unet) - 4 * (bg_sets - factors - zeros)
 
 
 def test_a_merged_model_is_used_as_it_is():
