@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from mild_export.engine.sma_torch_ext import prepare_form
 from mild_export.runtime.torch_backend import (
     PRECISIONS,
     CastBackend,
+    backend_model,
     default_precision,
     default_sma,
     torch_backend,
@@ -54,6 +56,7 @@ class Target:
     max_instances: int | None = None  # None: any
     resolutions: tuple[int, ...] | None = None  # exported sides; None: any multiple the model takes
     guidance: bool = True  # whether guided (two-row) cases can run
+    unet: nn.Module | None = None  # the deployed UNet where a model is the deployment (torch)
 
 
 def reference(options: BenchOptions) -> Target:
@@ -70,7 +73,7 @@ def torch_deployment(options: BenchOptions) -> Target:
     """The merged model with CUDA graphs (mild_export.runtime.torch_backend): where TensorRT cannot run."""
     model, precision, sma_form = _model("torch", options, default_sma(options.device))
     backend = torch_backend(model, options.device, precision, sma_form, compile_model=options.compile_model)
-    return Target("torch", backend, model.config, precision, sma_form)
+    return Target("torch", backend, model.config, precision, sma_form, unet=backend_model(backend).unet)
 
 
 def _model(name: str, options: BenchOptions, default_sma: str) -> tuple[MildModel, str, str]:

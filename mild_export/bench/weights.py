@@ -1,8 +1,9 @@
-"""What the UNet of an export folder weighs against one UNet of its architecture.
+"""What the deployed UNet weighs against one UNet of its architecture.
 
-Issue target: engine weights at most 1.2x one UNet's (only the bg Q/K/V set is extra). The graph's
-initializers and the engine file are both measured, so a TensorRT build that duplicates or pads
-weights shows up before a GPU is at hand; device memory itself is the GPU's to report.
+Issue target: engine weights at most 1.2x one UNet's (only the bg Q/K/V set is extra). For an
+export folder the graph's initializers and the engine file are both measured, so a TensorRT build
+that duplicates or pads weights shows up before a GPU is at hand; for the torch backend, the
+UNet's tensors as they are held in memory (where TensorRT cannot run, it is the deployment).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import onnx
 import torch
 from diffusers import UNet2DConditionModel
+from torch import nn
 
 from mild_export.export.onnx_export import initializer_bytes
 from reference.config import ModelConfig
@@ -24,8 +26,7 @@ BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 class UNetWeights:
     params: int  # one UNet of the architecture
     precision: str
-    graph_bytes: int  # the UNet graph's initializers (inline or external)
-    engine_bytes: int | None  # unet.plan, when built
+    held: dict[str, int]  # bytes by what holds the weights: unet.onnx, unet.plan, the torch UNet
 
     @property
     def one_unet_bytes(self) -> int:
@@ -33,13 +34,11 @@ class UNetWeights:
 
     def line(self) -> str:
         one = self.one_unet_bytes
-        text = (
+        ratios = ", ".join(f"{name} {size / one:.3f}x" for name, size in self.held.items())
+        return (
             f"UNet weights: one UNet {self.params / 1e6:.1f}M params = {one / 2**20:.1f} MiB in "
-            f"{self.precision}; unet.onnx {self.graph_bytes / one:.3f}x"
+            f"{self.precision}; {ratios} (target: at most 1.2x)"
         )
-        if self.engine_bytes is not None:
-            text += f", unet.plan {self.engine_bytes / one:.3f}x (file, plugin library included)"
-        return text + " (target: at most 1.2x)"
 
 
 def unet_params(config: ModelConfig) -> int:
@@ -54,11 +53,22 @@ def graph_weight_bytes(path: Path) -> int:
     return initializer_bytes(onnx.load(str(path), load_external_data=False))
 
 
+def stored_bytes(module: nn.Module) -> int:
+    """Bytes of the distinct storages behind `module`'s parameters: views (fused projections,
+    shared tensors) count once."""
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in module.parameters()}
+    return sum(storages.values())
+
+
 def unet_weights(folder: Path, config: ModelConfig, precision: str) -> UNetWeights:
+    """An export folder's UNet: its graph's initializers, and its engine file where built."""
+    held = {"unet.onnx": graph_weight_bytes(folder / "unet.onnx")}
     plan = folder / "unet.plan"
-    return UNetWeights(
-        params=unet_params(config),
-        precision=precision,
-        graph_bytes=graph_weight_bytes(folder / "unet.onnx"),
-        engine_bytes=plan.stat().st_size if plan.is_file() else None,
-    )
+    if plan.is_file():
+        held["unet.plan (file, plugin library included)"] = plan.stat().st_size
+    return UNetWeights(unet_params(config), precision, held)
+
+
+def model_unet_weights(unet: nn.Module, config: ModelConfig, precision: str) -> UNetWeights:
+    """A model's UNet as a PyTorch backend holds it (the torch backend's: merged, low-rank, fused)."""
+    return UNetWeights(unet_params(config), precision, {"torch UNet": stored_bytes(unet)})

@@ -24,7 +24,7 @@ from mild_export.bench.floor import FlopCounter, matrix_rate
 from mild_export.bench.kernel_profile import profile_image, write_profile
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
-from mild_export.bench.weights import unet_weights
+from mild_export.bench.weights import UNetWeights, model_unet_weights, unet_weights
 from mild_export.cli.logs import setup_logging
 from mild_export.engine import sma_torch_ext
 from mild_export.export.contracts import ExportShapes, check_resolutions
@@ -169,7 +169,11 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"mild-bench: {title}")
     print(table(results, rate))
-    weights = unet_weights(args.engines, target.config, target.precision) if args.engines else None
+    weights: UNetWeights | None = None
+    if args.engines:
+        weights = unet_weights(args.engines, target.config, target.precision)
+    elif target.unet is not None:
+        weights = model_unet_weights(target.unet, target.config, target.precision)
     if weights is not None:
         print(weights.line())
     if args.json:

@@ -104,6 +104,13 @@ def compile_parts(model: MildModel) -> None:
         part.compile(dynamic=False)
 
 
+def backend_model(backend: Backend) -> MildModel:
+    """The model under a backend's wrappers (text cache, cast, CUDA graphs)."""
+    while not hasattr(backend, "model"):
+        backend = backend.inner
+    return backend.model
+
+
 class CachedTextBackend:
     """Runs the text encoder once per prompt (`PromptCache`), every other graph as `inner` does."""
 

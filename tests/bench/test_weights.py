@@ -44,8 +44,8 @@ def test_low_rank_saves_exactly_the_bg_set_less_its_factors(model, folders):
 
 def test_report_line_and_json(model, folders, tmp_path):
     weights = unet_weights(folders["low-rank"], model.config, "fp32")
-    assert weights.engine_bytes is None  # --no-engines
-    ratio = weights.graph_bytes / weights.one_unet_bytes
+    assert list(weights.held) == ["unet.onnx"]  # --no-engines: no unet.plan
+    ratio = weights.held["unet.onnx"] / weights.one_unet_bytes
     # the exporter stores identical tensors (LayerNorm ones, zero biases) once: a little under 1 + factors
     assert 0.95 < ratio < 1.2
     report = tmp_path / "r.json"
@@ -56,9 +56,19 @@ def test_report_line_and_json(model, folders, tmp_path):
     assert weights.line() in stdout.getvalue()
     assert f"unet.onnx {ratio:.3f}x" in weights.line() and "(target: at most 1.2x)" in weights.line()
     recorded = json.loads(report.read_text())["settings"]["unet_weights"]
-    assert recorded == {
-        "params": weights.params,
-        "precision": "fp32",
-        "graph_bytes": weights.graph_bytes,
-        "engine_bytes": None,
-    }
+    assert recorded == {"params": weights.params, "precision": "fp32", "held": weights.held}
+
+
+def test_the_torch_backend_reports_the_unet_it_holds(model, tmp_path):
+    """Where the model is the deployment, its UNet in memory is what is weighed: merged, the bg
+    set as low-rank factors, the projections fused (views counted once)."""
+    report = tmp_path / "r.json"
+    stdout = io.StringIO()
+    argv = ["--backend", "torch", "--instances", "1", "--steps", "1", "--repeats", "1", "--warmup", "0"]
+    with contextlib.redirect_stdout(stdout):
+        assert bench([*argv, "--resolution", "64", "--guidance", "1", "--json", str(report)]) == 0
+    recorded = json.loads(report.read_text())["settings"]["unet_weights"]
+    one = unet_params(model.config) * 4
+    ratio = recorded["held"]["torch UNet"] / one
+    assert 1.0 < ratio < 1.2, ratio  # whole bg sets would add the Q/K/V again
+    assert f"torch UNet {ratio:.3f}x (target: at most 1.2x)" in stdout.getvalue()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
+from mild_export.bench.weights import stored_bytes
 from mild_export.export.branch_weights import BranchWeights, convert_branch_weights
 from reference.branch_attention import FUSED, FusedBranchLinear, FusedLowRankBranchLinear, fuse_projections
 from reference.merge import merge_model
@@ -17,11 +18,6 @@ from tests.reference.test_layered_unet import unet_inputs
 def run_unet(model, inputs):
     with torch.no_grad():
         return torch.cat(model.unet(**inputs))
-
-
-def stored_bytes(module: torch.nn.Module) -> int:
-    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in module.parameters()}
-    return sum(storages.values())
 
 
 @pytest.mark.parametrize("form", list(BranchWeights), ids=lambda f: f.value)

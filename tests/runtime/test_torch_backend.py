@@ -15,25 +15,18 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 from mild_export.bench.backends import BenchOptions, make_target
+from mild_export.bench.weights import stored_bytes
 from mild_export.cli.erase import make_backend, parse_args
 from mild_export.engine.sma_torch_ext import prepare_form
 from mild_export.export.branch_weights import BranchWeights
 from mild_export.golden import psnr
 from mild_export.runtime.prompt_cache import PromptCache
-from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, torch_backend
+from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, backend_model, torch_backend
 from reference.backend import TorchBackend
 from reference.branch_attention import FUSED, PROJECTIONS, BranchLinear, LowRankBranchLinear
 from reference.merge import is_merged, merge_model
 from reference.model import load_model
 from tests.conftest import make_trained_tiny, unet_inputs
-from tests.reference.test_fused_projections import stored_bytes
-
-
-def model_of(backend):
-    """The model under the backend's wrappers (text cache, cast, CUDA graphs)."""
-    while not hasattr(backend, "model"):
-        backend = backend.inner
-    return backend.model
 
 
 def psnr_of_images(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -69,7 +62,7 @@ def test_the_low_rank_form_holds_the_unet_in_less_memory():
         torch_backend(make_trained_tiny(seed=7), torch.device("cpu"), "fp32", "fold", bg_weights=form)
         for form in (BranchWeights.FULL, BranchWeights.LOW_RANK)
     )
-    full_unet, low_unet = model_of(full).unet, model_of(low).unet
+    full_unet, low_unet = backend_model(full).unet, backend_model(low).unet
     bg_sets = sum(m.weight_bg.numel() for m in full_unet.modules() if type(m) is BranchLinear)
     factors = sum(m.up.numel() + m.down.numel() for m in low_unet.modules() if type(m) is LowRankBranchLinear)
     assert 0 < factors < bg_sets / 2
@@ -106,7 +99,7 @@ def test_an_sdxl_vae_decodes_in_fp32_under_fp16():
     model.config = model.config.replace(vae={**model.config.vae, "force_upcast": False})
     fp16 = torch_backend(model, torch.device("cpu"), "fp16", "fold")
     assert not torch.isfinite(fp16.run("vae_decoder", latents)["images"]).all()  # what the upcast is for
-    assert {p.dtype for p in model_of(upcast).vae.parameters()} == {torch.float32}
+    assert {p.dtype for p in backend_model(upcast).vae.parameters()} == {torch.float32}
 
 
 def test_a_bf16_upcast_keeps_the_sdxl_vae_finite_and_near_fp32():
@@ -189,7 +182,8 @@ def test_the_compiled_model_equals_the_eager_one():
     images = {"images": torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1}
     eager = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold")
     compiled = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold", compile_model=True)
-    parts = model_of(compiled).unet, model_of(compiled).vae.encoder, model_of(compiled).vae.decoder
+    ours = backend_model(compiled)
+    parts = ours.unet, ours.vae.encoder, ours.vae.decoder
     assert all(p._compiled_call_impl is not None for p in parts)  # nn.Module.compile: in place
     # fp32 both; Inductor reorders and fuses sums, so equal to a few float32 roundings
     want = unet(eager, inputs)
@@ -259,8 +253,8 @@ def test_an_sdxl_vae_runs_in_bf16_under_fp16_on_a_gpu_that_has_it():
     latents = {"latents": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
     want = TorchBackend(copy.deepcopy(model)).run("vae_decoder", latents)["images"]
     backend = torch_backend(model, torch.device("cuda"), "fp16", "fold")
-    assert {p.dtype for p in model_of(backend).vae.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in model_of(backend).unet.parameters()} == {torch.float16}
+    assert {p.dtype for p in backend_model(backend).vae.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in backend_model(backend).unet.parameters()} == {torch.float16}
     got = backend.run("vae_decoder", latents)["images"].cpu()
     assert psnr_of_images(got, want) > 40  # 46.5 dB in bf16 on the CPU
 
@@ -296,7 +290,7 @@ def test_the_kernel_reads_the_fused_projections_in_place():
     model = make_trained_tiny(seed=6)
     cuda = torch.device("cuda")
     ours = torch_backend(copy.deepcopy(model), cuda, "fp16", prepare_form("kernel", cuda), cuda_graph=False)
-    assert any(hasattr(m, FUSED) for m in ours.inner.inner.model.unet.modules())
+    assert any(hasattr(m, FUSED) for m in backend_model(ours).unet.modules())
     unfused = TorchBackend(merge_model(model.cuda().half()), cuda, "fold")
     inputs = unet_inputs(model, n=3, side=8, seed=2)
     want = unet(unfused, on_gpu(inputs)).float()
