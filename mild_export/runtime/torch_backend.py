@@ -56,7 +56,7 @@ def torch_backend(
     bg_weights: BranchWeights = BranchWeights.LOW_RANK,
 ) -> Backend:
     """`model` merged (unless it is already), cast to `precision`, its bg Q/K/V in the form
-    `bg_weights` (as `mild-export --bg-weights`: low-rank holds SDXL's UNet in 1.014x one UNet's
+    `bg_weights` (as `mild-export --bg-weights`: low-rank holds SDXL's UNet in 1.022x one UNet's
     weights, whole sets in 1.29x), its projections fused (in place), run on `device` with SMA by
     `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are
     kept per prompt. Takes and gives fp32 tensors at the boundary, as every backend does.
