@@ -10,7 +10,8 @@ Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity ag
 reference on fresh random inputs (binary and soft masks, odd lengths, every supported head-dim
 bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from sma_schema.json;
 (3) timing at the SDXL shapes against PyTorch SDPA without bias and SDPA over the fold form,
-medians of CUDA-event timings after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
+device time from CUDA-graph replays (and, for the kernel and SDPA, one call at a time between
+CUDA events, host launch included), medians after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
 memcheck, racecheck and synccheck on a small case (this script re-run with --sanitize-case).
 Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
 DESIGN.md section 7).
@@ -123,6 +124,9 @@ def sanitize_case() -> None:
 
 
 def median_ms(fn, warmup=5, iters=30) -> float:
+    """One call between two CUDA events, synchronised, median: what an application calling once
+    sees. For a kernel shorter than the host's launch path (10-20 us from Python) this times the
+    host; `device_ms` times the device."""
     for _ in range(warmup):
         fn()
     times = []
@@ -134,6 +138,33 @@ def median_ms(fn, warmup=5, iters=30) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def device_ms(fn, calls=20, replays=10) -> float | None:
+    """Device time of one call: `calls` calls captured in one CUDA graph, replayed, median over
+    replays divided by `calls`. This is how the UNet runs them (replayed CUDA graphs), and at
+    S=256 the only way to see the kernel rather than the launch. None if the capture fails."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # lazy initialisation and workspaces outside the capture
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            for _ in range(calls):
+                fn()
+    except RuntimeError as err:
+        print(f"CUDA graph capture failed ({str(err).splitlines()[0]}): per-call timing only")
+        torch.cuda.synchronize()
+        return None
+    return median_ms(graph.replay, warmup=2, iters=replays) / calls
+
+
+def shown(ms: float | None) -> str:
+    return "capture failed" if ms is None else f"{ms:.4f}"
 
 
 def matrix_rate_tflops() -> float:
@@ -149,17 +180,28 @@ def timing(lines: list[str]) -> None:
         "",
         f"measured fp16 matrix rate: {rate:.0f} TFLOP/s",
         "",
-        "| B H S D | SMA kernel | SDPA (no bias) | SDPA fold | ratio to SDPA | floor |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "Device time per call (calls replayed from a CUDA graph, as in the UNet); then the same",
+        "one call at a time between CUDA events (host launch included: the 2026-11-27 figures).",
+        "",
+        "| B H S D | SMA kernel | SDPA (no bias) | SDPA fold | kernel / SDPA | floor "
+        "| per call: kernel, SDPA, ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for b, h, s, d in TIMING_SHAPES:
         q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
-        ours = median_ms(lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha))  # noqa: B023
-        plain = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))  # noqa: B023
-        fold = median_ms(lambda: sma.attention_fold(q, k, v, m_q, m_k, alpha))  # noqa: B023
+        calls = {
+            "kernel": lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha),  # noqa: B023
+            "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),  # noqa: B023
+            "fold": lambda: sma.attention_fold(q, k, v, m_q, m_k, alpha),  # noqa: B023
+        }
+        device = {name: device_ms(fn) for name, fn in calls.items()}
+        host = {name: median_ms(calls[name]) for name in ("kernel", "sdpa")}
         floor = 4 * b * h * s * s * d / (rate * 1e12) * 1e3
+        kernel, sdpa, fold = (device[n] for n in ("kernel", "sdpa", "fold"))
+        ratio = "-" if kernel is None or sdpa is None else f"{kernel / sdpa:.2f}"
         lines.append(
-            f"| {b} {h} {s} {d} | {ours:.3f} | {plain:.3f} | {fold:.3f} | {ours / plain:.2f} | {floor:.3f} |"
+            f"| {b} {h} {s} {d} | {shown(kernel)} | {shown(sdpa)} | {shown(fold)} | {ratio} | {floor:.4f} "
+            f"| {host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f} |"
         )
     lines.append("")
 
