@@ -76,6 +76,6 @@ def vae_upcast(device: torch.device) -> torch.dtype:
     traffic: in float32 the VAE took 97 ms of a 555 ms image on an H200 (11 TFLOP, about 110
     TFLOP/s; bench/RESULTS.md). Its 8-bit mantissa costs precision that fp16 UNets already give up.
     """
-    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0):
         return torch.bfloat16
     return torch.float32
