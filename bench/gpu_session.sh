@@ -147,7 +147,8 @@ stage1() {
     # by the plugin's kernel: the fastest path without engines), then the same with the UNet
     # compiled. The fold form (2026-11-27) and the PyTorch reference (2026-11-26) are in
     # bench/RESULTS.md: not again.
-    # The sweep last: it only settles a tile shape, the end-to-end figures are the issue's target.
+    # The sweep last: it only settles a tile shape, the end-to-end figures are the issue's target;
+    # its S=256 rows come first (S >= 1024 was swept on 2026-11-27), so a cut run still answers.
     step sma-kernel-harness 150 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
     step bench-sdxl-torch-compile 270 "$(sdxl_bench torch kernel compile) --compile \

@@ -230,8 +230,9 @@ int main()
         prop.minor, prop.multiProcessorCount);
     std::printf("| B H S D | tile shape | regs | spill B | CTAs/SM | ms | TFLOP/s | err/max|ref| | ok |\n");
     std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    Shape const shapes[] = {{3, 10, 4096, 64}, {6, 10, 4096, 64}, {3, 20, 1024, 64}, {6, 20, 1024, 64},
-        {3, 10, 256, 64}, {6, 20, 256, 64}, {3, 8, 4096, 40}, {3, 8, 1024, 80}};
+    // S=256 first: the shapes not timed yet (2026-11-27), so a run cut short still answers for them
+    Shape const shapes[] = {{3, 20, 256, 64}, {3, 10, 256, 64}, {6, 20, 256, 64}, {3, 10, 4096, 64},
+        {6, 10, 4096, 64}, {3, 20, 1024, 64}, {6, 20, 1024, 64}, {3, 8, 4096, 40}, {3, 8, 1024, 80}};
     for (Shape const& s : shapes)
     {
         Problem const problem(s);
