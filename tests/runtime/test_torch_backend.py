@@ -283,13 +283,16 @@ def test_the_compiled_model_replays_its_unet_as_a_cuda_graph(caplog, sma_form):
 
 @pytest.mark.gpu
 @requires_gpu
-def test_the_kernel_reads_the_fused_projections_in_place():
-    """With fused projections Q, K and V are slices of one GEMM output, which the kernel reads
-    without copies: the backend agrees with the unfused merged model with SMA by the fold form.
-    Inputs come from the host, as users give them."""
+@pytest.mark.parametrize("bg_weights", list(BranchWeights), ids=lambda f: f.value)
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["eager", "graphed"])
+def test_the_kernel_reads_the_fused_projections_in_place(bg_weights, cuda_graph):
+    """With fused projections Q, K and V are slices of one GEMM output (the bg rows' low-rank term
+    added in place), which the kernel reads without copies: the backend agrees with the unfused
+    merged model with SMA by the fold form. Inputs come from the host, as users give them."""
     model = make_trained_tiny(seed=6)
     cuda = torch.device("cuda")
-    ours = torch_backend(copy.deepcopy(model), cuda, "fp16", prepare_form("kernel", cuda), cuda_graph=False)
+    kernel = prepare_form("kernel", cuda)
+    ours = torch_backend(copy.deepcopy(model), cuda, "fp16", kernel, cuda_graph=cuda_graph, bg_weights=bg_weights)
     assert any(hasattr(m, FUSED) for m in backend_model(ours).unet.modules())
     unfused = TorchBackend(merge_model(model.cuda().half()), cuda, "fold")
     inputs = unet_inputs(model, n=3, side=8, seed=2)
