@@ -291,8 +291,8 @@ def test_the_kernel_reads_the_fused_projections_in_place(bg_weights, cuda_graph)
     merged model with SMA by the fold form. Inputs come from the host, as users give them."""
     model = make_trained_tiny(seed=6)
     cuda = torch.device("cuda")
-    kernel = prepare_form("kernel", cuda)
-    ours = torch_backend(copy.deepcopy(model), cuda, "fp16", kernel, cuda_graph=cuda_graph, bg_weights=bg_weights)
+    options = {"cuda_graph": cuda_graph, "bg_weights": bg_weights}
+    ours = torch_backend(copy.deepcopy(model), cuda, "fp16", prepare_form("kernel", cuda), **options)
     assert any(hasattr(m, FUSED) for m in backend_model(ours).unet.modules())
     unfused = TorchBackend(merge_model(model.cuda().half()), cuda, "fold")
     inputs = unet_inputs(model, n=3, side=8, seed=2)
