@@ -75,7 +75,10 @@ def torch_backend(
     conversion = convert_branch_weights(model.unet, bg_weights, 2 * model.config.lora.rank)
     if conversion.factored:
         log.info(
-            "torch: bg Q/K/V as rank-%d differences: %d projections", conversion.rank, conversion.factored
+            "torch: bg Q/K/V as rank-%d differences: %d projections (%d kept whole: higher rank)",
+            conversion.rank,
+            conversion.factored,
+            conversion.whole,
         )
     fuse_projections(model.unet)  # last: a cast or move would copy the fused weights' views apart
     if compile_model:
