@@ -186,6 +186,8 @@ class BranchAttnProcessor(nn.Module):
 
     Holds the learnable per-(branch, projection) LoRA scales of this layer (Eq. 1's alpha_p^(b))
     and, for self-attention, the per-head SMA bias alpha [H, 2, 2] (zeros: vanilla attention).
+    A runtime may set `context_kv`, cross-attention's K and V already projected from this call's
+    context (`context_projections`), to project the context once per image instead of per step.
     """
 
     def __init__(self, heads: int, self_attention: bool, level: int):
@@ -193,6 +195,7 @@ class BranchAttnProcessor(nn.Module):
         self.level = level
         self.lora_scale = nn.ParameterDict({b: nn.Parameter(torch.ones(len(PROJECTIONS))) for b in BRANCHES})
         self.sma_alpha = nn.Parameter(torch.zeros(heads, 2, 2)) if self_attention else None
+        self.context_kv: tuple[Tensor, Tensor] | None = None
 
     def project(self, attn: Attention, index: int, x: Tensor, n_fg: int) -> Tensor:
         layer = getattr(attn, PROJECTIONS[index])
@@ -210,11 +213,25 @@ class BranchAttnProcessor(nn.Module):
     def projections(self, attn: Attention, x: Tensor, context: Tensor, n_fg: int) -> tuple[Tensor, ...]:
         """Q from `x`, K and V from `context`: by the attention's fused projections where it has them."""
         fused = getattr(attn, FUSED, None)
-        if fused is None:
-            return tuple(self.project(attn, i, x if i == 0 else context, n_fg) for i in range(3))
-        if len(fused) == 1:  # self-attention: x is the context
-            return fused[0](x, n_fg)
-        return (*fused[0](x, n_fg), *fused[1](context, n_fg))
+        if not attn.is_cross_attention:  # x is the context
+            return (
+                fused[0](x, n_fg)
+                if fused is not None
+                else tuple(self.project(attn, i, x, n_fg) for i in range(3))
+            )
+        q = fused[0](x, n_fg)[0] if fused is not None else self.project(attn, 0, x, n_fg)
+        k, v = (
+            self.context_kv if self.context_kv is not None else self.context_projections(attn, context, n_fg)
+        )
+        return q, k, v
+
+    def context_projections(self, attn: Attention, context: Tensor, n_fg: int) -> tuple[Tensor, Tensor]:
+        """Cross-attention's K and V of `context` (the encoder states, `attn.norm_cross` applied)."""
+        fused = getattr(attn, FUSED, None)
+        if fused is not None:
+            k, v = fused[1](context, n_fg)
+            return k, v
+        return self.project(attn, 1, context, n_fg), self.project(attn, 2, context, n_fg)
 
     def __call__(  # diffusers reads the processor's __call__ signature to route kwargs
         self,

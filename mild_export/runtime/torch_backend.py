@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from mild_export.export.branch_weights import BranchWeights, convert_branch_weights
+from mild_export.runtime.context_kv import ContextKVBackend, can_project_once
 from mild_export.runtime.prompt_cache import PromptCache
 from reference.backend import Backend, TorchBackend
 from reference.branch_attention import fuse_projections
@@ -58,8 +59,9 @@ def torch_backend(
     """`model` merged (unless it is already), cast to `precision`, its bg Q/K/V in the form
     `bg_weights` (as `mild-export --bg-weights`: low-rank holds SDXL's UNet in 1.022x one UNet's
     weights, whole sets in 1.29x), its projections fused (in place), run on `device` with SMA by
-    `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs; text encodings are
-    kept per prompt. Takes and gives fp32 tensors at the boundary, as every backend does.
+    `sma_form`; on a GPU with `cuda_graph` the UNet is replayed as CUDA graphs; cross-attention's
+    K/V are projected once per context (`ContextKVBackend`), text encodings kept per prompt. Takes
+    and gives fp32 tensors at the boundary, as every backend does.
 
     `compile_model`: torch.compile (Inductor) of the UNet and the VAE (`compile_parts`). It compiles
     at the first call of each shape set (minutes for SDXL), so it pays in a process that erases
@@ -92,6 +94,8 @@ def torch_backend(
         backend = GraphedBackend(backend)
     if dtype != torch.float32:
         backend = CastBackend(backend, dtype, upcast)
+    if can_project_once(model):
+        backend = ContextKVBackend(backend, model)
     return CachedTextBackend(backend)
 
 

@@ -20,6 +20,7 @@ from mild_export.cli.erase import make_backend, parse_args
 from mild_export.engine.sma_torch_ext import prepare_form
 from mild_export.export.branch_weights import BranchWeights
 from mild_export.golden import psnr
+from mild_export.runtime.context_kv import ContextKVBackend
 from mild_export.runtime.prompt_cache import PromptCache
 from mild_export.runtime.torch_backend import CastBackend, GraphedBackend, backend_model, torch_backend
 from reference.backend import TorchBackend
@@ -46,8 +47,9 @@ def test_the_merged_model_in_fp32_sits_at_the_references_noise_floor(bg_weights)
     truth = unet(TorchBackend(copy.deepcopy(model).double()), {k: v.double() for k, v in inputs.items()})
     reference_err = (unet(TorchBackend(model), inputs).double() - truth).abs().max()
     ours = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold", bg_weights=bg_weights)
-    assert isinstance(ours.inner, TorchBackend) and is_merged(ours.inner.model)  # no cast, no graphs
-    attentions = [m for m in ours.inner.model.unet.modules() if isinstance(m, Attention)]
+    assert isinstance(ours.inner, ContextKVBackend)
+    assert isinstance(ours.inner.inner, TorchBackend) and is_merged(ours.inner.inner.model)  # no cast, graphs
+    attentions = [m for m in backend_model(ours).unet.modules() if isinstance(m, Attention)]
     kinds = {type(getattr(attn, name)) for attn in attentions for name in PROJECTIONS}
     assert kinds == {LowRankBranchLinear if bg_weights is BranchWeights.LOW_RANK else BranchLinear}
     ours_err = (unet(ours, inputs).double() - truth).abs().max()
@@ -77,12 +79,12 @@ def test_the_low_rank_form_holds_the_unet_in_less_memory():
 def test_a_merged_model_is_used_as_it_is():
     merged = merge_model(make_trained_tiny(seed=2))
     backend = torch_backend(merged, torch.device("cpu"), "fp32", "fold")
-    assert backend.inner.model is merged
+    assert backend_model(backend) is merged
 
 
 def test_half_precision_is_cast_at_the_boundary():
     backend = torch_backend(make_trained_tiny(), torch.device("cpu"), "bf16", "fold")
-    cast = backend.inner
+    cast = backend.inner.inner
     assert isinstance(cast, CastBackend) and cast.dtype == torch.bfloat16
     assert {p.dtype for p in cast.inner.model.unet.parameters()} == {torch.bfloat16}
 
@@ -172,22 +174,25 @@ def test_an_unknown_precision_is_named():
 def test_bench_builds_it_with_the_fold_form_on_a_cpu():
     target = make_target("torch", BenchOptions("tiny", None, torch.device("cpu"), None))
     assert (target.name, target.precision, target.sma) == ("torch", "fp32", "fold")
-    assert is_merged(target.backend.inner.model)
+    assert is_merged(backend_model(target.backend))
 
 
 @pytest.mark.slow  # Inductor compiles the tiny UNet's and VAE's C++ kernels: about 2 minutes on 2 cores
 def test_the_compiled_model_equals_the_eager_one():
     model = make_trained_tiny(seed=5)
-    inputs = unet_inputs(model, n=2, side=8, seed=3)
     images = {"images": torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1}
     eager = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold")
     compiled = torch_backend(copy.deepcopy(model), torch.device("cpu"), "fp32", "fold", compile_model=True)
     ours = backend_model(compiled)
     parts = ours.unet, ours.vae.encoder, ours.vae.decoder
     assert all(p._compiled_call_impl is not None for p in parts)  # nn.Module.compile: in place
-    # fp32 both; Inductor reorders and fuses sums, so equal to a few float32 roundings
-    want = unet(eager, inputs)
-    assert (unet(compiled, inputs) - want).abs().max() <= 1e-5 * want.abs().max()
+    # fp32 both; Inductor reorders and fuses sums, so equal to a few float32 roundings. Two images
+    # of one shape: the second context's K/V go into the first's buffers, which the compiled UNet
+    # must read as inputs, not as constants
+    for seed in (3, 4):
+        inputs = unet_inputs(model, n=2, side=8, seed=seed)
+        want = unet(eager, inputs)
+        assert (unet(compiled, inputs) - want).abs().max() <= 1e-5 * want.abs().max(), seed
     for graph, inputs in (("vae_encoder", images), ("vae_decoder", eager.run("vae_encoder", images))):
         want, got = eager.run(graph, inputs), compiled.run(graph, inputs)
         (name,) = want
@@ -210,7 +215,7 @@ def test_erase_builds_it_and_takes_sma(tmp_path):
         ["--demo", "--backend", "torch", "--device", "cpu", "--sma", "reference", "--out", str(tmp_path)]
     )
     backend = make_backend(args)
-    assert is_merged(backend.inner.model) and backend.inner.sma_form == "reference"
+    assert is_merged(backend_model(backend)) and backend.inner.inner.sma_form == "reference"
 
 
 # --- on a GPU: CUDA graphs -----------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Cross-attention K/V of the context, projected once per image instead of once per step.
+
+Cross-attention's keys and values read only the UNet's context (each branch's [text; pose;
+parsing; mask] tokens), which is the same at every step of an image. Their projections are
+skinny GEMMs (77 tokens a row) that run far from the matrix rate: about 1.3 ms of a 22.6 ms SDXL
+step on an H200 (call A's profile, bench/RESULTS.md). This backend projects them when the
+context changes and hands them to the attention processors (`BranchAttnProcessor.context_kv`),
+in buffers kept per shape set, so a CUDA graph captured over them reads the new values at replay.
+
+The context counts as unchanged while the caller passes the same tensors, unmodified (the
+pipeline builds them once per image): their identity and version counters are compared, on the
+host, so no step waits for the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention_processor import Attention
+from torch import Tensor
+
+from reference.backend import Backend
+from reference.branch_attention import BranchAttnProcessor
+from reference.model import MildModel
+
+CONTEXTS = ("context_fg", "context_bg")
+
+
+@dataclass
+class _Projected:
+    """K/V buffers of every cross-attention for one shape set, and the context they hold."""
+
+    kv: list[tuple[Tensor, Tensor]]
+    source: tuple[Tensor, ...]  # the caller's context tensors (held: identity stays meaningful)
+    versions: tuple[int, ...]
+
+
+def cross_attentions(model: MildModel) -> list[tuple[Attention, BranchAttnProcessor]]:
+    return [
+        (m, m.processor)
+        for m in model.unet.modules()
+        if isinstance(m, Attention) and m.is_cross_attention and isinstance(m.processor, BranchAttnProcessor)
+    ]
+
+
+def can_project_once(model: MildModel) -> bool:
+    """Whether every cross-attention reads the UNet's context as given: no encoder projection
+    (`encoder_hid_proj`) or cross norm in between, which this backend does not replicate."""
+    layers = cross_attentions(model)
+    return (
+        bool(layers) and model.unet.unet.encoder_hid_proj is None and not any(a.norm_cross for a, _ in layers)
+    )
+
+
+class ContextKVBackend:
+    """Runs the UNet with its cross-attention K/V projected once per context (`can_project_once`
+    must hold for `model`, the model `inner` runs); every other graph as `inner` does."""
+
+    def __init__(self, inner: Backend, model: MildModel):
+        self.inner, self.config, self.device = inner, inner.config, inner.device
+        self.layers = cross_attentions(model)
+        self.dtype = next(model.unet.parameters()).dtype
+        self.projected: dict[tuple, _Projected] = {}
+
+    def tokenize(self, prompts: list[str]) -> dict[str, Tensor]:
+        return self.inner.tokenize(prompts)
+
+    def run(self, graph: str, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if graph != "unet":
+            return self.inner.run(graph, inputs)
+        contexts = tuple(inputs[name] for name in CONTEXTS)
+        projected = self._current(contexts)
+        for (_, processor), kv in zip(self.layers, projected.kv, strict=True):
+            processor.context_kv = kv
+        try:
+            return self.inner.run(graph, inputs)
+        finally:  # the model is left as it was found: other callers project as usual
+            for _, processor in self.layers:
+                processor.context_kv = None
+
+    def _current(self, contexts: tuple[Tensor, ...]) -> _Projected:
+        """The buffers of this shape set, refilled if the context is not the one they hold."""
+        key = tuple((tuple(c.shape), c.dtype) for c in contexts)
+        versions = tuple(c._version for c in contexts)
+        projected = self.projected.get(key)
+        if projected is not None:
+            same = all(a is b for a, b in zip(contexts, projected.source, strict=True))
+            if same and versions == projected.versions:
+                return projected
+        kv = self._project(contexts)
+        if projected is None:
+            projected = _Projected([(k.clone(), v.clone()) for k, v in kv], contexts, versions)
+            self.projected[key] = projected
+        else:  # into the same buffers: a graph captured over them reads these at its next replay
+            for (k_buf, v_buf), (k, v) in zip(projected.kv, kv, strict=True):
+                k_buf.copy_(k)
+                v_buf.copy_(v)
+            projected.source, projected.versions = contexts, versions
+        return projected
+
+    def _project(self, contexts: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor]]:
+        context_fg, context_bg = (c.to(self.device, self.dtype) for c in contexts)
+        context = torch.cat([context_fg, context_bg])
+        with torch.no_grad():
+            return [p.context_projections(a, context, context_fg.shape[0]) for a, p in self.layers]
