@@ -211,19 +211,16 @@ class BranchAttnProcessor(nn.Module):
         return layer.base_layer(x) + torch.cat(deltas)
 
     def projections(self, attn: Attention, x: Tensor, context: Tensor, n_fg: int) -> tuple[Tensor, ...]:
-        """Q from `x`, K and V from `context`: by the attention's fused projections where it has them."""
+        """Q from `x`, K and V from `context` (`x` in self-attention), by the attention's fused
+        projections where it has them; in cross-attention K and V from `context_kv` when set."""
         fused = getattr(attn, FUSED, None)
-        if not attn.is_cross_attention:  # x is the context
-            return (
-                fused[0](x, n_fg)
-                if fused is not None
-                else tuple(self.project(attn, i, x, n_fg) for i in range(3))
-            )
+        if not attn.is_cross_attention:
+            if fused is not None:
+                return fused[0](x, n_fg)
+            return tuple(self.project(attn, i, x, n_fg) for i in range(3))
         q = fused[0](x, n_fg)[0] if fused is not None else self.project(attn, 0, x, n_fg)
-        k, v = (
-            self.context_kv if self.context_kv is not None else self.context_projections(attn, context, n_fg)
-        )
-        return q, k, v
+        kv = self.context_kv if self.context_kv is not None else self.context_projections(attn, context, n_fg)
+        return (q, *kv)
 
     def context_projections(self, attn: Attention, context: Tensor, n_fg: int) -> tuple[Tensor, Tensor]:
         """Cross-attention's K and V of `context` (the encoder states, `attn.norm_cross` applied)."""
