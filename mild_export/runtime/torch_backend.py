@@ -71,7 +71,8 @@ def torch_backend(
     dtype, upcast = PRECISIONS[precision], vae_upcast(device)
     model = model.to(device).cast(dtype, upcast)  # first: the merge then folds on the device
     vae_dtype = graph_dtypes(model.config, dtype, upcast)["vae_decoder"]
-    log.info("torch: the UNet in %s, the VAE in %s", str(dtype)[6:], str(vae_dtype)[6:])
+    names = (str(t).removeprefix("torch.") for t in (dtype, vae_dtype))
+    log.info("torch: the UNet in %s, the VAE in %s", *names)
     if not is_merged(model):
         model = merge_model(model)
     conversion = convert_branch_weights(model.unet, bg_weights, 2 * model.config.lora.rank)
