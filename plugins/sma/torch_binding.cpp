@@ -1,5 +1,9 @@
 // The SMA kernel as a thin PyTorch extension, for the GPU tests and bench/ (not part of the
 // plugin library). Built with torch.utils.cpp_extension.load over this file and sma_kernel.cu.
+#include <cstdarg>
+#include <cstdio>
+#include <string>
+
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
@@ -9,6 +13,33 @@
 namespace
 {
 
+// Every error leaves as TORCH_CHECK with one C string, formatted here. TORCH_CHECK with formatted
+// arguments hands libc10 a std::string, and on the H200 machine's torch 2.11 (cu130, extension by
+// g++ 13) that call segfaulted, where one C string raised a RuntimeError (2026-11-27,
+// bench/RESULTS.md).
+[[noreturn]] void fail(char const* format, ...)
+{
+    char message[512];
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(message, sizeof(message), format, args);
+    va_end(args);
+    TORCH_CHECK(false, static_cast<char const*>(message));
+}
+
+std::string shape(torch::Tensor const& t)
+{
+    char text[96];
+    std::snprintf(text, sizeof(text), "[%lld, %lld, %lld, %lld]", static_cast<long long>(t.size(0)),
+        static_cast<long long>(t.size(1)), static_cast<long long>(t.size(2)), static_cast<long long>(t.size(3)));
+    return text;
+}
+
+void check(bool condition, char const* message)
+{
+    TORCH_CHECK(condition, message);
+}
+
 mild::sma::DataType kernelType(at::ScalarType type)
 {
     switch (type)
@@ -16,7 +47,7 @@ mild::sma::DataType kernelType(at::ScalarType type)
     case at::kFloat: return mild::sma::DataType::kFloat32;
     case at::kHalf: return mild::sma::DataType::kFloat16;
     case at::kBFloat16: return mild::sma::DataType::kBFloat16;
-    default: TORCH_CHECK(false, "sma_forward: q must be float32, float16 or bfloat16, got ", type);
+    default: fail("sma_forward: q must be float32, float16 or bfloat16, got %s", c10::toString(type));
     }
 }
 
@@ -47,10 +78,13 @@ void setStrides(torch::Tensor const& t, int64_t& batch, int64_t& head, int64_t& 
 torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor mq, torch::Tensor mk,
     torch::Tensor alpha, c10::optional<torch::Tensor> out, int64_t stages)
 {
-    TORCH_CHECK(stages >= 0 && stages <= 2, "sma_forward: stages must be 0 (the GPU's choice), 1 or 2, not ", stages);
-    TORCH_CHECK(q.is_cuda(), "sma_forward: tensors must be on a CUDA device");
-    TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "sma_forward: q, k, v must be [B, H, S, D]");
-    TORCH_CHECK(mq.dim() == 2 && mk.dim() == 2 && alpha.dim() == 3, "sma_forward: masks [B, S], alpha [H, 2, 2]");
+    if (stages < 0 || stages > 2)
+    {
+        fail("sma_forward: stages must be 0 (the GPU's choice), 1 or 2, not %lld", static_cast<long long>(stages));
+    }
+    check(q.is_cuda(), "sma_forward: tensors must be on a CUDA device");
+    check(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "sma_forward: q, k, v must be [B, H, S, D]");
+    check(mq.dim() == 2 && mk.dim() == 2 && alpha.dim() == 3, "sma_forward: masks [B, S], alpha [H, 2, 2]");
     c10::cuda::CUDAGuard guard(q.device());
     auto const dtype = q.scalar_type();
     q = kernelLayout(q);
@@ -59,15 +93,17 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     mq = mq.to(dtype).contiguous();
     mk = mk.to(dtype).contiguous();
     alpha = alpha.to(dtype).contiguous();
-    TORCH_CHECK(k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
-        "sma_forward: q ", q.sizes(), " and k/v ", k.sizes(), " disagree");
-    TORCH_CHECK(mq.size(0) == q.size(0) && mq.size(1) == q.size(2) && mk.size(0) == k.size(0)
+    if (k.sizes() != v.sizes() || q.size(0) != k.size(0) || q.size(1) != k.size(1) || q.size(3) != k.size(3))
+    {
+        fail("sma_forward: q %s and k/v %s disagree", shape(q).c_str(), shape(k).c_str());
+    }
+    check(mq.size(0) == q.size(0) && mq.size(1) == q.size(2) && mk.size(0) == k.size(0)
             && mk.size(1) == k.size(2) && alpha.size(0) == q.size(1) && alpha.size(1) == 2 && alpha.size(2) == 2,
         "sma_forward: mask or alpha shape does not match q/k");
     torch::Tensor result = out.has_value()
         ? *out
         : torch::empty({q.size(0), q.size(2), q.size(1), q.size(3)}, q.options()).transpose(1, 2);
-    TORCH_CHECK(result.sizes() == q.sizes() && result.scalar_type() == dtype && result.stride(3) == 1,
+    check(result.sizes() == q.sizes() && result.scalar_type() == dtype && result.stride(3) == 1,
         "sma_forward: out must be shaped and typed like q, with adjacent channels");
 
     mild::sma::Params p = mild::sma::contiguousParams(kernelType(dtype), q.size(0), q.size(1), q.size(2), k.size(2),
@@ -84,10 +120,13 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     p.alpha = alpha.data_ptr();
     p.out = result.data_ptr();
     char const* problem = mild::sma::checkParams(p);
-    TORCH_CHECK(problem == nullptr, problem);
+    check(problem == nullptr, problem);
     cudaError_t const status = mild::sma::launch(
         p, c10::cuda::getCurrentCUDAStream().stream(), static_cast<mild::sma::Pipeline>(stages));
-    TORCH_CHECK(status == cudaSuccess, "sma_forward: launch failed: ", cudaGetErrorString(status));
+    if (status != cudaSuccess)
+    {
+        fail("sma_forward: launch failed: %s", cudaGetErrorString(status));
+    }
     return result;
 }
 

@@ -90,10 +90,28 @@ def test_every_tile_shape_over_several_tiles(ext, d, dtype_name, stages):
     _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1, stages=stages)
 
 
-def test_rejects_an_unknown_pipeline(ext):
+def _bad_call(ext, case: str):
     q, k, v, m_q, m_k, alpha = _inputs(1, 1, 8, 8, 64, torch.float16, False, 0)
-    with pytest.raises(RuntimeError, match="stages must be 0 \\(the GPU's choice\\), 1 or 2, not 3"):
-        ext.sma_forward(q, k, v, m_q, m_k, alpha, stages=3)
+    if case == "stages":
+        return ext.sma_forward(q, k, v, m_q, m_k, alpha, stages=3)
+    if case == "shapes":
+        return ext.sma_forward(q, k[..., :32], v[..., :32], m_q, m_k, alpha)
+    return ext.sma_forward(q.int(), k, v, m_q, m_k, alpha)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("stages", "stages must be 0 \\(the GPU's choice\\), 1 or 2, not 3"),
+        ("shapes", "q \\[1, 1, 8, 64\\] and k/v \\[1, 1, 8, 32\\] disagree"),
+        ("dtype", "q must be float32, float16 or bfloat16, got Int"),
+    ],
+)
+def test_errors_with_formatted_values(ext, case, message):
+    """Messages that carry values (formatted in the binding: TORCH_CHECK with formatted arguments
+    segfaulted on the H200 machine's torch 2.11, 2026-11-27) raise, and name the value."""
+    with pytest.raises(RuntimeError, match=message):
+        _bad_call(ext, case)
 
 
 def test_attention_layout_in_and_out(ext):
