@@ -110,35 +110,43 @@ class FusedBranchLinear(BranchLinear):
 
 class FusedLowRankBranchLinear(nn.Module):
     """The low-rank form fused (`LowRankBranchLinear`: W_bg = W_fg + up @ down), for the PyTorch
-    deployment: one GEMM of every row by the fg weights, then the bg rows' low-rank term added in
-    place by one thin GEMM each way. No concatenation: the bg rows are a contiguous slice of the
-    output, which cuBLAS accumulates into (beta = 1). The downs are stacked, the ups placed on the
-    diagonal of one [sum of outputs, parts x rank] matrix, so each part's term reads only its own
-    factors; the originals become views into the fused tensors."""
+    deployment. The fg weights and the downs are one matrix, so one GEMM gives every row its fg
+    projection and every row its down x (the fg rows' a few percent of wasted columns, where a GEMM
+    of its own was a skinny kernel a projection: 130 launches of about 4 us a compiled SDXL step
+    on an H200, bench/RESULTS.md); then the bg rows add up(down x) in place by one thin GEMM
+    (beta = 1: their output is a contiguous slice of rows, so nothing is concatenated). The ups
+    sit on the diagonal of one [sum of outputs, parts x rank] matrix, so each part's term reads
+    only its own factors. The originals become views into the fused tensors."""
 
     def __init__(self, parts: tuple[LowRankBranchLinear, ...]):
         super().__init__()
         rank = parts[0].down.shape[0]
         self.sizes = [p.weight_fg.shape[0] for p in parts]
-        self.weight_fg = nn.Parameter(torch.cat([p.weight_fg for p in parts]), requires_grad=False)
-        self.down = nn.Parameter(torch.cat([p.down for p in parts]), requires_grad=False)
+        self.width = sum(self.sizes)
+        rows = [p.weight_fg for p in parts] + [p.down for p in parts]
+        self.weight = nn.Parameter(torch.cat(rows), requires_grad=False)
         self.up = nn.Parameter(torch.block_diag(*(p.up for p in parts)), requires_grad=False)
-        bias = None if parts[0].bias is None else torch.cat([p.bias for p in parts])
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        _share_rows(parts, self, ("weight_fg", *(("bias",) if self.bias is not None else ())))
+        self.bias = None
+        if parts[0].bias is not None:  # the down rows get none: zeros
+            bias = torch.cat([p.bias for p in parts] + [parts[0].bias.new_zeros(rank * len(parts))])
+            self.bias = nn.Parameter(bias, requires_grad=False)
         start = 0
         for i, (part, size) in enumerate(zip(parts, self.sizes, strict=True)):
-            part.down.data = self.down.data[i * rank : (i + 1) * rank]
+            part.weight_fg.data = self.weight.data[start : start + size]
+            part.down.data = self.weight.data[self.width + i * rank : self.width + (i + 1) * rank]
             part.up.data = self.up.data[start : start + size, i * rank : (i + 1) * rank]
+            if self.bias is not None:
+                part.bias.data = self.bias.data[start : start + size]
             start += size
 
     def forward(self, x: Tensor, n_fg: int) -> tuple[Tensor, ...]:
-        y = F.linear(x, self.weight_fg, self.bias)
-        _, x_bg = split_branches(x, n_fg)
-        y_bg = y.narrow(0, n_fg, y.shape[0] - n_fg)  # one view (autograd refuses in-place on split's)
-        low = F.linear(x_bg, self.down)
-        y_bg.view(-1, y.shape[-1]).addmm_(low.view(-1, low.shape[-1]), self.up.T)
-        return y.split(self.sizes, dim=-1)
+        y = F.linear(x, self.weight, self.bias)
+        extra = y.shape[-1] - self.width  # views by narrow: autograd refuses in-place on split's
+        out, low = y.narrow(-1, 0, self.width), y.narrow(-1, self.width, extra)
+        bg_rows = x.shape[0] - n_fg
+        out_bg, low_bg = out.narrow(0, n_fg, bg_rows), low.narrow(0, n_fg, bg_rows)
+        out_bg.view(-1, self.width).addmm_(low_bg.view(-1, extra), self.up.T)
+        return out.split(self.sizes, dim=-1)
 
 
 def _share_rows(parts: tuple[nn.Module, ...], fused: nn.Module, names: tuple[str, ...]) -> None:

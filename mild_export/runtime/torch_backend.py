@@ -24,6 +24,7 @@ from torch import Tensor
 
 from mild_export.export.branch_weights import BranchWeights, convert_branch_weights
 from mild_export.runtime.context_kv import ContextKVBackend, can_project_once
+from mild_export.runtime.cuda_graph import capture, failure_reason
 from mild_export.runtime.prompt_cache import PromptCache
 from reference.backend import Backend, TorchBackend
 from reference.branch_attention import fuse_projections
@@ -167,8 +168,8 @@ class _Capture:
 class GraphedBackend:
     """Replays one graph of a PyTorch backend (the UNet: 25 calls an image) as a CUDA graph per
     set of input shapes and dtypes. The first call with a shape set runs eagerly once on a side
-    stream (lazy initialisation must not be captured) and is then captured; a capture that fails
-    turns graphs off with the reason logged, and every call runs eagerly from then on."""
+    stream and is then captured (`cuda_graph.capture`); a capture that fails turns graphs off with
+    the reason logged, and every call runs eagerly from then on."""
 
     def __init__(self, inner: Backend, graph: str = "unet"):
         self.inner, self.graph = inner, graph
@@ -201,21 +202,10 @@ class GraphedBackend:
 
     def _capture(self, key: tuple, inputs: Mapping[str, Tensor]) -> _Capture | None:
         static = {name: t.to(self.device, copy=True) for name, t in inputs.items()}
-        current = torch.cuda.current_stream(self.device)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(current)
-        with torch.cuda.stream(side):
-            self.inner.run(self.graph, static)
-        current.wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                outputs = self.inner.run(self.graph, static)
+            graph, outputs = capture(lambda: self.inner.run(self.graph, static), self.device, self._pool)
         except RuntimeError as err:
-            torch.cuda.set_stream(current)  # a capture that fails to end can leave its stream current
-            torch.cuda.synchronize(self.device)
-            first_line = next(iter(str(err).splitlines()), type(err).__name__)
-            self.off_reason = f"capture failed ({first_line})"
+            self.off_reason = failure_reason(err)
             log.warning("torch: %s runs without CUDA graphs: %s", self.graph, self.off_reason)
             return None
         self.captures[key] = _Capture(graph, static, outputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 from mild_export.bench.weights import stored_bytes
@@ -38,12 +39,14 @@ def test_every_merged_attention_is_fused_and_computes_the_same(form):
         )
         kind = FusedLowRankBranchLinear if form is BranchWeights.LOW_RANK else FusedBranchLinear
         assert all(type(g) is kind for g in groups)
-        assert attn.to_v.weight_fg.untyped_storage().data_ptr() == (
-            groups[-1].weight_fg.untyped_storage().data_ptr()
-        )  # the originals are views into the fused weights
+        fused_fg = groups[-1].weight if form is BranchWeights.LOW_RANK else groups[-1].weight_fg
+        # the originals are views into the fused weights
+        assert attn.to_v.weight_fg.untyped_storage().data_ptr() == fused_fg.untyped_storage().data_ptr()
         if form is BranchWeights.LOW_RANK:
-            assert attn.to_v.up.untyped_storage().data_ptr() == groups[-1].up.untyped_storage().data_ptr()
+            for part, group in ((attn.to_v.down, groups[-1].weight), (attn.to_v.up, groups[-1].up)):
+                assert part.untyped_storage().data_ptr() == group.untyped_storage().data_ptr()
             zeros += sum(g.up.numel() - sum(s * conversion.rank for s in g.sizes) for g in groups)
+            zeros += sum(g.bias.numel() - sum(g.sizes) for g in groups if g.bias is not None)
     assert stored_bytes(merged.unet) == before + 4 * zeros
     got = run_unet(merged, inputs)
     # the same dot products, the GEMMs only wider: float32 rounding at most
@@ -54,3 +57,33 @@ def test_a_model_that_is_not_merged_is_left_alone():
     trained = make_trained_tiny(seed=3)  # peft LoRA layers: nothing to fuse
     assert fuse_projections(trained.unet) == 0
     assert not any(hasattr(m, FUSED) for m in trained.unet.modules())
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+def test_low_rank_fused_equals_its_parts(bias):
+    """The fg weights and the downs in one GEMM: each part's output as the part computes it, bg
+    rows with their low-rank term and fg rows without, biases on the projections only."""
+    from reference.branch_attention import LowRankBranchLinear
+
+    g = torch.Generator().manual_seed(0)
+    sizes, width_in, rank = (24, 16, 16), 40, 4
+
+    def part(size):
+        return LowRankBranchLinear(
+            torch.randn(size, width_in, generator=g),
+            torch.randn(size, rank, generator=g),
+            torch.randn(rank, width_in, generator=g),
+            torch.randn(size, generator=g) if bias else None,
+        )
+
+    parts = tuple(part(size) for size in sizes)
+    x, n_fg = torch.randn(3, 7, width_in, generator=g), 2
+    with torch.no_grad():
+        want = [p(x, n_fg) for p in parts]
+        fused = FusedLowRankBranchLinear(parts)
+        got = fused(x, n_fg)
+    assert fused.weight.shape == (sum(sizes) + rank * len(sizes), width_in)
+    assert [tuple(t.shape) for t in got] == [(3, 7, size) for size in sizes]
+    for w, o in zip(want, got, strict=True):
+        torch.testing.assert_close(o, w, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got[0][n_fg:], F.linear(x[n_fg:], parts[0].weight_fg, parts[0].bias), atol=1e-3)

@@ -68,11 +68,9 @@ def test_the_low_rank_form_holds_the_unet_in_less_memory():
     bg_sets = sum(m.weight_bg.numel() for m in full_unet.modules() if type(m) is BranchLinear)
     factors = sum(m.up.numel() + m.down.numel() for m in low_unet.modules() if type(m) is LowRankBranchLinear)
     assert 0 < factors < bg_sets / 2
-    zeros = sum(  # the fused ups' off-diagonal blocks
-        g.up.numel() - sum(s * g.down.shape[0] // len(g.sizes) for s in g.sizes)
-        for attn in low_unet.modules()
-        for g in getattr(attn, FUSED, ())
-    )
+    groups = [g for attn in low_unet.modules() for g in getattr(attn, FUSED, ())]
+    zeros = sum(g.up.numel() - g.width * g.up.shape[1] // len(g.sizes) for g in groups)  # off the diagonal
+    zeros += sum(g.bias.numel() - g.width for g in groups if g.bias is not None)  # the down rows' biases
     assert stored_bytes(low_unet) == stored_bytes(full_unet) - 4 * (bg_sets - factors - zeros)
 
 
@@ -294,8 +292,8 @@ def test_the_kernel_reads_the_fused_projections_in_place(bg_weights, cuda_graph)
     """With fused projections Q, K and V are slices of one GEMM output (the bg rows' low-rank term
     added in place), which the kernel reads without copies: the backend agrees with the unfused
     merged model with SMA by the fold form. Inputs come from the host, as users give them. Two
-    images of one shape: the second's cross-attention K/V are projected into the first's buffers,
-    which the replayed graph must read."""
+    images of one shape: the second's cross-attention K/V are projected into the first's buffers
+    (by the projections' own CUDA graph), which the replayed UNet graph must read."""
     model = make_trained_tiny(seed=6)
     cuda = torch.device("cuda")
     options = {"cuda_graph": cuda_graph, "bg_weights": bg_weights}
@@ -306,6 +304,9 @@ def test_the_kernel_reads_the_fused_projections_in_place(bg_weights, cuda_graph)
         inputs = unet_inputs(model, n=3, side=8, seed=seed)
         want = unet(unfused, on_gpu(inputs)).float()
         assert (unet(ours, inputs) - want).abs().max() <= 1e-2 * want.abs().max(), seed
+    context_kv = ours.inner
+    assert isinstance(context_kv, ContextKVBackend) and len(context_kv.projected) == 1
+    assert all(p.graph is not None for p in context_kv.projected.values())
 
 
 class SyncsInTheUNet:
