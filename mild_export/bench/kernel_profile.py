@@ -19,6 +19,18 @@ from reference.backend import Backend
 from reference.pipeline import ErasePipeline
 
 ROWS = 30  # operators listed, the most expensive first
+# What a device kernel does, by its name (lower case), the first kind whose words it contains:
+# Inductor's kernels first (their names carry the ops they fused), convolutions before matmuls
+# (cuDNN's are implicit GEMMs). Call C's SDXL profiles (bench/RESULTS.md) gave the names.
+KINDS = (
+    ("Inductor (Triton)", ("triton_",)),
+    ("attention", ("sma::", "flash", "fmha", "sdpa", "attention")),
+    ("convolution", ("fprop", "conv", "dgrad", "wgrad", "winograd")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "cublas", "xmma", "addmm", "aten::mm", "aten::bmm")),
+    ("layout and copies", ("nchwtonhwc", "nhwctonchw", "transpose", "copy", "memcpy", "memset", "cat")),
+    ("normalization", ("norm", "rowwisemoments", "welford")),
+    ("elementwise", ("elementwise", "vectorized", "reduce", "softmax", "silu", "gelu")),
+)
 HOST_BOUND = 0.8  # a device busier than this share of the wall time is what limits the run
 
 
@@ -28,6 +40,16 @@ class KernelProfile:
     wall_ms: float
     device_busy_ms: float  # 0 on a CPU
     table: str
+    by_kind: list[tuple[str, float, int]]  # (kind, device ms, kernels), the most expensive first
+
+    def kind_table(self) -> str:
+        """Device time by what the kernels do: where a step's time goes, against the floor's GEMMs."""
+        lines = [f"{'kernels by kind':<20} {'device ms':>10} {'share':>6} {'calls':>7}"]
+        lines += [
+            f"{kind:<20} {ms:>10.1f} {ms / self.device_busy_ms:>6.0%} {calls:>7}"
+            for kind, ms, calls in self.by_kind
+        ]
+        return "\n".join(lines)
 
     def summary(self) -> str:
         if self.device_busy_ms == 0:
@@ -50,11 +72,26 @@ def profile_image(backend: Backend, case: Case) -> KernelProfile:
     events = prof.key_averages()
     busy_us = sum(e.self_device_time_total for e in events) if on_gpu else 0.0
     sort_by = "self_device_time_total" if on_gpu else "self_cpu_time_total"
-    return KernelProfile(
-        case.label, wall_s * 1e3, busy_us / 1e3, events.table(sort_by=sort_by, row_limit=ROWS)
-    )
+    device = [(e.key, e.self_device_time_total, e.count) for e in events if e.self_device_time_total > 0]
+    table = events.table(sort_by=sort_by, row_limit=ROWS)
+    return KernelProfile(case.label, wall_s * 1e3, busy_us / 1e3, table, time_by_kind(device))
+
+
+def kernel_kind(name: str) -> str:
+    lower = name.lower()
+    return next((kind for kind, words in KINDS if any(w in lower for w in words)), "other")
+
+
+def time_by_kind(events: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+    """(name, device us, calls) of each kernel or op -> (kind, device ms, calls), largest first."""
+    totals: dict[str, tuple[float, int]] = {}
+    for name, us, calls in events:
+        ms, count = totals.get(kernel_kind(name), (0.0, 0))
+        totals[kernel_kind(name)] = (ms + us / 1e3, count + calls)
+    return sorted(((kind, ms, calls) for kind, (ms, calls) in totals.items()), key=lambda row: -row[1])
 
 
 def write_profile(path: Path, profile: KernelProfile, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{title}\n{profile.summary()}\n\n{profile.table}\n")
+    kinds = f"{profile.kind_table()}\n\n" if profile.by_kind else ""  # none on a CPU
+    path.write_text(f"{title}\n{profile.summary()}\n\n{kinds}{profile.table}\n")

@@ -194,6 +194,8 @@ def run(args: argparse.Namespace) -> None:
         profile = profile_image(target.backend, cases[0])
         write_profile(args.profile, profile, title)
         print(profile.summary())
+        if profile.by_kind:
+            print(profile.kind_table())
         log.info("wrote %s", args.profile)
 
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from mild_export.bench.cases import STAGES
+from mild_export.bench.kernel_profile import kernel_kind, time_by_kind
 from mild_export.cli.bench import main
 
 CASES = {(1, 1.0), (2, 1.0), (1, 7.5), (2, 7.5)}
@@ -133,3 +134,32 @@ def test_the_torch_backend_is_profiled(tmp_path, capsys):
     assert summary.endswith("ms wall (CPU: no device time)")
     text = (tmp_path / "p.txt").read_text()
     assert summary in text and "aten::convolution" in text and "Self CPU" in text
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [  # names from the SDXL profiles of call C (bench/RESULTS.md)
+        ("nvjet_sm90_hsh_128x64_64x8_2x4_h_bz_bias_TNT", "matmul"),
+        ("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "convolution"),
+        ("aten::cudnn_convolution", "convolution"),
+        ("void mild::sma::detail::smaForwardMma<__half, MmaConfig<64, 64, 2, 4, 2> >", "attention"),
+        ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x64_4x1x1", "attention"),
+        ("triton_poi_fused__scaled_dot_product_cudnn_attention_3", "Inductor (Triton)"),
+        ("void cudnn::engines_precompiled::nchwToNhwcKernel<__half, __half>", "layout and copies"),
+        ("void at::native::(anonymous namespace)::RowwiseMomentsCUDAKernel<c10::Half>", "normalization"),
+        ("void at::native::vectorized_elementwise_kernel<8, CUDAFunctor_add<c10::Half> >", "elementwise"),
+        ("Memcpy HtoD (Pageable -> Device)", "layout and copies"),
+        ("void at::native::indexSelectLargeIndex<c10::Half>", "other"),
+    ],
+)
+def test_device_kernels_are_sorted_by_what_they_do(name, kind):
+    assert kernel_kind(name) == kind
+
+
+def test_device_time_sums_by_kind_largest_first():
+    events = [("nvjet_a", 3000.0, 10), ("triton_poi", 500.0, 4), ("nvjet_b", 1000.0, 2), ("memcpy", 250.0, 1)]
+    assert time_by_kind(events) == [
+        ("matmul", 4.0, 12),
+        ("Inductor (Triton)", 0.5, 4),
+        ("layout and copies", 0.25, 1),
+    ]
