@@ -34,6 +34,12 @@
 #       carry=[".gpu-carry/part1", ".gpu-carry/small", "third_party/tensorrt"])
 # (stage1's first steps and the tiny ONNX export, about a minute), then stage2 at once.
 #
+# With 270 s of device time left after stage1, on the same warm machine at once (diffusers is
+# installed there; a fresh one installs it), the issue's whole table on the torch backend (eager,
+# CUDA graphs; one run a case), 512 then 1024:
+#
+#   run(command="bash bench/gpu_session.sh matrix", timeout_s=290, carry=[".gpu-carry/small"])
+#
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
@@ -41,6 +47,7 @@
 #           bench-sdxl-torch-kernel.json  bench-sdxl-torch-kernel-compile.json  profile-sdxl-torch.txt
 #           profile-sdxl-torch-compile.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
+#   matrix: summary-matrix.md  session-matrix.log  bench-sdxl-torch-matrix-{512,1024}.{json,png}
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
@@ -68,7 +75,8 @@ case "$STAGE" in
     stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-565} ;;
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
     prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
-    *) echo "usage: bash bench/gpu_session.sh stage1|stage2|prepare (see the comment at the top)" >&2; exit 2 ;;
+    matrix) BUDGET=${MILD_GPU_STAGE_SECONDS:-270} ;;
+    *) echo "usage: bash bench/gpu_session.sh stage1|stage2|prepare|matrix (see the comment at the top)" >&2; exit 2 ;;
 esac
 START=$(date +%s)
 DEADLINE=$(( START + BUDGET ))
@@ -166,6 +174,20 @@ sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line
     echo "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend $1 --sma $2 --device cuda \
         --precision fp16 --instances 2 --resolution 512 --steps 25 --guidance 1 --repeats 3 --warmup 1 \
         --json $OUT/bench-sdxl-$1-$2${3:+-$3}.json"
+}
+
+matrix() {  # the issue's whole table (N = 1..4, 512 and 1024, with and without guidance) on the torch backend
+    step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.cuda.get_device_name())'"
+    $PY -c 'import diffusers' 2>/dev/null ||
+        step install-diffusers 60 "$(declare -f install_wheels); install_wheels .gpu-carry/small/diffusers-*.whl"
+    # one run a case after one warm-up, 512 first: a cut at the deadline keeps the 512 table
+    local side
+    for side in 512 1024; do
+        step "bench-sdxl-torch-matrix-$side" 200 "$PY -m mild_export.cli.bench --model sdxl-inpaint \
+            --backend torch --sma kernel --device cuda --precision fp16 --instances 1,2,3,4 --resolution $side \
+            --steps 25 --guidance 1,7.5 --repeats 1 --warmup 1 --json $OUT/bench-sdxl-torch-matrix-$side.json \
+            --plot $OUT/bench-sdxl-torch-matrix-$side.png"
+    done
 }
 
 stage2() {
