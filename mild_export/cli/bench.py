@@ -25,7 +25,7 @@ from mild_export.bench.kernel_profile import profile_image, write_profile
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
 from mild_export.bench.weights import UNetWeights, model_unet_weights, unet_weights
-from mild_export.cli.logs import setup_logging
+from mild_export.cli.logs import run_command
 from mild_export.engine import sma_torch_ext
 from mild_export.export.contracts import ExportShapes, check_resolutions
 
@@ -200,14 +200,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("mild-bench")
-    args = parse_args(argv)
-    try:
-        run(args)
-    except ValueError as err:  # every input check raises ValueError naming the input and the fix
-        log.error("error: %s", err)
-        return 2
-    return 0
+    return run_command("mild-bench", parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mild_export.cli.logs import setup_logging
+from mild_export.cli.logs import run_command
 from mild_export.engine import sma_torch_ext
 from reference.backend import Backend
 from reference.compose import ComposeMode, cutout_rgba
@@ -169,14 +169,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("mild-erase")
-    args = parse_args(argv)
-    try:
-        run(args)
-    except ValueError as err:  # every input check raises ValueError naming the input and the fix
-        log.error("error: %s", err)
-        return 2
-    return 0
+    return run_command("mild-erase", parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mild_export.cli.logs import setup_logging
+from mild_export.cli.logs import run_command
 from mild_export.engine.trt_shim import TensorRTError
 from mild_export.export.branch_weights import BranchWeights
 from mild_export.export.contracts import ExportShapes
@@ -168,17 +168,7 @@ def previous_engines(out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("mild-export")
-    args = parse_args(argv)
-    try:
-        run(args)
-    except ValueError as err:
-        log.error("error: %s", err)
-        return 2
-    except TensorRTError as err:
-        log.error("error: %s", err)
-        return 1
-    return 0
+    return run_command("mild-export", parse_args, run, argv, failures=((TensorRTError, 1),))
 
 
 if __name__ == "__main__":

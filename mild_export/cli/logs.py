@@ -1,8 +1,12 @@
-"""One logging set-up for every command."""
+"""One logging set-up and one way to end for every command."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+from collections.abc import Callable
+
+log = logging.getLogger("mild")
 
 
 def setup_logging(prog: str) -> None:
@@ -10,3 +14,26 @@ def setup_logging(prog: str) -> None:
     users read our progress, not the ONNX optimizer's notes on each initializer it merges."""
     logging.basicConfig(level=logging.WARNING, format=f"{prog}: %(message)s")
     logging.getLogger("mild").setLevel(logging.INFO)
+
+
+def run_command(
+    prog: str,
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace], object],
+    argv: list[str] | None,
+    failures: tuple[tuple[type[Exception], int], ...] = (),
+) -> int:
+    """A command's `main`: logging set up, arguments parsed, `run`. Every input check raises
+    ValueError naming the input and the fix: one line and exit code 2, no traceback. `failures`
+    adds (error type, exit code) pairs for a command's own failures, reported the same way."""
+    setup_logging(prog)
+    args = parse_args(argv)
+    try:
+        run(args)
+    except ValueError as err:
+        log.error("error: %s", err)
+        return 2
+    except tuple(kind for kind, _ in failures) as err:
+        log.error("error: %s", err)
+        return next(code for kind, code in failures if isinstance(err, kind))
+    return 0

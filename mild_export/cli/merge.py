@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mild_export.cli.logs import setup_logging
+from mild_export.cli.logs import run_command
 
 log = logging.getLogger("mild")
 
@@ -26,18 +26,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup_logging("mild-merge")
-    args = parse_args(argv)
-    try:
-        from reference.merge import merge_checkpoint
+def run(args: argparse.Namespace) -> None:
+    from reference.merge import merge_checkpoint
 
-        out = merge_checkpoint(args.checkpoint, args.out)
-    except ValueError as err:
-        log.error("error: %s", err)
-        return 2
-    log.info("wrote %s", out)
-    return 0
+    log.info("wrote %s", merge_checkpoint(args.checkpoint, args.out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("mild-merge", parse_args, run, argv)
 
 
 if __name__ == "__main__":

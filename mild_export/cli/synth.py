@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mild_export.cli.logs import setup_logging
+from mild_export.cli.logs import run_command
 
 log = logging.getLogger("mild")
 
@@ -117,14 +117,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("mild-synth")
-    args = parse_args(argv)
-    try:
-        run(args)
-    except ValueError as err:
-        log.error("error: %s", err)
-        return 2
-    return 0
+    return run_command("mild-synth", parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mild_export.cli.logs import setup_logging
+from mild_export.cli.logs import run_command
 
 log = logging.getLogger("mild")
 
@@ -90,14 +90,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("mild-train")
-    args = parse_args(argv)
-    try:
-        run(args)
-    except ValueError as err:  # every input check raises ValueError naming the input and the fix
-        log.error("error: %s", err)
-        return 2
-    return 0
+    return run_command("mild-train", parse_args, run, argv)
 
 
 if __name__ == "__main__":

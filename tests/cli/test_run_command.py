@@ -1,0 +1,52 @@
+"""Every command ends the same way: 0, or one error line and its exit code, never a traceback for
+bad input; an unexpected error still raises, with its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pytest
+
+from mild_export.cli.logs import run_command
+from mild_export.engine.trt_shim import TensorRTError
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="mild-test")
+    p.add_argument("--fail", choices=["none", "input", "tensorrt", "bug"], default="none")
+    return p.parse_args(argv)
+
+
+def run(args):
+    if args.fail == "input":
+        raise ValueError("--fail input: give --fail none")
+    if args.fail == "tensorrt":
+        raise TensorRTError("the engine did not build")
+    if args.fail == "bug":
+        raise KeyError("not an input error")
+
+
+FAILURES = ((TensorRTError, 1),)
+
+
+@pytest.mark.parametrize(
+    "fail, code, line",
+    [
+        ("none", 0, None),
+        ("input", 2, "error: --fail input: give --fail none"),
+        ("tensorrt", 1, "error: the engine did not build"),
+    ],
+)
+def test_exit_codes_and_one_line(caplog, fail, code, line):
+    caplog.set_level(logging.INFO, logger="mild")
+    assert run_command("mild-test", parse, run, ["--fail", fail], failures=FAILURES) == code
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ([line] if line else [])
+
+
+def test_a_failure_a_command_does_not_name_still_raises():
+    with pytest.raises(TensorRTError):
+        run_command("mild-test", parse, run, ["--fail", "tensorrt"])
+    with pytest.raises(KeyError):
+        run_command("mild-test", parse, run, ["--fail", "bug"], failures=FAILURES)
