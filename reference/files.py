@@ -1,7 +1,8 @@
-"""Writing a file so that no reader ever sees half of it."""
+"""Files written so that no reader ever sees half of one, and checked by their hash."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -26,3 +27,12 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256, read a MiB at a time (checkpoints and engines are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -39,11 +39,11 @@ from reference.branch_attention import (
     processors,
 )
 from reference.config import ModelConfig
-from reference.files import atomic_write
+from reference.files import atomic_write, file_sha256
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
 from reference.text import TextEncoder, load_tokenizers, save_tokenizers, tokenizer_folder
-from reference.train.checkpoint import load_checkpoint, sha256
+from reference.train.checkpoint import load_checkpoint
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -182,7 +182,7 @@ def save_merged(merged: MildModel, out: Path, base_model: str, extra: dict[str, 
         "format": FORMAT_VERSION,
         "base_model": base_model,
         "model_config": merged.config.to_dict(),
-        "files": {name: sha256(out / name) for name in files},
+        "files": {name: file_sha256(out / name) for name in files},
         "tensors": {
             "total": len(state),
             "per_branch": len(branch_keys),
@@ -217,7 +217,7 @@ def load_merged(folder: Path) -> MildModel:
         raise ValueError(f"{folder / MANIFEST} is missing or corrupt ({err}): run mild-merge again") from None
     for name, digest in manifest["files"].items():
         path = folder / name
-        if not path.is_file() or sha256(path) != digest:
+        if not path.is_file() or file_sha256(path) != digest:
             raise ValueError(f"{path} is missing or differs from {folder / MANIFEST}: run mild-merge again")
     model = skeleton(config, _text_skeleton(config, folder))
     try:

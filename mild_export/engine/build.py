@@ -39,9 +39,9 @@ from mild_export.engine.trt_shim import (
     plugin_library_path,
 )
 from mild_export.export.contracts import GraphContract
-from mild_export.export.manifest import Manifest, file_sha256
+from mild_export.export.manifest import Manifest
 from mild_export.ops.schema import SMA
-from reference.files import atomic_write
+from reference.files import atomic_write, file_sha256
 
 log = logging.getLogger("mild")
 

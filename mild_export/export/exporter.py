@@ -13,10 +13,11 @@ from tqdm.auto import tqdm
 
 from mild_export.export.branch_weights import BranchWeights, branch_weights_form
 from mild_export.export.contracts import ExportShapes, GraphContract, contracts
-from mild_export.export.manifest import Manifest, file_sha256, graph_entry, graph_key, weights_sha256
+from mild_export.export.manifest import Manifest, graph_entry, graph_key, weights_sha256
 from mild_export.export.modules import graph_modules
 from mild_export.export.onnx_export import check_opset, export_graph, opset_for
 from mild_export.export.precision import KEPT_IN_FP32, VAE_KEPT_IN_FP32, Precision, SMAForm
+from reference.files import file_sha256
 from reference.graphs import VAE_GRAPHS, graph_dtypes
 from reference.model import MildModel
 from reference.text import save_tokenizers

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mild_export.export.contracts import GraphContract
-from reference.files import atomic_write
+from reference.files import atomic_write, file_sha256
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -40,14 +40,6 @@ def tool_versions() -> dict[str, str]:
         if name.startswith("tensorrt") and not name.endswith("-libs"):
             versions[name] = dist.version
     return versions
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_sha256(module: nn.Module) -> str:

@@ -26,11 +26,12 @@ from torch import Tensor
 
 from mild_export.engine.trt_shim import TensorRT
 from mild_export.export.contracts import ExportShapes, contracts
-from mild_export.export.manifest import Manifest, file_sha256
+from mild_export.export.manifest import Manifest
 from mild_export.runtime.prompt_cache import PromptCache
 from mild_export.runtime.rtx_runtime import JitCache, jit_cache_name
 from mild_export.runtime.trt_engine import EngineRunner, logged_errors
 from reference.config import ModelConfig
+from reference.files import file_sha256
 from reference.text import load_tokenizers
 
 log = logging.getLogger("mild")

@@ -13,7 +13,6 @@ meta.json is written last and carries the hashes, so a truncated or edited file 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from reference.files import file_sha256
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "trainable.safetensors"
@@ -44,14 +45,6 @@ class Checkpoint:
     @property
     def step(self) -> int:
         return int(self.meta["step"])
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -78,7 +71,7 @@ def save_checkpoint(
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
     torch.save(state, tmp / STATE)
-    hashes = {name: sha256(tmp / name) for name in (WEIGHTS, STATE)}
+    hashes = {name: file_sha256(tmp / name) for name in (WEIGHTS, STATE)}
     (tmp / META).write_text(json.dumps({**meta, "format": FORMAT, "step": step, "sha256": hashes}, indent=2))
     for name in (WEIGHTS, STATE, META):
         _fsync(tmp / name)
@@ -143,7 +136,7 @@ def verify_checkpoint(path: Path, with_state: bool = True) -> tuple[Path, dict[s
         file = path / name
         if not file.is_file():
             raise ValueError(f"checkpoint file {file} is missing: the checkpoint is incomplete")
-        if sha256(file) != meta["sha256"].get(name):
+        if file_sha256(file) != meta["sha256"].get(name):
             raise ValueError(
                 f"checkpoint file {file} is corrupt (its sha256 differs from {path / META}): "
                 "use an older checkpoint"

@@ -19,8 +19,8 @@ from mild_export.cli.export import main
 from mild_export.engine import build
 from mild_export.engine.build import DEFAULT_RTX_TARGETS, choose_targets, parse_targets
 from mild_export.engine.trt_shim import PLUGIN_LIBRARY_NAME, TensorRT
-from mild_export.export.manifest import file_sha256
 from mild_export.ops.schema import SMA
+from reference.files import file_sha256
 
 pytestmark = pytest.mark.slow
 

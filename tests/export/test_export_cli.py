@@ -95,7 +95,7 @@ def test_checkpoint_that_does_not_match_the_model(merged_folder, tmp_path, caplo
     another architecture (its manifest's hash made to agree): both refused by name, exit 2."""
     from safetensors.torch import load_file, save_file
 
-    from reference.train.checkpoint import sha256
+    from reference.files import file_sha256
 
     weights = merged_folder / "weights.safetensors"
     tensors = load_file(weights)
@@ -108,7 +108,7 @@ def test_checkpoint_that_does_not_match_the_model(merged_folder, tmp_path, caplo
         in (caplog.text)
     )
     manifest = json.loads((merged_folder / "manifest.json").read_text())
-    manifest["files"]["weights.safetensors"] = sha256(weights)
+    manifest["files"]["weights.safetensors"] = file_sha256(weights)
     (merged_folder / "manifest.json").write_text(json.dumps(manifest))
     caplog.clear()
     assert main(argv) == 2

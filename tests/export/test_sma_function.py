@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 from mild_export.ops import sma_onnx
 from mild_export.ops.schema import SMA
 from reference import sma
+from tests.reference.test_sma import random_inputs
 
 RANKS = {
     "q": ["b", "h", "s", "d"],
@@ -36,20 +37,11 @@ def single_node_model(dtype: int) -> onnx.ModelProto:
     return model
 
 
-def random_case(b, h, s, d, soft, seed):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, h, s, d, generator=g, dtype=torch.float64) for _ in range(3))
-    m = torch.rand(b, s, generator=g, dtype=torch.float64)
-    m = m if soft else (m > 0.5).double()
-    alpha = torch.randn(h, 2, 2, generator=g, dtype=torch.float64) * 2
-    return q, k, v, m, alpha
-
-
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize(("s", "d"), [(37, 40), (64, 64), (9, 80)])
 def test_function_body_equals_the_reference(soft, s, d):
     session = ort.InferenceSession(single_node_model(TensorProto.FLOAT).SerializeToString())
-    q, k, v, m, alpha = random_case(2, 3, s, d, soft, seed=s * d)
+    q, k, v, m, alpha = random_inputs(2, 3, s, d, soft, seed=s * d)
     expected = sma.attention_reference(q, k, v, m, m, alpha)  # float64
     feeds = dict(zip(SMA.inputs, (t.float().numpy() for t in (q, k, v, m, m, alpha)), strict=True))
     (out,) = session.run(None, feeds)
@@ -64,7 +56,7 @@ def test_function_body_equals_the_reference(soft, s, d):
 
 def test_function_body_in_fp16_is_as_good_as_pytorch_fp16():
     session = ort.InferenceSession(single_node_model(TensorProto.FLOAT16).SerializeToString())
-    q, k, v, m, alpha = random_case(1, 2, 50, 64, soft=True, seed=3)
+    q, k, v, m, alpha = random_inputs(1, 2, 50, 64, soft=True, seed=3)
     expected = sma.attention_reference(q, k, v, m, m, alpha)
     halves = [t.half() for t in (q, k, v, m, m, alpha)]
     (out,) = session.run(None, dict(zip(SMA.inputs, (t.numpy() for t in halves), strict=True)))
