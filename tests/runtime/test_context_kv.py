@@ -85,3 +85,25 @@ def test_only_a_context_read_as_given_is_projected_once():
     attn.norm_cross = True  # a norm this backend does not replicate
     assert not can_project_once(model)
     assert not isinstance(torch_backend(model, torch.device("cpu"), "fp32", "fold").inner, ContextKVBackend)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
+def test_a_projection_that_cannot_be_captured_runs_eagerly(monkeypatch, caplog):
+    """A projection that reads a value back to the host cannot be captured: the warning says so
+    and each new context is still projected into the buffers the UNet reads."""
+    original = BranchAttnProcessor.context_projections
+
+    def syncing(self, attn, context, n_fg):
+        assert context.sum().item() == context.sum().item()  # a device-to-host read: no capture
+        return original(self, attn, context, n_fg)
+
+    backend = torch_backend(make_trained_tiny(seed=8), torch.device("cuda"), "fp16", "fold")
+    cached = backend.inner
+    monkeypatch.setattr(BranchAttnProcessor, "context_projections", syncing)
+    for seed in (1, 2):  # the second image refills the first's buffers
+        inputs = unet_inputs(backend_model(backend), n=2, side=8, seed=seed)
+        want = unet(cached.inner, inputs)  # projecting at every call
+        assert (unet(cached, inputs) - want).abs().max() <= 1e-3 * want.abs().max(), seed
+    assert [p.graph for p in cached.projected.values()] == [None]
+    assert "projected without a CUDA graph: capture failed" in caplog.text
