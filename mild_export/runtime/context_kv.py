@@ -43,7 +43,7 @@ class _Projected:
     kv: list[tuple[Tensor, Tensor]]
     source: tuple[Tensor, ...]  # the caller's context tensors (held: identity stays meaningful)
     versions: tuple[int, ...]
-    static: tuple[Tensor, ...] = ()  # on a GPU: the contexts the graph projects, in the model's dtype
+    static: tuple[Tensor, ...]  # the contexts projected, on the device in the model's dtype
     graph: torch.cuda.CUDAGraph | None = None  # on a GPU: projects `static` into `kv`
 
 
@@ -101,11 +101,7 @@ class ContextKVBackend:
         versions = tuple(c._version for c in contexts)
         projected = self.projected.get(key)
         if projected is None:
-            static = tuple(c.to(self.device, self.dtype, copy=True) for c in contexts)
-            kv = [(k.clone(), v.clone()) for k, v in self._project(static)]
-            projected = self.projected[key] = _Projected(kv, contexts, versions, static)
-            if self.device.type == "cuda":
-                projected.graph = self._capture(projected)
+            projected = self.projected[key] = self._new(contexts, versions)
             return projected
         same = all(a is b for a, b in zip(contexts, projected.source, strict=True))
         if same and versions == projected.versions:
@@ -113,26 +109,26 @@ class ContextKVBackend:
         for buffer, context in zip(projected.static, contexts, strict=True):
             buffer.copy_(context)
         if projected.graph is not None:
-            projected.graph.replay()
-        else:
-            self._refill(projected)
+            projected.graph.replay()  # rewrites its outputs, the buffers, in place
+        else:  # into the same buffers: a UNet graph captured over them reads these at its next replay
+            for (k_buf, v_buf), (k, v) in zip(projected.kv, self._project(projected.static), strict=True):
+                k_buf.copy_(k)
+                v_buf.copy_(v)
         projected.source, projected.versions = contexts, versions
         return projected
 
-    def _refill(self, projected: _Projected) -> None:
-        """Into the same buffers: a UNet graph captured over them reads these at its next replay."""
-        for (k_buf, v_buf), (k, v) in zip(projected.kv, self._project(projected.static), strict=True):
-            k_buf.copy_(k)
-            v_buf.copy_(v)
-
-    def _capture(self, projected: _Projected) -> torch.cuda.CUDAGraph | None:
-        try:
-            graph, _ = capture(lambda: self._refill(projected), self.device)
-        except RuntimeError as err:
-            reason = failure_reason(err)
-            log.warning("torch: the context's K/V are projected without a CUDA graph: %s", reason)
-            return None
-        return graph
+    def _new(self, contexts: tuple[Tensor, ...], versions: tuple[int, ...]) -> _Projected:
+        """On a GPU the projections captured as a graph whose outputs are the buffers; elsewhere,
+        or if the capture fails, the buffers are the projections' eager outputs."""
+        static = tuple(c.to(self.device, self.dtype, copy=True) for c in contexts)
+        if self.device.type == "cuda":
+            try:
+                graph, kv = capture(lambda: self._project(static), self.device)
+                return _Projected(kv, contexts, versions, static, graph)
+            except RuntimeError as err:
+                reason = failure_reason(err)
+                log.warning("torch: the context's K/V are projected without a CUDA graph: %s", reason)
+        return _Projected(self._project(static), contexts, versions, static)
 
     def _project(self, contexts: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor]]:
         context_fg, context_bg = contexts
