@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from mild_export.engine import sma_torch_ext  # noqa: E402
 from mild_export.ops.schema import SMA  # noqa: E402
+from mild_export.runtime.cuda_graph import capture, failure_reason  # noqa: E402
 from reference import sma  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -144,21 +145,10 @@ def device_ms(fn, calls=20, replays=10) -> float | None:
     """Device time of one call: `calls` calls captured in one CUDA graph, replayed, median over
     replays divided by `calls`. This is how the UNet runs them (replayed CUDA graphs), and at
     S=256 the only way to see the kernel rather than the launch. None if the capture fails."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # lazy initialisation and workspaces outside the capture
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
     try:
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            for _ in range(calls):
-                fn()
+        graph, _ = capture(lambda: [fn() for _ in range(calls)], torch.device("cuda"))
     except RuntimeError as err:
-        print(f"CUDA graph capture failed ({str(err).splitlines()[0]}): per-call timing only")
-        torch.cuda.synchronize()
+        print(f"CUDA graph {failure_reason(err)}: per-call timing only")
         return None
     return median_ms(graph.replay, warmup=2, iters=replays) / calls
 
