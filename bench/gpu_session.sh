@@ -150,11 +150,15 @@ prepare() {  # stage1's setup alone, for a stage2 on a fresh machine, and the ti
 stage1() {
     setup
     # the sweep's nvcc build (about 20 s of one core) runs beside the tests, not on the clock
-    nvcc -std=c++17 -O3 -arch=sm_90 -Iplugins/sma bench/sma_tile_sweep.cu plugins/sma/sma_kernel.cu \
+    nvcc -std=c++17 -O3 -arch=sm_90a -DMILD_SMA_SM90A -Iplugins/sma bench/sma_tile_sweep.cu plugins/sma/sma_kernel.cu \
         -o "$STASH/sma_tile_sweep" >"$STASH/sma_tile_sweep.build.log" 2>&1 &
     local sweep_build=$!
     step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
-        tests/runtime/test_context_kv.py -p no:cacheprovider"
+        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
+    # Hopper's wgmma kernel (built without a GPU, 2026-11-27) in a process of its own: a fault there
+    # (a wrong shared-memory descriptor ends the CUDA context) cannot take the other tests with it
+    step gpu-tests-wgmma 90 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
+        -p no:cacheprovider"
     # the kernel harness and the tile-shape sweep; the torch backend (merged model, CUDA graphs, SMA
     # by the plugin's kernel: the fastest path without engines), then the same with the UNet and
     # the VAE compiled. The fold form (2026-11-27) and the PyTorch reference (2026-11-26) are in

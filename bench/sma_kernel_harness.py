@@ -8,7 +8,8 @@ Figures worth keeping go into bench/RESULTS.md by hand, with date, device and co
 
 Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity against a float64
 reference on fresh random inputs (binary and soft masks, odd lengths, every supported head-dim
-bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from sma_schema.json;
+bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from sma_schema.json, for the
+launcher's kernel and then, on sm_90, Hopper's wgmma kernel (pipeline "wgmma", D <= 64);
 (3) timing at the SDXL shapes against PyTorch SDPA without bias and SDPA over the fold form,
 device time from CUDA-graph replays (and, for the kernel and SDPA, one call at a time between
 CUDA events, host launch included), medians after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
@@ -55,37 +56,48 @@ def inputs(b, h, sq, sk, d, dtype, soft, seed):
     return q, k, v, m_q.to(dtype), m_k.to(dtype), alpha.to(dtype)
 
 
-def check(b, h, sq, sk, d, dtype_name, soft, seed) -> tuple[bool, float, float]:
+def wgmma_runs(d: int, dtype_name: str = "float16") -> bool:
+    """Whether Hopper's wgmma kernel (pipeline "wgmma") runs this case here."""
+    return dtype_name != "float32" and sma_torch_ext.wgmma_runs(d, DTYPES[dtype_name])
+
+
+def check(b, h, sq, sk, d, dtype_name, soft, seed, pipeline="auto") -> tuple[bool, float, float]:
     args = inputs(b, h, sq, sk, d, DTYPES[dtype_name], soft, seed)
     ref = sma.attention_reference(*(t.double() for t in args))
     theirs = (sma.attention_reference(*args).double() - ref).abs().max().item()
     out = torch.full_like(args[0], float("nan"))
-    sma_torch_ext.sma_forward(*args, out=out)
+    sma_torch_ext.sma_forward(*args, out=out, pipeline=pipeline)
     torch.cuda.synchronize()
     ours = (out.double() - ref).abs().max().item() if torch.isfinite(out).all() else float("inf")
     tol = SMA.tolerances[dtype_name]
     return ours <= tol.factor * theirs + tol.atol, ours, theirs
 
 
-def validate(lines: list[str]) -> int:
+def validate(lines: list[str], pipeline: str = "auto") -> int:
+    """Parity of one pipeline: the launcher's choice ("auto"), or Hopper's wgmma kernel on the
+    cases it runs, in a section of its own after the launcher's (a fault in a kernel built without
+    a GPU ends the CUDA context: the sections before it are written by then)."""
     lines += [
-        "## Parity against float64",
+        f"## Parity against float64: pipeline {pipeline}",
         "",
-        "| dtype | B H Sq Sk D | masks | ours | PyTorch | ok |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| dtype | B H Sq Sk D | masks | kernel | ours | PyTorch | ok |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    failures = 0
+    failures = runs = 0
     cases = [(2, 3, 77, 77, d, soft) for d in HEAD_DIMS for soft in (False, True)]
     cases += [(3, 2, sq, sk, 64, soft) for sq, sk in LENGTHS for soft in (False, True)]
     for dtype_name in DTYPES:
         for i, (b, h, sq, sk, d, soft) in enumerate(cases):
-            ok, ours, theirs = check(b, h, sq, sk, d, dtype_name, soft, seed=i)
+            if pipeline == "wgmma" and not wgmma_runs(d, dtype_name):
+                continue
+            ok, ours, theirs = check(b, h, sq, sk, d, dtype_name, soft, seed=i, pipeline=pipeline)
             failures += not ok
+            runs += 1
             lines.append(
-                f"| {dtype_name} | {b} {h} {sq} {sk} {d} | {'soft' if soft else 'binary'} | "
+                f"| {dtype_name} | {b} {h} {sq} {sk} {d} | {'soft' if soft else 'binary'} | {pipeline} | "
                 f"{ours:.2e} | {theirs:.2e} | {'yes' if ok else '**NO**'} |"
             )
-    lines += ["", f"failures: {failures} of {len(cases) * len(DTYPES)}", ""]
+    lines += ["", f"failures: {failures} of {runs}", ""]
     return failures
 
 
@@ -114,13 +126,15 @@ def sanitize(lines: list[str]) -> None:
 
 def sanitize_case() -> None:
     """Two query blocks with a tail, several key tiles with a tail, the smallest and largest
-    buckets, through each K/V pipeline this GPU can run (two stages need sm_80/90's memory)."""
-    stages = (1, 2) if torch.cuda.get_device_capability() in sma_torch_ext.TWO_STAGE_GPUS else (1,)
+    buckets, through each pipeline this GPU can run (two stages need sm_80/90's memory, the wgmma
+    kernel sm_90)."""
+    two = torch.cuda.get_device_capability() in sma_torch_ext.TWO_STAGE_GPUS
     for dtype_name in DTYPES:
         for d in (40, 256):
-            args = inputs(1, 2, 200, 150, d, DTYPES[dtype_name], True, 0)
-            for s in stages:
-                sma_torch_ext.sma_forward(*args, stages=s)
+            args = inputs(1, 2, 200, 300, d, DTYPES[dtype_name], True, 0)
+            pipelines = ["one-stage"] + ["two-stage"] * two + ["wgmma"] * wgmma_runs(d, dtype_name)
+            for pipeline in pipelines:
+                sma_torch_ext.sma_forward(*args, pipeline=pipeline)
     torch.cuda.synchronize()
 
 
@@ -163,7 +177,8 @@ def matrix_rate_tflops() -> float:
     return 2 * 8192**3 / (ms * 1e-3) / 1e12
 
 
-def timing(lines: list[str]) -> None:
+def timing(lines: list[str], wgmma: bool) -> None:
+    """`wgmma`: also time Hopper's kernel (where it runs and its parity held)."""
     rate = matrix_rate_tflops()
     lines += [
         "## Timing (fp16, median ms)",
@@ -173,9 +188,11 @@ def timing(lines: list[str]) -> None:
         "Device time per call (calls replayed from a CUDA graph, as in the UNet); then the same",
         "one call at a time between CUDA events (host launch included: the 2026-11-27 figures).",
         "",
+        "The wgmma columns are Hopper's kernel (pipeline \"wgmma\", sm_90 only), beside the launcher's.",
+        "",
         "| B H S D | SMA kernel | SDPA (no bias) | SDPA fold | kernel / SDPA | floor "
-        "| per call: kernel, SDPA, ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| per call: kernel, SDPA, ratio | wgmma | wgmma / SDPA |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for b, h, s, d in TIMING_SHAPES:
         q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
@@ -184,16 +201,22 @@ def timing(lines: list[str]) -> None:
             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),  # noqa: B023
             "fold": lambda: sma.attention_fold(q, k, v, m_q, m_k, alpha),  # noqa: B023
         }
+        if wgmma:
+            calls["wgmma"] = lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma")  # noqa: B023
         device = {name: device_ms(fn) for name, fn in calls.items()}
         host = {name: median_ms(calls[name]) for name in ("kernel", "sdpa")}
         floor = 4 * b * h * s * s * d / (rate * 1e12) * 1e3
-        kernel, sdpa, fold = (device[n] for n in ("kernel", "sdpa", "fold"))
-        ratio = "-" if kernel is None or sdpa is None else f"{kernel / sdpa:.2f}"
+        kernel, sdpa, fold, wgmma = (device.get(n) for n in ("kernel", "sdpa", "fold", "wgmma"))
         lines.append(
-            f"| {b} {h} {s} {d} | {shown(kernel)} | {shown(sdpa)} | {shown(fold)} | {ratio} | {floor:.4f} "
-            f"| {host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f} |"
+            f"| {b} {h} {s} {d} | {shown(kernel)} | {shown(sdpa)} | {shown(fold)} | {ratio(kernel, sdpa)} "
+            f"| {floor:.4f} | {host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f} "
+            f"| {shown(wgmma) if 'wgmma' in calls else 'not run'} | {ratio(wgmma, sdpa)} |"
         )
     lines.append("")
+
+
+def ratio(ms: float | None, base: float | None) -> str:
+    return "-" if ms is None or base is None else f"{ms / base:.2f}"
 
 
 def main() -> int:
@@ -220,12 +243,14 @@ def main() -> int:
     # keeps what it measured; the sanitizer, the slowest and least predictable, runs last
     failures = validate(lines)
     shown = report(lines, 0, out)
+    wgmma_failures = validate(lines, "wgmma") if wgmma_runs(64) else None
+    shown = report(lines, shown, out)
     if not args.no_timing:
-        timing(lines)
+        timing(lines, wgmma=wgmma_failures == 0)
         shown = report(lines, shown, out)
     sanitize(lines)
     report(lines, shown, out)
-    return 1 if failures else 0
+    return 1 if failures or wgmma_failures else 0
 
 
 def report(lines: list[str], shown: int, out: Path | None) -> int:

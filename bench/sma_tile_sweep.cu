@@ -5,8 +5,11 @@
 // inputs (outputs poisoned first), so a shape is only worth taking if its row also says "ok". The
 // first row of each shape is the launcher's own choice (mild::sma::launch). From the repository root:
 //
-//   nvcc -std=c++17 -O3 -arch=sm_90 -Iplugins/sma bench/sma_tile_sweep.cu plugins/sma/sma_kernel.cu \
-//       -o /tmp/sma_tile_sweep && /tmp/sma_tile_sweep
+//   nvcc -std=c++17 -O3 -arch=sm_90a -DMILD_SMA_SM90A -Iplugins/sma bench/sma_tile_sweep.cu \
+//       plugins/sma/sma_kernel.cu -o /tmp/sma_tile_sweep && /tmp/sma_tile_sweep
+//
+// With sm_90a and MILD_SMA_SM90A (an H100/H200) it also times the wgmma kernel's tile shapes
+// (sma_kernel_sm90.cuh); on other GPUs build with their -arch and without the define.
 //
 // Columns: registers and spilled bytes a thread (ptxas), CTAs an SM can hold (occupancy API),
 // median time of one launch over 3 x 20 launches, fp16 tensor rate, error relative to max|ref|.
@@ -22,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include "sma_kernel.cuh"
+#include "sma_kernel_sm90.cuh"
 #include "sma_params.h"
 
 namespace
@@ -77,6 +81,32 @@ Variant variant()
     return v;
 }
 
+#if defined(MILD_SMA_SM90A)
+template <class Cfg>
+cudaError_t launchWgmma(Params const& p)
+{
+    return mild::sma::detail::launchWgmmaConfig<__half, Cfg>(p, nullptr);
+}
+
+template <int kWarpGroups, int kBlockN>
+Variant wgmmaVariant()
+{
+    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN>;
+    auto kernel = mild::sma::detail::smaForwardWgmma<__half, Cfg>;
+    Variant v{"wgmma: keys " + std::to_string(kBlockN) + ", warpgroups " + std::to_string(kWarpGroups),
+        &launchWgmma<Cfg>};
+    cudaFuncAttributes attr{};
+    check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes),
+        "cudaFuncSetAttribute");
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v.ctasPerSm, kernel, Cfg::kThreads, Cfg::kSmemBytes),
+        "occupancy");
+    v.regs = attr.numRegs;
+    v.spill = static_cast<int>(attr.localSizeBytes);
+    return v;
+}
+#endif
+
 std::vector<Variant> variantsFor(int headDim)
 {
     std::vector<Variant> vs{{"launcher's choice (mild::sma::launch)",
@@ -92,6 +122,18 @@ std::vector<Variant> variantsFor(int headDim)
         {
             vs.push_back(v);
         }
+#if defined(MILD_SMA_SM90A)
+        cudaDeviceProp prop{};
+        check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+        if (prop.major == 9 && prop.minor == 0) // sm_90a code runs on sm_90 only
+        {
+            for (Variant v : {wgmmaVariant<2, 128>(), wgmmaVariant<3, 128>(), wgmmaVariant<2, 64>(),
+                     wgmmaVariant<1, 128>()})
+            {
+                vs.push_back(v);
+            }
+        }
+#endif
     }
     else
     {

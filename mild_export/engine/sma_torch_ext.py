@@ -21,8 +21,11 @@ from reference import sma
 
 SMA_DIR = REPO_ROOT / "plugins" / "sma"
 FORMS = ("reference", "fold", "kernel")  # what `--sma` offers the PyTorch reference (TorchBackend)
+# `sma_forward(..., pipeline=P)`, mild::sma::Pipeline: the launcher's choice, the mma.sync kernel with
+# one or two K/V stages, Hopper's wgmma kernel
+PIPELINES = {"auto": 0, "one-stage": 1, "two-stage": 2, "wgmma": 3}
 # compute capabilities whose blocks get the shared memory two K/V stages need (sm_80, sm_90): the
-# only GPUs where `sma_forward(..., stages=2)` runs, and where the launcher takes it itself
+# only GPUs where `pipeline=2` runs, and where the launcher takes it itself
 TWO_STAGE_GPUS = ((8, 0), (9, 0))
 SOURCES = [SMA_DIR / "torch_binding.cpp", SMA_DIR / "sma_kernel.cu"]
 
@@ -43,21 +46,40 @@ def load(verbose: bool = False) -> ModuleType:
         name="mild_sma_ext",
         sources=[str(s) for s in SOURCES],
         extra_include_paths=[str(SMA_DIR)],
-        extra_cflags=["-O3", "-std=c++17"],
+        extra_cflags=["-O3", "-std=c++17", *_wgmma_flags(major, minor)],
         extra_cuda_cflags=[
             "-O3",
             "-std=c++17",
-            f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}",
+            _gencode(major, minor),
             "-lineinfo",
+            *_wgmma_flags(major, minor),
         ],
         verbose=verbose,
     )
 
 
-def sma_forward(q, k, v, m_q, m_k, alpha, out=None, stages: int = 0):
+def _gencode(major: int, minor: int) -> str:
+    """SASS for this GPU; on sm_90 the arch-specific sm_90a, which has wgmma (and runs on sm_90 only)."""
+    arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+    return f"-gencode=arch=compute_{arch},code=sm_{arch}"
+
+
+def _wgmma_flags(major: int, minor: int) -> list[str]:
+    """MILD_SMA_SM90A tells the launcher the wgmma kernel was compiled (sma_kernel.cu)."""
+    return ["-DMILD_SMA_SM90A"] if (major, minor) == (9, 0) else []
+
+
+def sma_forward(q, k, v, m_q, m_k, alpha, out=None, pipeline: str = "auto"):
     """out = SMA(q, k, v, m_q, m_k, alpha) by the fused kernel; `out`, if given, is written in place.
-    `stages` 1 or 2 forces the K/V pipeline (0: the launcher's choice for this GPU)."""
-    return load().sma_forward(q, k, v, m_q, m_k, alpha, out, stages)
+    `pipeline` (a PIPELINES key) forces a kernel: "auto" is the launcher's choice for this GPU."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
+    return load().sma_forward(q, k, v, m_q, m_k, alpha, out, PIPELINES[pipeline])
+
+
+def wgmma_runs(head_dim: int, dtype: torch.dtype) -> bool:
+    """Whether pipeline "wgmma" runs here: an sm_90 GPU, fp16/bf16, head_dim <= 64."""
+    return load().wgmma_runs(head_dim, dtype)
 
 
 @torch.library.custom_op(f"{SMA.domain}::sma_kernel", mutates_args=(), device_types="cuda")

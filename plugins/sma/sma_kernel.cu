@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "sma_kernel.cuh"
+#include "sma_kernel_sm90.cuh"
 #include "sma_params.h"
 #include "static_switch.h"
 
@@ -13,28 +14,50 @@ namespace sma
 namespace
 {
 
+// MILD_SMA_SM90A: the build compiles sm_90a code (the PyTorch extension on an sm_90 GPU), where
+// the wgmma kernel has a body.
+#if defined(MILD_SMA_SM90A)
+constexpr bool kWarpgroupBuilt = true;
+#else
+constexpr bool kWarpgroupBuilt = false;
+#endif
+
+// A device attribute read once per device (atomics: engines may enqueue from several threads); -1
+// when it cannot be read.
+int deviceAttribute(cudaDeviceAttr attribute, std::atomic<int> (&cache)[64])
+{
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64)
+    {
+        return -1;
+    }
+    int value = cache[device].load(std::memory_order_relaxed);
+    if (value == 0)
+    {
+        if (cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess)
+        {
+            return -1;
+        }
+        cache[device].store(value, std::memory_order_relaxed);
+    }
+    return value;
+}
+
 // Whether this GPU holds two CTAs of `smemBytes` shared memory an SM (sm_80: 164 KB, sm_90:
-// 228 KB; sm_86/89/120: 100 KB). The attribute is read once per device (atomics: engines may
-// enqueue from several threads).
+// 228 KB; sm_86/89/120: 100 KB).
 bool twoCtasFit(int smemBytes)
 {
-    constexpr int kMaxDevices = 64;
-    static std::atomic<int> smemPerSm[kMaxDevices] = {}; // 0: not read yet
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices)
-    {
-        return false;
-    }
-    int perSm = smemPerSm[device].load(std::memory_order_relaxed);
-    if (perSm == 0)
-    {
-        if (cudaDeviceGetAttribute(&perSm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess)
-        {
-            return false;
-        }
-        smemPerSm[device].store(perSm, std::memory_order_relaxed);
-    }
+    static std::atomic<int> smemPerSm[64] = {}; // 0: not read yet
+    int const perSm = deviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, smemPerSm);
     return perSm >= 2 * (smemBytes + 1024); // the driver reserves 1 KB a CTA
+}
+
+bool isSm90()
+{
+    static std::atomic<int> major[64] = {};
+    static std::atomic<int> minor[64] = {};
+    return deviceAttribute(cudaDevAttrComputeCapabilityMajor, major) == 9
+        && deviceAttribute(cudaDevAttrComputeCapabilityMinor, minor) == 0;
 }
 
 template <typename T, int kHeadDim>
@@ -112,6 +135,10 @@ char const* checkParams(Params const& p)
     {
         return "SMA kernel: batch, heads and sequence lengths must be positive";
     }
+    if (!(p.scale > 0.f) || std::isinf(p.scale))
+    {
+        return "SMA kernel: the softmax scale must be positive and finite";
+    }
     if (p.batch > 65535 || p.heads > 65535)
     {
         return "SMA kernel: batch and heads must be at most 65535 (grid limits)";
@@ -148,11 +175,27 @@ char const* checkParams(Params const& p)
     return nullptr;
 }
 
+bool warpgroupRuns(Params const& p)
+{
+    return kWarpgroupBuilt && p.dtype != DataType::kFloat32 && p.head_dim <= 64 && isSm90();
+}
+
 cudaError_t launch(Params const& p, cudaStream_t stream, Pipeline pipeline)
 {
-    if (checkParams(p) != nullptr || pipeline < Pipeline::kAuto || pipeline > Pipeline::kTwoStages)
+    if (checkParams(p) != nullptr || pipeline < Pipeline::kAuto || pipeline > Pipeline::kWarpgroup)
     {
         return cudaErrorInvalidValue;
+    }
+    if (pipeline == Pipeline::kWarpgroup)
+    {
+        if (!warpgroupRuns(p))
+        {
+            return cudaErrorNotSupported;
+        }
+#if defined(MILD_SMA_SM90A)
+        using Cfg = detail::WgmmaConfig<2, 128>;
+        return MILD_HALF_TYPE_SWITCH(p.dtype, T, [&] { return detail::launchWgmmaConfig<T, Cfg>(p, stream); });
+#endif
     }
     if (p.dtype == DataType::kFloat32)
     {

@@ -59,18 +59,26 @@ Params contiguousParams(DataType dtype, int32_t batch, int32_t heads, int32_t se
 // nullptr when the kernel can run these parameters, else a sentence naming what is wrong.
 char const* checkParams(Params const& params);
 
-// How the fp16/bf16 kernel brings K and V in (sma_kernel.cuh, MmaConfig::kStages). kAuto takes
-// two stages where two CTAs still fit an SM (sm_80, sm_90) and one elsewhere; the others force one,
-// so that the GPU tests check both pipelines on whatever GPU they run (fp32 ignores it).
+// Which fp16/bf16 kernel runs, and how it brings K and V in. kAuto takes the mma.sync kernel
+// (sma_kernel.cuh) with two K/V stages where two CTAs still fit an SM (sm_80, sm_90) and one
+// elsewhere; kOneStage and kTwoStages force one, so that the GPU tests check both on whatever GPU
+// they run. kWarpgroup is Hopper's wgmma kernel (sma_kernel_sm90.cuh): fp16/bf16, head_dim <= 64,
+// an sm_90 GPU, and a library compiled for sm_90a (MILD_SMA_SM90A); kAuto does not take it until
+// a GPU session has measured it. fp32 ignores the pipeline (except kWarpgroup, which it cannot run).
 enum class Pipeline : int32_t
 {
     kAuto = 0,
     kOneStage = 1,
     kTwoStages = 2,
+    kWarpgroup = 3,
 };
 
+// Whether launch(params, stream, Pipeline::kWarpgroup) can run here: see kWarpgroup.
+bool warpgroupRuns(Params const& params);
+
 // Enqueues the kernel on `stream`. Returns cudaErrorInvalidValue when checkParams() objects, or
-// when a forced pipeline needs more shared memory than this GPU gives a block.
+// when a forced pipeline needs more shared memory than this GPU gives a block, and
+// cudaErrorNotSupported for kWarpgroup where warpgroupRuns() is false.
 cudaError_t launch(Params const& params, cudaStream_t stream, Pipeline pipeline = Pipeline::kAuto);
 
 } // namespace sma

@@ -73,14 +73,16 @@ void setStrides(torch::Tensor const& t, int64_t& batch, int64_t& head, int64_t& 
 
 // The output is [B, S, H, D] memory seen as [B, H, S, D], the layout attention's output projection
 // reads after its transpose, so that transpose and reshape copy nothing. `out` (optional) is
-// written in place, so callers can poison it first. `stages` 0 lets the launcher choose the K/V
-// pipeline for this GPU; 1 or 2 force one (mild::sma::Pipeline), for the tests.
+// written in place, so callers can poison it first. `pipeline` is mild::sma::Pipeline: 0 lets the
+// launcher choose for this GPU; 1 or 2 force the mma.sync kernel's K/V stages and 3 the wgmma
+// kernel, for the tests and bench/.
 torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor mq, torch::Tensor mk,
-    torch::Tensor alpha, c10::optional<torch::Tensor> out, int64_t stages)
+    torch::Tensor alpha, c10::optional<torch::Tensor> out, int64_t pipeline)
 {
-    if (stages < 0 || stages > 2)
+    if (pipeline < 0 || pipeline > 3)
     {
-        fail("sma_forward: stages must be 0 (the GPU's choice), 1 or 2, not %lld", static_cast<long long>(stages));
+        fail("sma_forward: pipeline must be 0 (the GPU's choice), 1 or 2 (K/V stages) or 3 (wgmma), not %lld",
+            static_cast<long long>(pipeline));
     }
     check(q.is_cuda(), "sma_forward: tensors must be on a CUDA device");
     check(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "sma_forward: q, k, v must be [B, H, S, D]");
@@ -121,8 +123,11 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     p.out = result.data_ptr();
     char const* problem = mild::sma::checkParams(p);
     check(problem == nullptr, problem);
-    cudaError_t const status = mild::sma::launch(
-        p, c10::cuda::getCurrentCUDAStream().stream(), static_cast<mild::sma::Pipeline>(stages));
+    auto const chosen = static_cast<mild::sma::Pipeline>(pipeline);
+    check(chosen != mild::sma::Pipeline::kWarpgroup || mild::sma::warpgroupRuns(p),
+        "sma_forward: pipeline 3 (wgmma) runs fp16/bf16 with head_dim <= 64 on an sm_90 GPU, from an extension "
+        "compiled for sm_90a");
+    cudaError_t const status = mild::sma::launch(p, c10::cuda::getCurrentCUDAStream().stream(), chosen);
     if (status != cudaSuccess)
     {
         fail("sma_forward: launch failed: %s", cudaGetErrorString(status));
@@ -130,10 +135,21 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     return result;
 }
 
+bool wgmmaRuns(int64_t headDim, at::ScalarType dtype)
+{
+    mild::sma::Params p{};
+    p.head_dim = static_cast<int32_t>(headDim);
+    p.dtype = kernelType(dtype);
+    return mild::sma::warpgroupRuns(p);
+}
+
 } // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
     m.def("sma_forward", &smaForward, "Fused spatially-modulated attention (forward)", py::arg("q"), py::arg("k"),
-        py::arg("v"), py::arg("m_q"), py::arg("m_k"), py::arg("alpha"), py::arg("out") = py::none(), py::arg("stages") = 0);
+        py::arg("v"), py::arg("m_q"), py::arg("m_k"), py::arg("alpha"), py::arg("out") = py::none(),
+        py::arg("pipeline") = 0);
+    m.def("wgmma_runs", &wgmmaRuns, "Whether pipeline 3 (wgmma) runs here for this head_dim and dtype",
+        py::arg("head_dim"), py::arg("dtype"));
 }

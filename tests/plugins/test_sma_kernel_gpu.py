@@ -42,13 +42,13 @@ def _inputs(b, h, sq, sk, d, dtype, soft: bool, seed: int):
     return q, k, v, m_q.to(dtype), m_k.to(dtype), alpha.to(dtype)
 
 
-def _check(ext, b, h, sq, sk, d, dtype_name, soft, seed, stages=0):
+def _check(ext, b, h, sq, sk, d, dtype_name, soft, seed, pipeline="auto"):
     dtype = DTYPES[dtype_name]
     q, k, v, m_q, m_k, alpha = _inputs(b, h, sq, sk, d, dtype, soft, seed)
     ref = sma.attention_reference(*(t.double() for t in (q, k, v, m_q, m_k, alpha)))
     torch_same = sma.attention_reference(q, k, v, m_q, m_k, alpha)
     out = torch.full_like(q, float("nan"))
-    ext.sma_forward(q, k, v, m_q, m_k, alpha, out, stages=stages)
+    ext.sma_forward(q, k, v, m_q, m_k, alpha, out, pipeline=pipeline)
     torch.cuda.synchronize()
     assert torch.isfinite(out).all(), "the kernel left poisoned (NaN) outputs or produced inf/NaN"
     ours = (out.double() - ref).abs().max().item()
@@ -56,12 +56,12 @@ def _check(ext, b, h, sq, sk, d, dtype_name, soft, seed, stages=0):
     tol = SMA.tolerances[dtype_name]
     assert ours <= tol.factor * theirs + tol.atol, (
         f"max error {ours:.3g} > {tol.factor} x PyTorch's {theirs:.3g} + {tol.atol} "
-        f"(B={b} H={h} Sq={sq} Sk={sk} D={d} {dtype_name} soft={soft})"
+        f"(B={b} H={h} Sq={sq} Sk={sk} D={d} {dtype_name} soft={soft} pipeline {pipeline})"
     )
     if sk == 1:
         return  # one key: softmax is 1 whatever the bias
     # the bias matters: the same kernel without alpha must differ from the reference
-    plain = ext.sma_forward(q, k, v, m_q, m_k, torch.zeros_like(alpha))
+    plain = ext.sma_forward(q, k, v, m_q, m_k, torch.zeros_like(alpha), pipeline=pipeline)
     assert (plain.double() - ref).abs().max().item() > 10 * (ours + tol.atol)
 
 
@@ -78,22 +78,70 @@ def test_sequence_lengths_and_masks(ext, sq, sk, soft, dtype_name):
     _check(ext, 3, 2, sq, sk, 64, dtype_name, soft, seed=sq * 1000 + sk)
 
 
-@pytest.mark.parametrize("stages", [1, 2], ids=["one-stage", "two-stage"])
+@pytest.mark.parametrize("pipeline", ["one-stage", "two-stage"])
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("d", [64, 96, 128, 160, 256])
-def test_every_tile_shape_over_several_tiles(ext, d, dtype_name, stages):
+def test_every_tile_shape_over_several_tiles(ext, d, dtype_name, pipeline):
     """Each head-dim bucket has its own query-block and key-tile sizes: two query blocks with a
     tail and at least three key tiles (each refilled by cp.async) with a tail, whatever the sizes,
     through both K/V pipelines (one stage is what sm_86/89/120 run, whatever GPU runs the test)."""
-    if stages == 2 and torch.cuda.get_device_capability() not in ext.TWO_STAGE_GPUS:
+    if pipeline == "two-stage" and torch.cuda.get_device_capability() not in ext.TWO_STAGE_GPUS:
         pytest.skip("two K/V stages need the shared memory of sm_80/90; the launcher never takes them here")
-    _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1, stages=stages)
+    _check(ext, 2, 2, 200, 150, d, dtype_name, soft=True, seed=d + 1, pipeline=pipeline)
+
+
+@pytest.fixture(scope="module")
+def wgmma(ext):
+    """Hopper's wgmma kernel runs on sm_90 only (compiled for sm_90a there)."""
+    major, minor = torch.cuda.get_device_capability()
+    if not ext.wgmma_runs(64, torch.float16):
+        pytest.skip(f"the wgmma kernel runs on sm_90 only; this GPU is sm_{major}{minor}")
+    return ext
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    ("b", "h", "sq", "sk", "d"),
+    [
+        (2, 3, 77, 77, 64),
+        (2, 3, 77, 77, 40),  # SD1.5's first head dim, channels past D zero-filled
+        (2, 3, 77, 77, 8),
+        (3, 2, 1, 1, 64),
+        (3, 2, 63, 65, 64),
+        (3, 2, 129, 300, 64),  # a query tail and three key tiles with a tail
+        (3, 2, 300, 129, 64),
+        (2, 2, 1025, 1025, 64),
+        (5, 10, 256, 256, 64),  # SDXL 512's 16 x 16 self-attention, N + 1 = 5 rows
+    ],
+)
+@pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft"])
+def test_wgmma_kernel(wgmma, b, h, sq, sk, d, dtype_name, soft):
+    _check(wgmma, b, h, sq, sk, d, dtype_name, soft, seed=sq * 1000 + sk + d, pipeline="wgmma")
+
+
+def test_wgmma_kernel_reads_the_attention_layout(wgmma):
+    """[B, S, H, D] memory seen as [B, H, S, D] is read in place and written in that layout, as by
+    the mma.sync kernel, equal to the call on contiguous copies."""
+    q, k, v, m_q, m_k, alpha = _inputs(2, 3, 300, 300, 64, torch.float16, True, 7)
+    strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
+    out = wgmma.sma_forward(*strided, m_q, m_k, alpha, pipeline="wgmma")
+    assert out.stride() == (300 * 3 * 64, 64, 3 * 64, 1)
+    assert torch.equal(out, wgmma.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma"))
+
+
+def test_wgmma_pipeline_refuses_what_it_cannot_run(ext):
+    """Head dims past 64 and fp32 stay on the mma.sync kernel; asking the wgmma kernel for them (or
+    for anything on a GPU other than sm_90) names what it runs."""
+    q, k, v, m_q, m_k, alpha = _inputs(1, 1, 8, 8, 80, torch.float16, False, 0)
+    message = "pipeline 3 \\(wgmma\\) runs fp16/bf16 with head_dim <= 64 on an sm_90 GPU"
+    with pytest.raises(RuntimeError, match=message):
+        ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma")
 
 
 def _bad_call(ext, case: str):
     q, k, v, m_q, m_k, alpha = _inputs(1, 1, 8, 8, 64, torch.float16, False, 0)
-    if case == "stages":
-        return ext.sma_forward(q, k, v, m_q, m_k, alpha, stages=3)
+    if case == "pipeline":
+        return ext.load().sma_forward(q, k, v, m_q, m_k, alpha, None, 7)
     if case == "shapes":
         return ext.sma_forward(q, k[..., :32], v[..., :32], m_q, m_k, alpha)
     return ext.sma_forward(q.int(), k, v, m_q, m_k, alpha)
@@ -102,7 +150,10 @@ def _bad_call(ext, case: str):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("stages", "stages must be 0 \\(the GPU's choice\\), 1 or 2, not 3"),
+        (
+            "pipeline",
+            "pipeline must be 0 \\(the GPU's choice\\), 1 or 2 \\(K/V stages\\) or 3 \\(wgmma\\), not 7",
+        ),
         ("shapes", "q \\[1, 1, 8, 64\\] and k/v \\[1, 1, 8, 32\\] disagree"),
         ("dtype", "q must be float32, float16 or bfloat16, got Int"),
     ],

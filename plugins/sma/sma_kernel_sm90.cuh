@@ -1,0 +1,464 @@
+// Hopper's SMA forward: warpgroup MMA (wgmma, sm_90a) for the 64 head-dim bucket (D <= 64, SDXL's
+// heads), fp16 and bf16. The mma.sync kernel of sma_kernel.cuh reaches 1.75-1.95x SDPA's device time
+// on an H200 (bench/RESULTS.md): sm_90 issues mma.sync at about half the rate of wgmma, so the tile
+// shape cannot close that gap.
+//
+// The math is the mma.sync kernel's: one key tile at a time, the bias beta(m_i) * m_j added in
+// registers, online softmax in the log2 domain, P rounded to the input type before P V. What changes:
+// - a CTA is kWarpGroups warpgroups of 128 threads, each owning 64 query rows; Q K^T is one
+//   m64nBlockNk16 wgmma a 16-channel step with Q and K read from shared memory by descriptor, and
+//   P V is m64n64k16 with P straight from the registers that held the scores (the accumulator's
+//   layout is the A operand's for 16-bit types, so no shuffles) and V by descriptor, transposed by
+//   the instruction;
+// - tiles lie in shared memory in rows of 128 bytes (64 channels) with the 128-byte swizzle that
+//   wgmma reads without bank conflicts: 16-byte chunk c of row r sits at chunk c ^ (r % 8), each
+//   tile 1024-byte aligned (PTX ISA 9.7.15.5.1.2, "Shared Memory Matrix Layout");
+// - K and V come by cp.async into two stages, as the two-stage mma.sync pipeline does, and a proxy
+//   fence makes them visible to wgmma, which reads shared memory through the async proxy.
+// Row sums add the fp32 P in registers (the V tile has no padding column for the ones trick).
+//
+// Compiled only for sm_90a (wgmma is an sm_90a feature); elsewhere the kernel body is empty and the
+// launcher never takes it (kWarpgroupBuilt in sma_kernel.cu).
+#pragma once
+
+#include <cstdint>
+
+#include "sma_kernel.cuh"
+
+namespace mild
+{
+namespace sma
+{
+namespace detail
+{
+
+// Tile shapes of the wgmma kernel: head dim 64 (one 128-byte row a token), kWarpGroups x 64 query
+// rows, kBlockN keys a tile, two K/V stages.
+template <int kWarpGroups_, int kBlockN_>
+struct WgmmaConfig
+{
+    static constexpr int kHeadDim = 64;
+    static constexpr int kWarpGroups = kWarpGroups_;
+    static constexpr int kBlockN = kBlockN_;
+    static constexpr int kThreads = kWarpGroups * 128;
+    static constexpr int kBlockM = kWarpGroups * 64;
+    static constexpr int kRowBytes = 128;
+    static constexpr int kQBytes = kBlockM * kRowBytes;
+    static constexpr int kKvBytes = kBlockN * kRowBytes; // one K or V stage
+    // 1024 bytes of slack to align the tiles, Q, two stages of K and of V, two stages of key masks
+    static constexpr int kSmemBytes = 1024 + kQBytes + 4 * kKvBytes + 2 * kBlockN * 4;
+    static_assert(kBlockN == 64 || kBlockN == 128, "Q K^T is m64n64k16 or m64n128k16");
+    static_assert(kBlockN <= kThreads, "one thread loads each key's mask");
+    static_assert(kSmemBytes <= 227 * 1024, "an sm_90 block gets at most 227 KB of shared memory");
+};
+
+// The byte offset of 16-byte chunk `chunk` of row `row` in a tile of 128-byte rows, 128-byte swizzle.
+__device__ __forceinline__ uint32_t swizzledOffset(int row, int chunk)
+{
+    return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+// Starts copying rows [row0, row0 + kRows) x channels [0, 64) of a [S, D] matrix into a swizzled
+// tile, zero-filling rows >= seqlen and channels >= head_dim. The caller commits.
+template <typename T, int kRows, int kThreads>
+__device__ __forceinline__ void loadSwizzledTileAsync(
+    unsigned char* smem, T const* gmem, int64_t rowStride, int row0, int seqlen, int headDim)
+{
+    constexpr int kChunks = kRows * 8; // 8 x 16 bytes a row
+    T const* tile = gmem + row0 * rowStride;
+    int const rows = seqlen - row0;
+    int const stride = static_cast<int>(rowStride);
+#pragma unroll
+    for (int i0 = 0; i0 < kChunks; i0 += kThreads)
+    {
+        int const i = i0 + static_cast<int>(threadIdx.x);
+        if (kChunks % kThreads == 0 || i < kChunks)
+        {
+            int const r = i / 8;
+            int const c = i % 8;
+            copyAsync16(smem + swizzledOffset(r, c), tile + (r * stride + c * 8), r < rows && c * 8 < headDim);
+        }
+    }
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+// A shared-memory matrix descriptor (PTX ISA 9.7.15.5.1.2.2) for a swizzled tile of 128-byte rows:
+// start address, leading and stride byte offsets (each >> 4), 128-byte swizzle (mode 1), base offset
+// 0 (the tiles are 1024-byte aligned). Both offsets are 1024, the step between groups of 8 rows: the
+// stride offset for K-major Q and K, and for the MN-major V the offset between 8-key groups; the
+// leading offset is unused at 64 channels in either form.
+__device__ __forceinline__ uint64_t tileDescriptor(void const* tile)
+{
+    uint64_t const address = static_cast<uint32_t>(__cvta_generic_to_shared(tile));
+    constexpr uint64_t kEightRows = 1024 >> 4;
+    return ((address & 0x3FFFF) >> 4) | (kEightRows << 16) | (kEightRows << 32) | (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void wgmmaFence()
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmmaCommit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmmaWaitAll()
+{
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+
+// Makes this thread's shared-memory writes (cp.async lands through the generic proxy) visible to
+// the async proxy that wgmma reads through; a barrier after it covers the other threads' writes.
+__device__ __forceinline__ void fenceProxyAsync()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Keeps the compiler from moving reads or writes of accumulator registers across the points
+// where wgmma owns them (between issue and wait).
+template <int kCount>
+__device__ __forceinline__ void fenceRegisters(float (&r)[kCount])
+{
+#pragma unroll
+    for (int i = 0; i < kCount; ++i)
+    {
+        asm volatile("" : "+f"(r[i])::"memory");
+    }
+}
+
+template <typename T>
+struct WgmmaType;
+template <>
+struct WgmmaType<__half>
+{
+    static constexpr bool kHalf = true;
+};
+template <>
+struct WgmmaType<__nv_bfloat16>
+{
+    static constexpr bool kHalf = false;
+};
+
+#define MILD_ACC8(d, i)                                                                                                \
+    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]),        \
+        "+f"(d[i + 7])
+#define MILD_ACC32(d) MILD_ACC8(d, 0), MILD_ACC8(d, 8), MILD_ACC8(d, 16), MILD_ACC8(d, 24)
+#define MILD_ACC64(d) MILD_ACC32(d), MILD_ACC8(d, 32), MILD_ACC8(d, 40), MILD_ACC8(d, 48), MILD_ACC8(d, 56)
+#define MILD_REGS32                                                                                                    \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, "  \
+    "%24, %25, %26, %27, %28, %29, %30, %31"
+#define MILD_REGS64                                                                                                    \
+    MILD_REGS32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, "   \
+                "%51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+
+// S (64 x 64 or 64 x 128, fp32) = A B^T (+ S unless `accumulate` is 0): A, B K-major in shared
+// memory (Q rows, K rows). Accumulator layout (warp w of the group, g = lane / 4, t = lane % 4):
+// d[4i + e] is row 16w + g + 8 * (e / 2), column 8i + 2t + e % 2. SHAPE is the instruction's shape,
+// A, B and ACCUMULATE its operand numbers after the accumulators.
+#define MILD_WGMMA_SS(SHAPE, REGS, OPERANDS, A, B, ACCUMULATE, TYPE)                                                 \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " ACCUMULATE ", 0;\n"                                             \
+                 "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " {" REGS "}, " A ", " B                  \
+                 ", p, 1, 1, 0, 0;\n}\n"                                                                               \
+                 : OPERANDS                                                                                            \
+                 : "l"(a), "l"(b), "r"(accumulate))
+
+template <typename T, int kN>
+__device__ __forceinline__ void wgmmaQK(float (&d)[kN / 2], uint64_t a, uint64_t b, int accumulate)
+{
+    if constexpr (kN == 64)
+    {
+        if constexpr (WgmmaType<T>::kHalf)
+        {
+            MILD_WGMMA_SS("m64n64k16", MILD_REGS32, MILD_ACC32(d), "%32", "%33", "%34", "f16");
+        }
+        else
+        {
+            MILD_WGMMA_SS("m64n64k16", MILD_REGS32, MILD_ACC32(d), "%32", "%33", "%34", "bf16");
+        }
+    }
+    else
+    {
+        if constexpr (WgmmaType<T>::kHalf)
+        {
+            MILD_WGMMA_SS("m64n128k16", MILD_REGS64, MILD_ACC64(d), "%64", "%65", "%66", "f16");
+        }
+        else
+        {
+            MILD_WGMMA_SS("m64n128k16", MILD_REGS64, MILD_ACC64(d), "%64", "%65", "%66", "bf16");
+        }
+    }
+}
+
+// O (64 x 64, fp32) += P V for 16 keys: P's A fragment in registers (a0: row g, keys 2t..2t+1; a1:
+// row g + 8; a2, a3: keys + 8, as mma.m16n8k16), V MN-major in shared memory (imm-trans-b 1).
+#define MILD_WGMMA_RS(TYPE)                                                                                            \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                          \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " {" MILD_REGS32                         \
+                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                                      \
+                 : MILD_ACC32(d)                                                                                       \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
+
+template <typename T>
+__device__ __forceinline__ void wgmmaPV(float (&d)[32], uint32_t const (&a)[4], uint64_t b)
+{
+    if constexpr (WgmmaType<T>::kHalf)
+    {
+        MILD_WGMMA_RS("f16");
+    }
+    else
+    {
+        MILD_WGMMA_RS("bf16");
+    }
+}
+
+#undef MILD_WGMMA_RS
+#undef MILD_WGMMA_SS
+#undef MILD_REGS64
+#undef MILD_REGS32
+#undef MILD_ACC64
+#undef MILD_ACC32
+#undef MILD_ACC8
+
+#endif // __CUDA_ARCH_FEAT_SM90_ALL
+
+template <typename T, class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const p)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int kBlockN = Cfg::kBlockN;
+    constexpr int kBlockM = Cfg::kBlockM;
+    constexpr int kScores = kBlockN / 2; // accumulator registers of one score tile a thread
+    constexpr int kKvBytes = Cfg::kKvBytes;
+
+    extern __shared__ __align__(16) unsigned char smemRaw[]; // aligned to 1024 below
+    uint32_t const rawAddress = static_cast<uint32_t>(__cvta_generic_to_shared(smemRaw));
+    unsigned char* qs = smemRaw + ((1024 - rawAddress % 1024) % 1024); // the swizzle repeats every 1024 bytes
+    unsigned char* ks = qs + Cfg::kQBytes;                                // two K stages
+    unsigned char* vs = ks + 2 * kKvBytes;                                // two V stages
+    float* mks = reinterpret_cast<float*>(vs + 2 * kKvBytes);            // two stages of key masks
+
+    int const warpGroup = threadIdx.x / 128;
+    int const warp = (threadIdx.x / 32) % 4; // within its warpgroup: rows 16 warp .. 16 warp + 15
+    int const lane = threadIdx.x % 32;
+    int const g = lane / 4;
+    int const t = lane % 4;
+    int const b = blockIdx.z;
+    int const h = blockIdx.y;
+    int const m0 = blockIdx.x * kBlockM;
+    int const headDim = p.head_dim;
+
+    T const* q = static_cast<T const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    T const* k = static_cast<T const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
+    T const* v = static_cast<T const*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
+    T const* mq = static_cast<T const*>(p.m_q) + b * p.m_q_batch_stride;
+    T const* mk = static_cast<T const*>(p.m_k) + b * p.m_k_batch_stride;
+    T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
+    T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
+
+    loadSwizzledTileAsync<T, kBlockM, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
+    loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(ks, k, p.k_row_stride, 0, p.seqlen_k, headDim);
+    loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(vs, v, p.v_row_stride, 0, p.seqlen_k, headDim);
+    commitAsync();
+    if (threadIdx.x < kBlockN)
+    {
+        mks[threadIdx.x] = keyMask(mk, threadIdx.x, p.seqlen_k);
+    }
+
+    // The logits stay in units of q.k until the exponential: x = q.k + (beta(m_i) / scale) * m_j, one
+    // FFMA a score, and exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the scale is
+    // positive: checkParams). beta(m) = c0 + m * c1 for this thread's rows g and g + 8.
+    float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
+    float const c0 = a01 - a00;
+    float const c1 = a11 - a10 - a01 + a00;
+    int row[2];
+    float beta[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        row[r] = m0 + warpGroup * 64 + warp * 16 + g + 8 * r;
+        beta[r] = row[r] < p.seqlen_q ? (c0 + toFloat(mq[row[r]]) * c1) / p.scale : 0.f;
+    }
+    float const scaleLog2 = p.scale * kLog2e;
+
+    float o[32]; // O: d[4i + e] = row g + 8 (e / 2), channel 8i + 2t + e % 2
+#pragma unroll
+    for (int i = 0; i < 32; ++i)
+    {
+        o[i] = 0.f;
+    }
+    float rowMax[2] = {-INFINITY, -INFINITY};
+    float rowSum[2] = {0.f, 0.f}; // this thread's columns only; the quad adds them at the end
+    uint64_t const qDescriptor = tileDescriptor(qs + warpGroup * 64 * Cfg::kRowBytes);
+
+    int const tiles = (p.seqlen_k + kBlockN - 1) / kBlockN;
+    for (int tile = 0; tile < tiles; ++tile)
+    {
+        int const stage = tile & 1;
+        int const n0 = tile * kBlockN;
+        bool const more = tile + 1 < tiles;
+        unsigned char const* kTile = ks + stage * kKvBytes;
+        unsigned char const* vTile = vs + stage * kKvBytes;
+        float const* mTile = mks + stage * kBlockN;
+
+        waitAsync<0>();
+        fenceProxyAsync();
+        __syncthreads(); // this tile is visible to wgmma; every warpgroup is done with the last one
+        if (more)
+        {
+            // into the last tile's buffers: they land during all of this tile's math
+            int const next = (stage ^ 1) * kKvBytes;
+            loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
+                ks + next, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+            loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
+                vs + next, v, p.v_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+            commitAsync();
+        }
+        float const maskNext = threadIdx.x < kBlockN ? keyMask(mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f;
+
+        // S = Q K^T: four 16-channel steps; a step's descriptors start 32 bytes further along the rows
+        float s[kScores];
+        uint64_t const kDescriptor = tileDescriptor(kTile);
+        wgmmaFence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+        {
+            wgmmaQK<T, kBlockN>(s, qDescriptor + 2 * kk, kDescriptor + 2 * kk, kk > 0);
+        }
+        wgmmaCommit();
+        if (more && threadIdx.x < kBlockN)
+        {
+            mks[(stage ^ 1) * kBlockN + threadIdx.x] = maskNext; // the last tile's buffer, read before the barrier
+        }
+        wgmmaWaitAll();
+        fenceRegisters(s);
+
+        if (n0 + kBlockN > p.seqlen_k)
+        {
+            int const valid = p.seqlen_k - n0;
+#pragma unroll
+            for (int i = 0; i < kScores; ++i)
+            {
+                s[i] = (i / 4) * 8 + 2 * t + (i & 1) < valid ? s[i] : -INFINITY;
+            }
+        }
+
+        // logits, then the online softmax; the four threads of a quad share a row
+        float tileMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int i8 = 0; i8 < kBlockN / 8; ++i8)
+        {
+            float2 const mask = *reinterpret_cast<float2 const*>(mTile + i8 * 8 + 2 * t);
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+            {
+                float const x = fmaf(beta[e >> 1], (e & 1) ? mask.y : mask.x, s[4 * i8 + e]);
+                s[4 * i8 + e] = x;
+                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
+            }
+        }
+        float correction[2];
+        float shift[2]; // -max * scale * log2(e)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
+            float const newMax = fmaxf(rowMax[r], tileMax[r]); // finite: every tile has a valid key
+            correction[r] = exp2Fast((rowMax[r] - newMax) * scaleLog2); // exactly 1 where the max holds
+            rowMax[r] = newMax;
+            shift[r] = -newMax * scaleLog2;
+        }
+        float tileSum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int i = 0; i < kScores; ++i)
+        {
+            s[i] = exp2Fast(fmaf(s[i], scaleLog2, shift[(i >> 1) & 1]));
+            tileSum[(i >> 1) & 1] += s[i];
+        }
+        if (__any_sync(0xffffffffu, correction[0] != 1.f || correction[1] != 1.f))
+        {
+#pragma unroll
+            for (int i = 0; i < 32; ++i)
+            {
+                o[i] *= correction[(i >> 1) & 1];
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            rowSum[r] = rowSum[r] * correction[r] + tileSum[r];
+        }
+
+        // P in the input type as A fragments, 16 keys each: score tiles 2kc and 2kc + 1
+        uint32_t pa[kBlockN / 16][4];
+#pragma unroll
+        for (int kc = 0; kc < kBlockN / 16; ++kc)
+        {
+#pragma unroll
+            for (int x = 0; x < 4; ++x)
+            {
+                pa[kc][x] = pack2<T>(s[8 * kc + 2 * x], s[8 * kc + 2 * x + 1]);
+            }
+        }
+
+        // O += P V: 16 keys a step; a step's V starts 16 rows (2048 bytes) further
+        uint64_t const vDescriptor = tileDescriptor(vTile);
+        fenceRegisters(o);
+        wgmmaFence();
+#pragma unroll
+        for (int kc = 0; kc < kBlockN / 16; ++kc)
+        {
+            wgmmaPV<T>(o, pa[kc], vDescriptor + kc * (2048 >> 4));
+        }
+        wgmmaCommit();
+        wgmmaWaitAll();
+        fenceRegisters(o);
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        float sum = rowSum[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        float const inv = 1.f / sum;
+        if (row[r] < p.seqlen_q)
+        {
+            T* outRow = out + row[r] * p.out_row_stride;
+#pragma unroll
+            for (int i8 = 0; i8 < 8; ++i8)
+            {
+                int const col = i8 * 8 + 2 * t;
+                if (col < headDim)
+                {
+                    *reinterpret_cast<uint32_t*>(outRow + col)
+                        = pack2<T>(o[4 * i8 + 2 * r] * inv, o[4 * i8 + 2 * r + 1] * inv);
+                }
+            }
+        }
+    }
+#endif // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+// Enqueues smaForwardWgmma with tile shape `Cfg`; the caller checked the GPU and the head dim.
+template <typename T, class Cfg>
+cudaError_t launchWgmmaConfig(Params const& p, cudaStream_t stream)
+{
+    auto kernel = smaForwardWgmma<T, Cfg>;
+    static std::atomic<uint64_t> configured{0};
+    cudaError_t const status = allowSharedMemory(reinterpret_cast<void const*>(kernel), Cfg::kSmemBytes, configured);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    return cudaGetLastError();
+}
+
+} // namespace detail
+} // namespace sma
+} // namespace mild
