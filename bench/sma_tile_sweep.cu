@@ -88,12 +88,13 @@ cudaError_t launchWgmma(Params const& p)
     return mild::sma::detail::launchWgmmaConfig<__half, Cfg>(p, nullptr);
 }
 
-template <int kWarpGroups, int kBlockN>
+template <int kWarpGroups, int kBlockN, bool kOverlap = true>
 Variant wgmmaVariant()
 {
-    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN>;
+    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap>;
     auto kernel = mild::sma::detail::smaForwardWgmma<__half, Cfg>;
-    Variant v{"wgmma: keys " + std::to_string(kBlockN) + ", warpgroups " + std::to_string(kWarpGroups),
+    Variant v{"wgmma: keys " + std::to_string(kBlockN) + ", warpgroups " + std::to_string(kWarpGroups)
+            + (kOverlap ? ", softmax beside P V" : ", in turns"),
         &launchWgmma<Cfg>};
     cudaFuncAttributes attr{};
     check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
@@ -128,7 +129,8 @@ std::vector<Variant> variantsFor(int headDim)
         if (prop.major == 9 && prop.minor == 0) // sm_90a code runs on sm_90 only
         {
             for (Variant v : {wgmmaVariant<2, 128>(), wgmmaVariant<3, 128>(), wgmmaVariant<2, 64>(),
-                     wgmmaVariant<1, 128>()})
+                     wgmmaVariant<1, 128>(), wgmmaVariant<2, 128, false>(), wgmmaVariant<2, 64, false>(),
+                     wgmmaVariant<3, 128, false>()})
             {
                 vs.push_back(v);
             }

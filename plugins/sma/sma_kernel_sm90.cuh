@@ -33,13 +33,16 @@ namespace detail
 {
 
 // Tile shapes of the wgmma kernel: head dim 64 (one 128-byte row a token), kWarpGroups x 64 query
-// rows, kBlockN keys a tile, two K/V stages.
-template <int kWarpGroups_, int kBlockN_>
+// rows, kBlockN keys a tile, two K/V stages. kOverlap: each warpgroup issues the next tile's Q K^T
+// and this tile's P V together and runs the softmax while P V is on the tensor cores
+// (flash-attention 3's intra-warpgroup overlap); without it, Q K^T, softmax and P V take turns.
+template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true>
 struct WgmmaConfig
 {
     static constexpr int kHeadDim = 64;
     static constexpr int kWarpGroups = kWarpGroups_;
     static constexpr int kBlockN = kBlockN_;
+    static constexpr bool kOverlap = kOverlap_;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = kWarpGroups * 64;
     static constexpr int kRowBytes = 128;
@@ -105,11 +108,6 @@ __device__ __forceinline__ void wgmmaCommit()
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
 
-__device__ __forceinline__ void wgmmaWaitAll()
-{
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
-
 // Makes this thread's shared-memory writes (cp.async lands through the generic proxy) visible to
 // the async proxy that wgmma reads through; a barrier after it covers the other threads' writes.
 __device__ __forceinline__ void fenceProxyAsync()
@@ -127,6 +125,28 @@ __device__ __forceinline__ void fenceRegisters(float (&r)[kCount])
     {
         asm volatile("" : "+f"(r[i])::"memory");
     }
+}
+
+template <int kRows>
+__device__ __forceinline__ void fenceRegisters(uint32_t (&r)[kRows][4])
+{
+#pragma unroll
+    for (int i = 0; i < kRows; ++i)
+    {
+#pragma unroll
+        for (int x = 0; x < 4; ++x)
+        {
+            asm volatile("" : "+r"(r[i][x])::"memory");
+        }
+    }
+}
+
+// Waits until at most `kPending` of this warpgroup's committed wgmma groups are still running
+// (groups complete in the order they were committed).
+template <int kPending>
+__device__ __forceinline__ void wgmmaWait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
 
 template <typename T>
@@ -214,6 +234,30 @@ __device__ __forceinline__ void wgmmaPV(float (&d)[32], uint32_t const (&a)[4], 
     }
 }
 
+// S = Q K^T for one key tile: four 16-channel steps, each descriptor 32 bytes further along the rows.
+template <typename T, int kBlockN>
+__device__ __forceinline__ void issueQK(float (&s)[kBlockN / 2], uint64_t qDescriptor, uint64_t kDescriptor)
+{
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+    {
+        wgmmaQK<T, kBlockN>(s, qDescriptor + 2 * kk, kDescriptor + 2 * kk, kk > 0);
+    }
+    wgmmaCommit();
+}
+
+// O += P V for one key tile: 16 keys a step, each V descriptor 16 rows (2048 bytes) further.
+template <typename T, int kBlockN>
+__device__ __forceinline__ void issuePV(float (&o)[32], uint32_t const (&pa)[kBlockN / 16][4], uint64_t vDescriptor)
+{
+#pragma unroll
+    for (int kc = 0; kc < kBlockN / 16; ++kc)
+    {
+        wgmmaPV<T>(o, pa[kc], vDescriptor + kc * (2048 >> 4));
+    }
+    wgmmaCommit();
+}
+
 #undef MILD_WGMMA_RS
 #undef MILD_WGMMA_SS
 #undef MILD_REGS64
@@ -221,6 +265,99 @@ __device__ __forceinline__ void wgmmaPV(float (&d)[32], uint32_t const (&a)[4], 
 #undef MILD_ACC64
 #undef MILD_ACC32
 #undef MILD_ACC8
+
+// This thread's share of the online softmax: rows g and g + 8 of its warp's 16. The logits stay in
+// units of q.k until the exponential, x = q.k + (beta(m_i) / scale) * m_j (one FFMA a score), and
+// exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the scale is positive: checkParams).
+struct SoftmaxRows
+{
+    float beta[2];   // beta(m_i) / scale
+    float max[2];    // running max of x
+    float sum[2];    // running sum of P over this thread's columns; the quad adds them at the end
+    float scaleLog2; // scale * log2(e)
+
+    // Turns one tile of scores into P in place (keys from `valid` on get none), folds the tile into
+    // the running max and sums, and gives the factor O must be rescaled by (exactly 1 where a row's
+    // max held). mTile: the tile's key masks.
+    template <int kScores>
+    __device__ __forceinline__ void tile(float (&s)[kScores], float const* mTile, int valid, int t, float (&correction)[2])
+    {
+        if (valid < 2 * kScores)
+        {
+#pragma unroll
+            for (int i = 0; i < kScores; ++i)
+            {
+                s[i] = (i / 4) * 8 + 2 * t + (i & 1) < valid ? s[i] : -INFINITY;
+            }
+        }
+        float tileMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int i8 = 0; i8 < kScores / 4; ++i8)
+        {
+            float2 const mask = *reinterpret_cast<float2 const*>(mTile + i8 * 8 + 2 * t);
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+            {
+                float const x = fmaf(beta[e >> 1], (e & 1) ? mask.y : mask.x, s[4 * i8 + e]);
+                s[4 * i8 + e] = x;
+                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
+            }
+        }
+        float shift[2]; // -max * scale * log2(e)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
+            float const newMax = fmaxf(max[r], tileMax[r]); // finite: every tile has a valid key
+            correction[r] = exp2Fast((max[r] - newMax) * scaleLog2);
+            max[r] = newMax;
+            shift[r] = -newMax * scaleLog2;
+        }
+        float tileSum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int i = 0; i < kScores; ++i)
+        {
+            s[i] = exp2Fast(fmaf(s[i], scaleLog2, shift[(i >> 1) & 1]));
+            tileSum[(i >> 1) & 1] += s[i];
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            sum[r] = sum[r] * correction[r] + tileSum[r];
+        }
+    }
+};
+
+// O follows a rising max; once the rows' maxima settle (most tiles of a long sequence) the whole
+// warp skips the multiplies.
+__device__ __forceinline__ void rescale(float (&o)[32], float const (&correction)[2])
+{
+    if (__any_sync(0xffffffffu, correction[0] != 1.f || correction[1] != 1.f))
+    {
+#pragma unroll
+        for (int i = 0; i < 32; ++i)
+        {
+            o[i] *= correction[(i >> 1) & 1];
+        }
+    }
+}
+
+// P in the input type as P V's A fragments, 16 keys each (score tiles 2kc and 2kc + 1): the
+// accumulator's layout is the A operand's, so no value changes thread.
+template <typename T, int kBlockN>
+__device__ __forceinline__ void packP(float const (&s)[kBlockN / 2], uint32_t (&pa)[kBlockN / 16][4])
+{
+#pragma unroll
+    for (int kc = 0; kc < kBlockN / 16; ++kc)
+    {
+#pragma unroll
+        for (int x = 0; x < 4; ++x)
+        {
+            pa[kc][x] = pack2<T>(s[8 * kc + 2 * x], s[8 * kc + 2 * x + 1]);
+        }
+    }
+}
 
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -230,7 +367,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int kBlockN = Cfg::kBlockN;
     constexpr int kBlockM = Cfg::kBlockM;
-    constexpr int kScores = kBlockN / 2; // accumulator registers of one score tile a thread
     constexpr int kKvBytes = Cfg::kKvBytes;
 
     extern __shared__ __align__(16) unsigned char smemRaw[]; // aligned to 1024 below
@@ -249,6 +385,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     int const h = blockIdx.y;
     int const m0 = blockIdx.x * kBlockM;
     int const headDim = p.head_dim;
+    int const seqlenK = p.seqlen_k;
 
     T const* q = static_cast<T const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     T const* k = static_cast<T const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
@@ -258,170 +395,155 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
     T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
 
-    loadSwizzledTileAsync<T, kBlockM, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
-    loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(ks, k, p.k_row_stride, 0, p.seqlen_k, headDim);
-    loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(vs, v, p.v_row_stride, 0, p.seqlen_k, headDim);
-    commitAsync();
-    if (threadIdx.x < kBlockN)
-    {
-        mks[threadIdx.x] = keyMask(mk, threadIdx.x, p.seqlen_k);
-    }
+    auto loadK = [&](int tile) {
+        loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
+            ks + (tile & 1) * kKvBytes, k, p.k_row_stride, tile * kBlockN, seqlenK, headDim);
+    };
+    auto loadV = [&](int tile) {
+        loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
+            vs + (tile & 1) * kKvBytes, v, p.v_row_stride, tile * kBlockN, seqlenK, headDim);
+    };
+    // a tile's key masks go to their stage after the barrier that freed it; read before it, here
+    auto keyMasks = [&](int tile) { return threadIdx.x < kBlockN ? keyMask(mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f; };
+    auto storeKeyMasks = [&](int tile, float masks) {
+        if (threadIdx.x < kBlockN)
+        {
+            mks[(tile & 1) * kBlockN + threadIdx.x] = masks;
+        }
+    };
+    // makes the landed copies visible to wgmma (async proxy) and every thread's; frees the buffers
+    // every warpgroup has waited out
+    auto landed = [] {
+        waitAsync<0>();
+        fenceProxyAsync();
+        __syncthreads();
+    };
 
-    // The logits stay in units of q.k until the exponential: x = q.k + (beta(m_i) / scale) * m_j, one
-    // FFMA a score, and exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the scale is
-    // positive: checkParams). beta(m) = c0 + m * c1 for this thread's rows g and g + 8.
+    loadSwizzledTileAsync<T, kBlockM, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
+    loadK(0);
+    if constexpr (!Cfg::kOverlap)
+    {
+        loadV(0);
+    }
+    commitAsync();
+    storeKeyMasks(0, keyMasks(0));
+
+    SoftmaxRows rows;
     float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
     float const c0 = a01 - a00;
     float const c1 = a11 - a10 - a01 + a00;
     int row[2];
-    float beta[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r)
     {
         row[r] = m0 + warpGroup * 64 + warp * 16 + g + 8 * r;
-        beta[r] = row[r] < p.seqlen_q ? (c0 + toFloat(mq[row[r]]) * c1) / p.scale : 0.f;
+        rows.beta[r] = row[r] < p.seqlen_q ? (c0 + toFloat(mq[row[r]]) * c1) / p.scale : 0.f;
+        rows.max[r] = -INFINITY;
+        rows.sum[r] = 0.f;
     }
-    float const scaleLog2 = p.scale * kLog2e;
+    rows.scaleLog2 = p.scale * kLog2e;
 
-    float o[32]; // O: d[4i + e] = row g + 8 (e / 2), channel 8i + 2t + e % 2
+    float o[32]; // O: o[4i + e] = row g + 8 (e / 2), channel 8i + 2t + e % 2
 #pragma unroll
     for (int i = 0; i < 32; ++i)
     {
         o[i] = 0.f;
     }
-    float rowMax[2] = {-INFINITY, -INFINITY};
-    float rowSum[2] = {0.f, 0.f}; // this thread's columns only; the quad adds them at the end
     uint64_t const qDescriptor = tileDescriptor(qs + warpGroup * 64 * Cfg::kRowBytes);
+    auto kDescriptor = [&](int tile) { return tileDescriptor(ks + (tile & 1) * kKvBytes); };
+    auto vDescriptor = [&](int tile) { return tileDescriptor(vs + (tile & 1) * kKvBytes); };
+    float s[kBlockN / 2];
+    uint32_t pa[kBlockN / 16][4];
+    float correction[2];
+    int const tiles = (seqlenK + kBlockN - 1) / kBlockN;
 
-    int const tiles = (p.seqlen_k + kBlockN - 1) / kBlockN;
-    for (int tile = 0; tile < tiles; ++tile)
+    if constexpr (!Cfg::kOverlap)
     {
-        int const stage = tile & 1;
-        int const n0 = tile * kBlockN;
-        bool const more = tile + 1 < tiles;
-        unsigned char const* kTile = ks + stage * kKvBytes;
-        unsigned char const* vTile = vs + stage * kKvBytes;
-        float const* mTile = mks + stage * kBlockN;
-
-        waitAsync<0>();
-        fenceProxyAsync();
-        __syncthreads(); // this tile is visible to wgmma; every warpgroup is done with the last one
-        if (more)
+        for (int tile = 0; tile < tiles; ++tile)
         {
-            // into the last tile's buffers: they land during all of this tile's math
-            int const next = (stage ^ 1) * kKvBytes;
-            loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
-                ks + next, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
-            loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
-                vs + next, v, p.v_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
-            commitAsync();
+            landed(); // K and V of this tile; every warpgroup is done with the last tile's
+            bool const more = tile + 1 < tiles;
+            if (more)
+            {
+                loadK(tile + 1); // into the last tile's buffers: they land during all of this tile's math
+                loadV(tile + 1);
+                commitAsync();
+            }
+            float const masksNext = keyMasks(tile + 1);
+            wgmmaFence();
+            issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
+            if (more)
+            {
+                storeKeyMasks(tile + 1, masksNext);
+            }
+            wgmmaWait<0>();
+            fenceRegisters(s);
+            rows.tile(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
+            rescale(o, correction);
+            packP<T, kBlockN>(s, pa);
+            fenceRegisters(o);
+            wgmmaFence();
+            issuePV<T, kBlockN>(o, pa, vDescriptor(tile));
+            wgmmaWait<0>();
+            fenceRegisters(o);
         }
-        float const maskNext = threadIdx.x < kBlockN ? keyMask(mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f;
-
-        // S = Q K^T: four 16-channel steps; a step's descriptors start 32 bytes further along the rows
-        float s[kScores];
-        uint64_t const kDescriptor = tileDescriptor(kTile);
+    }
+    else
+    {
+        // tile 0: its scores and P; its V comes with the next K
+        landed();
+        if (tiles > 1)
+        {
+            loadK(1);
+        }
+        loadV(0);
+        commitAsync();
+        storeKeyMasks(1, keyMasks(1)); // stage 1 is unused yet
         wgmmaFence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-        {
-            wgmmaQK<T, kBlockN>(s, qDescriptor + 2 * kk, kDescriptor + 2 * kk, kk > 0);
-        }
-        wgmmaCommit();
-        if (more && threadIdx.x < kBlockN)
-        {
-            mks[(stage ^ 1) * kBlockN + threadIdx.x] = maskNext; // the last tile's buffer, read before the barrier
-        }
-        wgmmaWaitAll();
+        issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(0));
+        wgmmaWait<0>();
         fenceRegisters(s);
-
-        if (n0 + kBlockN > p.seqlen_k)
+        rows.tile(s, mks, seqlenK, t, correction); // O is zero: nothing to rescale
+        packP<T, kBlockN>(s, pa);
+        // tile n: Q K_n^T and P_{n-1} V_{n-1} go to the tensor cores together; tile n's softmax runs
+        // while P V does, then O is rescaled and P_n packed once P V is done with O and P
+        for (int tile = 1; tile < tiles; ++tile)
         {
-            int const valid = p.seqlen_k - n0;
-#pragma unroll
-            for (int i = 0; i < kScores; ++i)
+            landed(); // K_n and V_{n-1}; every warpgroup is done with K_{n-1} and V_{n-2}
+            if (tile + 1 < tiles)
             {
-                s[i] = (i / 4) * 8 + 2 * t + (i & 1) < valid ? s[i] : -INFINITY;
+                loadK(tile + 1); // K_{n-1}'s stage
             }
+            loadV(tile); // V_{n-2}'s stage
+            commitAsync();
+            float const masksNext = keyMasks(tile + 1);
+            fenceRegisters(o);
+            fenceRegisters(pa);
+            wgmmaFence();
+            issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
+            issuePV<T, kBlockN>(o, pa, vDescriptor(tile - 1));
+            storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
+            wgmmaWait<1>(); // Q K^T is done, P V may still run
+            fenceRegisters(s);
+            rows.tile(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
+            wgmmaWait<0>();
+            fenceRegisters(o);
+            fenceRegisters(pa);
+            rescale(o, correction);
+            packP<T, kBlockN>(s, pa);
         }
-
-        // logits, then the online softmax; the four threads of a quad share a row
-        float tileMax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int i8 = 0; i8 < kBlockN / 8; ++i8)
-        {
-            float2 const mask = *reinterpret_cast<float2 const*>(mTile + i8 * 8 + 2 * t);
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-            {
-                float const x = fmaf(beta[e >> 1], (e & 1) ? mask.y : mask.x, s[4 * i8 + e]);
-                s[4 * i8 + e] = x;
-                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
-            }
-        }
-        float correction[2];
-        float shift[2]; // -max * scale * log2(e)
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-        {
-            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
-            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
-            float const newMax = fmaxf(rowMax[r], tileMax[r]); // finite: every tile has a valid key
-            correction[r] = exp2Fast((rowMax[r] - newMax) * scaleLog2); // exactly 1 where the max holds
-            rowMax[r] = newMax;
-            shift[r] = -newMax * scaleLog2;
-        }
-        float tileSum[2] = {0.f, 0.f};
-#pragma unroll
-        for (int i = 0; i < kScores; ++i)
-        {
-            s[i] = exp2Fast(fmaf(s[i], scaleLog2, shift[(i >> 1) & 1]));
-            tileSum[(i >> 1) & 1] += s[i];
-        }
-        if (__any_sync(0xffffffffu, correction[0] != 1.f || correction[1] != 1.f))
-        {
-#pragma unroll
-            for (int i = 0; i < 32; ++i)
-            {
-                o[i] *= correction[(i >> 1) & 1];
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-        {
-            rowSum[r] = rowSum[r] * correction[r] + tileSum[r];
-        }
-
-        // P in the input type as A fragments, 16 keys each: score tiles 2kc and 2kc + 1
-        uint32_t pa[kBlockN / 16][4];
-#pragma unroll
-        for (int kc = 0; kc < kBlockN / 16; ++kc)
-        {
-#pragma unroll
-            for (int x = 0; x < 4; ++x)
-            {
-                pa[kc][x] = pack2<T>(s[8 * kc + 2 * x], s[8 * kc + 2 * x + 1]);
-            }
-        }
-
-        // O += P V: 16 keys a step; a step's V starts 16 rows (2048 bytes) further
-        uint64_t const vDescriptor = tileDescriptor(vTile);
+        landed(); // the last V
         fenceRegisters(o);
         wgmmaFence();
-#pragma unroll
-        for (int kc = 0; kc < kBlockN / 16; ++kc)
-        {
-            wgmmaPV<T>(o, pa[kc], vDescriptor + kc * (2048 >> 4));
-        }
-        wgmmaCommit();
-        wgmmaWaitAll();
+        issuePV<T, kBlockN>(o, pa, vDescriptor(tiles - 1));
+        wgmmaWait<0>();
         fenceRegisters(o);
     }
 
 #pragma unroll
     for (int r = 0; r < 2; ++r)
     {
-        float sum = rowSum[r];
+        float sum = rows.sum[r];
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         sum += __shfl_xor_sync(0xffffffffu, sum, 2);
         float const inv = 1.f / sum;
