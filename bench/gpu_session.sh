@@ -51,7 +51,8 @@
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
-#   SMA kernel and of the torch backend (CUDA graphs, torch.compile); the SMA kernel harness
+#   SMA kernel and of the torch backend (CUDA graphs, torch.compile), then those of Hopper's wgmma
+#   SMA kernel in a process of their own (built without a GPU: not measured yet); the SMA kernel harness
 #   (parity, compute-sanitizer, timing against SDPA); mild-bench on the SDXL-inpaint architecture
 #   (random weights), N=2, 512x512, 25 steps, no guidance, fp16 (the VAE bf16), on `--backend
 #   torch` (the merged model, the UNet replayed as CUDA graphs) with SMA by the plugin's kernel,
