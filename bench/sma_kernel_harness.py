@@ -101,6 +101,48 @@ def validate(lines: list[str], pipeline: str = "auto") -> int:
     return failures
 
 
+def wgmma_probes(lines: list[str]) -> None:
+    """Where a wrong wgmma kernel goes wrong (it was written without a GPU): structured inputs, each
+    against the launcher's kernel on the same inputs, max |difference| / max |launcher's|.
+    - uniform P (K = 0, alpha = 0: every key weighs the same): only P V and V's descriptor matter;
+    - one-hot V (V[j] = e_(j mod 64)): out[i, c] is the softmax mass of keys j = c mod 64, so Q K^T,
+      the softmax and P's register fragments show, whatever V's layout does to other values;
+    - a single key tile (S = 128, no tail) and one query warpgroup (S = 64): tails and stages aside.
+    """
+    lines += [
+        "## wgmma kernel probes (its parity failed)",
+        "",
+        "| probe | B H Sq Sk | error |",
+        "| --- | --- | --- |",
+    ]
+
+    def compare(name, args):
+        ours = sma_torch_ext.sma_forward(*args, pipeline="wgmma").float()
+        theirs = sma_torch_ext.sma_forward(*args).float()
+        err = (ours - theirs).abs().max().item() / max(theirs.abs().max().item(), 1e-6)
+        b, h, sq, _ = args[0].shape
+        lines.append(f"| {name} | {b} {h} {sq} {args[1].shape[2]} | {err:.2e} |")
+
+    q, k, v, m_q, m_k, alpha = inputs(1, 2, 200, 300, 64, torch.float16, True, 11)
+    compare("uniform P", (q, torch.zeros_like(k), v, m_q, m_k, torch.zeros_like(alpha)))
+    one_hot = torch.eye(64, device="cuda", dtype=torch.float16)[torch.arange(300, device="cuda") % 64]
+    compare("one-hot V", (q, k, one_hot.expand(1, 2, 300, 64).contiguous(), m_q, m_k, alpha))
+    compare("one-hot V, no bias", (q, k, one_hot.expand(1, 2, 300, 64).contiguous(), m_q, m_k, 0 * alpha))
+    compare("Sq = 64, Sk = 128", inputs(1, 2, 64, 128, 64, torch.float16, True, 12))
+    compare(
+        "Sq = 64, Sk = 128, uniform P",
+        (
+            q[:, :, :64],
+            torch.zeros_like(k[:, :, :128]),
+            v[:, :, :128],
+            m_q[:, :64],
+            m_k[:, :128],
+            torch.zeros_like(alpha),
+        ),
+    )
+    lines.append("")
+
+
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 
 
@@ -245,6 +287,9 @@ def main() -> int:
     shown = report(lines, 0, out)
     wgmma_failures = validate(lines, "wgmma") if wgmma_runs(64) else None
     shown = report(lines, shown, out)
+    if wgmma_failures:
+        wgmma_probes(lines)
+        shown = report(lines, shown, out)
     if not args.no_timing:
         timing(lines, wgmma=wgmma_failures == 0)
         shown = report(lines, shown, out)
