@@ -23,7 +23,7 @@ constexpr bool kWarpgroupBuilt = false;
 #endif
 
 // A device attribute read once per device (atomics: engines may enqueue from several threads); -1
-// when it cannot be read.
+// when it cannot be read. `cache` holds the value + 1, so 0 means not read yet.
 int deviceAttribute(cudaDeviceAttr attribute, std::atomic<int> (&cache)[64])
 {
     int device = 0;
@@ -31,15 +31,17 @@ int deviceAttribute(cudaDeviceAttr attribute, std::atomic<int> (&cache)[64])
     {
         return -1;
     }
-    int value = cache[device].load(std::memory_order_relaxed);
-    if (value == 0)
+    int const cached = cache[device].load(std::memory_order_relaxed);
+    if (cached != 0)
     {
-        if (cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess)
-        {
-            return -1;
-        }
-        cache[device].store(value, std::memory_order_relaxed);
+        return cached - 1;
     }
+    int value = 0;
+    if (cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess)
+    {
+        return -1;
+    }
+    cache[device].store(value + 1, std::memory_order_relaxed);
     return value;
 }
 
@@ -47,7 +49,7 @@ int deviceAttribute(cudaDeviceAttr attribute, std::atomic<int> (&cache)[64])
 // 228 KB; sm_86/89/120: 100 KB).
 bool twoCtasFit(int smemBytes)
 {
-    static std::atomic<int> smemPerSm[64] = {}; // 0: not read yet
+    static std::atomic<int> smemPerSm[64] = {};
     int const perSm = deviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, smemPerSm);
     return perSm >= 2 * (smemBytes + 1024); // the driver reserves 1 KB a CTA
 }
