@@ -1,7 +1,7 @@
 // Hopper's SMA forward: warpgroup MMA (wgmma, sm_90a) for the 64 head-dim bucket (D <= 64, SDXL's
-// heads), fp16 and bf16. The mma.sync kernel of sma_kernel.cuh reaches 1.75-1.95x SDPA's device time
-// on an H200 (bench/RESULTS.md): sm_90 issues mma.sync at about half the rate of wgmma, so the tile
-// shape cannot close that gap.
+// heads), fp16 and bf16. The mma.sync kernel of sma_kernel.cuh takes 1.75-1.95x SDPA's device time
+// on an H200 (bench/RESULTS.md), and no mma.sync tile shape did better: sm_90's tensor cores reach
+// their full rate only through wgmma.
 //
 // The math is the mma.sync kernel's: one key tile at a time, the bias beta(m_i) * m_j added in
 // registers, online softmax in the log2 domain, P rounded to the input type before P V. What changes:
@@ -14,7 +14,10 @@
 //   wgmma reads without bank conflicts: 16-byte chunk c of row r sits at chunk c ^ (r % 8), each
 //   tile 1024-byte aligned (PTX ISA 9.7.15.5.1.2, "Shared Memory Matrix Layout");
 // - K and V come by cp.async into two stages, as the two-stage mma.sync pipeline does, and a proxy
-//   fence makes them visible to wgmma, which reads shared memory through the async proxy.
+//   fence makes them visible to wgmma, which reads shared memory through the async proxy;
+// - the softmax of key tile n runs while P_{n-1} V_{n-1} is on the tensor cores (WgmmaConfig's
+//   kOverlap), since at D = 64 the exponentials cost the SFU about what the two GEMMs cost the
+//   tensor cores.
 // Row sums add the fp32 P in registers (the V tile has no padding column for the ones trick).
 //
 // Compiled only for sm_90a (wgmma is an sm_90a feature); elsewhere the kernel body is empty and the
