@@ -157,6 +157,7 @@ def _bad_call(ext, case: str):
         ("shapes", "q \\[1, 1, 8, 64\\] and k/v \\[1, 1, 8, 32\\] disagree"),
         ("dtype", "q must be float32, float16 or bfloat16, got Int"),
     ],
+    ids=["pipeline", "shapes", "dtype"],  # `-k wgmma` selects the wgmma kernel's tests alone
 )
 def test_errors_with_formatted_values(ext, case, message):
     """Messages that carry values (formatted in the binding: TORCH_CHECK with formatted arguments
