@@ -213,6 +213,21 @@ def shown(ms: float | None) -> str:
     return "capture failed" if ms is None else f"{ms:.4f}"
 
 
+def device_kernels(fn) -> str:
+    """The device kernels one call of `fn` runs, by name: which SDPA backend the 1.15x target is
+    measured against (flash attention 2 and cuDNN's or flash attention 3's Hopper kernels differ by
+    about 1.5x at D = 64)."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [
+        e.key for e in prof.key_averages() if e.self_device_time_total > 0 and not e.key.startswith("aten::")
+    ]
+    return ", ".join(f"`{n[:90]}`" for n in names) or "none seen"
+
+
 def matrix_rate_tflops() -> float:
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     ms = median_ms(lambda: a @ a, iters=10)
@@ -222,10 +237,14 @@ def matrix_rate_tflops() -> float:
 def timing(lines: list[str], wgmma: bool) -> None:
     """`wgmma`: also time Hopper's kernel (where it runs and its parity held)."""
     rate = matrix_rate_tflops()
+    q, k, v, _, _, _ = inputs(3, 10, 4096, 4096, 64, torch.float16, False, 0)
+    sdpa_kernels = device_kernels(lambda: F.scaled_dot_product_attention(q, k, v))
     lines += [
         "## Timing (fp16, median ms)",
         "",
         f"measured fp16 matrix rate: {rate:.0f} TFLOP/s",
+        "",
+        f"SDPA's kernels (B=3 H=10 S=4096): {sdpa_kernels}",
         "",
         "Device time per call (calls replayed from a CUDA graph, as in the UNet); then the same",
         "one call at a time between CUDA events (host launch included: the 2026-11-27 figures).",
