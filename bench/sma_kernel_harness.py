@@ -43,6 +43,7 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 HEAD_DIMS = [8, 40, 64, 80, 96, 128, 160, 200, 256]
 LENGTHS = [(1, 1), (17, 17), (77, 77), (129, 300), (300, 129), (1025, 1025)]
 TIMING_SHAPES = [(b, h, s, 64) for s in (256, 1024, 4096) for h in (10, 20) for b in (3, 6)]
+Shape = tuple[int, int, int, int]  # B, H, S, D
 
 
 def inputs(b, h, sq, sk, d, dtype, soft, seed):
@@ -146,18 +147,29 @@ def wgmma_probes(lines: list[str]) -> None:
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 
 
-def sanitize(lines: list[str]) -> None:
+def sanitize(lines: list[str], kernel: str = "mma") -> None:
     """memcheck for out-of-bounds reads and writes; racecheck and synccheck for the K/V tiles that
     cp.async refills while other warps may still read them (a missing barrier shows up there, not
-    in parity on a lucky schedule)."""
+    in parity on a lucky schedule). `kernel`: "mma" (the launcher's, both K/V pipelines) or
+    "wgmma" (Hopper's), each in processes of their own."""
     tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
-    lines += ["## compute-sanitizer", ""]
+    lines += [f"## compute-sanitizer: the {kernel} kernel", ""]
     if not Path(tool).exists():
         lines += ["compute-sanitizer not found: not run", ""]
         return
     for name in SANITIZER_TOOLS:
         run = subprocess.run(
-            [tool, "--tool", name, "--error-exitcode", "3", sys.executable, __file__, "--sanitize-case"],
+            [
+                tool,
+                "--tool",
+                name,
+                "--error-exitcode",
+                "3",
+                sys.executable,
+                __file__,
+                "--sanitize-case",
+                kernel,
+            ],
             capture_output=True,
             text=True,
         )
@@ -166,15 +178,18 @@ def sanitize(lines: list[str]) -> None:
     lines.append("")
 
 
-def sanitize_case() -> None:
+def sanitize_case(kernel: str) -> None:
     """Two query blocks with a tail, several key tiles with a tail, the smallest and largest
-    buckets, through each pipeline this GPU can run (two stages need sm_80/90's memory, the wgmma
-    kernel sm_90)."""
+    buckets, through each pipeline of `kernel` this GPU runs (two K/V stages need sm_80/90's
+    memory; the wgmma kernel sm_90 and D <= 64)."""
     two = torch.cuda.get_device_capability() in sma_torch_ext.TWO_STAGE_GPUS
     for dtype_name in DTYPES:
         for d in (40, 256):
             args = inputs(1, 2, 200, 300, d, DTYPES[dtype_name], True, 0)
-            pipelines = ["one-stage"] + ["two-stage"] * two + ["wgmma"] * wgmma_runs(d, dtype_name)
+            if kernel == "wgmma":
+                pipelines = ["wgmma"] * wgmma_runs(d, dtype_name)
+            else:
+                pipelines = ["one-stage"] + ["two-stage"] * two
             for pipeline in pipelines:
                 sma_torch_ext.sma_forward(*args, pipeline=pipeline)
     torch.cuda.synchronize()
@@ -234,9 +249,8 @@ def matrix_rate_tflops() -> float:
     return 2 * 8192**3 / (ms * 1e-3) / 1e12
 
 
-def timing(lines: list[str], wgmma: bool) -> None:
-    """`wgmma`: also time Hopper's kernel (where it runs and its parity held)."""
-    rate = matrix_rate_tflops()
+def timing(lines: list[str], rate: float) -> dict[Shape, tuple[float | None, float | None]]:
+    """The launcher's kernel against SDPA and the fold form; its and SDPA's device times by shape."""
     q, k, v, _, _, _ = inputs(3, 10, 4096, 4096, 64, torch.float16, False, 0)
     sdpa_kernels = device_kernels(lambda: F.scaled_dot_product_attention(q, k, v))
     lines += [
@@ -249,12 +263,11 @@ def timing(lines: list[str], wgmma: bool) -> None:
         "Device time per call (calls replayed from a CUDA graph, as in the UNet); then the same",
         "one call at a time between CUDA events (host launch included: the 2026-11-27 figures).",
         "",
-        "The wgmma columns are Hopper's kernel (pipeline \"wgmma\", sm_90 only), beside the launcher's.",
-        "",
         "| B H S D | SMA kernel | SDPA (no bias) | SDPA fold | kernel / SDPA | floor "
-        "| per call: kernel, SDPA, ratio | wgmma | wgmma / SDPA |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| per call: kernel, SDPA, ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    measured = {}
     for b, h, s, d in TIMING_SHAPES:
         q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
         calls = {
@@ -262,18 +275,42 @@ def timing(lines: list[str], wgmma: bool) -> None:
             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),  # noqa: B023
             "fold": lambda: sma.attention_fold(q, k, v, m_q, m_k, alpha),  # noqa: B023
         }
-        if wgmma:
-            calls["wgmma"] = lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma")  # noqa: B023
-        device = {name: device_ms(fn) for name, fn in calls.items()}
+        kernel, sdpa, fold = (device_ms(fn) for fn in calls.values())
         host = {name: median_ms(calls[name]) for name in ("kernel", "sdpa")}
-        floor = 4 * b * h * s * s * d / (rate * 1e12) * 1e3
-        kernel, sdpa, fold, wgmma = (device.get(n) for n in ("kernel", "sdpa", "fold", "wgmma"))
         lines.append(
             f"| {b} {h} {s} {d} | {shown(kernel)} | {shown(sdpa)} | {shown(fold)} | {ratio(kernel, sdpa)} "
-            f"| {floor:.4f} | {host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f} "
-            f"| {shown(wgmma) if 'wgmma' in calls else 'not run'} | {ratio(wgmma, sdpa)} |"
+            f"| {floor_ms(b, h, s, d, rate):.4f} "
+            f"| {host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f} |"
+        )
+        measured[(b, h, s, d)] = (kernel, sdpa)
+    lines.append("")
+    return measured
+
+
+def wgmma_timing(
+    lines: list[str], rate: float, measured: dict[Shape, tuple[float | None, float | None]]
+) -> None:
+    """Hopper's wgmma kernel at the same shapes, beside the launcher's kernel and SDPA as timed above."""
+    lines += [
+        "## Timing: the wgmma kernel (fp16, device ms a call)",
+        "",
+        "| B H S D | wgmma | wgmma / SDPA | launcher's kernel / wgmma | TFLOP/s | floor |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for (b, h, s, d), (kernel, sdpa) in measured.items():
+        q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
+        ms = device_ms(lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma"))  # noqa: B023
+        tflops = "-" if ms is None else f"{4 * b * h * s * s * d / (ms * 1e-3) / 1e12:.0f}"
+        lines.append(
+            f"| {b} {h} {s} {d} | {shown(ms)} | {ratio(ms, sdpa)} | {ratio(kernel, ms)} | {tflops} "
+            f"| {floor_ms(b, h, s, d, rate):.4f} |"
         )
     lines.append("")
+
+
+def floor_ms(b: int, h: int, s: int, d: int, rate: float) -> float:
+    """The attention's matrix FLOPs (Q K^T and P V) at the measured matrix rate."""
+    return 4 * b * h * s * s * d / (rate * 1e12) * 1e3
 
 
 def ratio(ms: float | None, base: float | None) -> str:
@@ -282,12 +319,12 @@ def ratio(ms: float | None, base: float | None) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sanitize-case", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sanitize-case", choices=("mma", "wgmma"), help=argparse.SUPPRESS)
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the tables here (default $OUT/sma_kernel.md)")
     args = parser.parse_args()
     if args.sanitize_case:
-        sanitize_case()
+        sanitize_case(args.sanitize_case)
         return 0
     if not torch.cuda.is_available():
         print("no CUDA GPU visible to torch: nothing to measure", file=sys.stderr)
@@ -301,20 +338,39 @@ def main() -> int:
         "",
     ]
     # each section is printed and written as soon as it is done: a run stopped at its time limit
-    # keeps what it measured; the sanitizer, the slowest and least predictable, runs last
+    # keeps what it measured; the sanitizer, the slowest and least predictable, runs after the
+    # launcher's figures, and Hopper's wgmma kernel (built without a GPU: a fault there ends the
+    # CUDA context) comes last
     failures = validate(lines)
     shown = report(lines, 0, out)
-    wgmma_failures = validate(lines, "wgmma") if wgmma_runs(64) else None
+    rate = matrix_rate_tflops()
+    measured = {} if args.no_timing else timing(lines, rate)
     shown = report(lines, shown, out)
-    if wgmma_failures:
-        wgmma_probes(lines)
-        shown = report(lines, shown, out)
-    if not args.no_timing:
-        timing(lines, wgmma=wgmma_failures == 0)
-        shown = report(lines, shown, out)
     sanitize(lines)
-    report(lines, shown, out)
+    shown = report(lines, shown, out)
+    wgmma_failures = 0
+    if wgmma_runs(64):
+        wgmma_failures = wgmma_section(lines, rate, measured, out, shown)
     return 1 if failures or wgmma_failures else 0
+
+
+def wgmma_section(lines: list[str], rate: float, measured: dict, out: Path | None, shown: int) -> int:
+    """Parity of the wgmma kernel, then its timing where it is right or probes where it is not, then
+    compute-sanitizer on it; a CUDA error is written down rather than lost. Its parity failures."""
+    try:
+        failures = validate(lines, "wgmma")
+        shown = report(lines, shown, out)
+        if failures:
+            wgmma_probes(lines)
+        elif measured:
+            wgmma_timing(lines, rate, measured)
+    except RuntimeError as err:  # a fault in the kernel ends the CUDA context
+        lines += [f"**the wgmma kernel stopped the run**: `{err}`", ""]
+        failures = -1
+    shown = report(lines, shown, out)
+    sanitize(lines, "wgmma")
+    report(lines, shown, out)
+    return failures
 
 
 def report(lines: list[str], shown: int, out: Path | None) -> int:
