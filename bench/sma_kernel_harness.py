@@ -6,14 +6,15 @@ One device call runs it all from the repository root:
 
 Figures worth keeping go into bench/RESULTS.md by hand, with date, device and command.
 
-Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity against a float64
-reference on fresh random inputs (binary and soft masks, odd lengths, every supported head-dim
-bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from sma_schema.json, for the
-launcher's kernel and then, on sm_90, Hopper's wgmma kernel (pipeline "wgmma", D <= 64);
-(3) timing at the SDXL shapes against PyTorch SDPA without bias and SDPA over the fold form,
-device time from CUDA-graph replays (and, for the kernel and SDPA, one call at a time between
-CUDA events, host launch included), medians after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
-memcheck, racecheck and synccheck on a small case (this script re-run with --sanitize-case).
+Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity of the launcher's
+kernel against a float64 reference on fresh random inputs (binary and soft masks, odd lengths,
+every supported head-dim bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from
+sma_schema.json; (3) timing at the SDXL shapes against PyTorch SDPA without bias (the SDPA kernels
+named) and SDPA over the fold form, device time from CUDA-graph replays (and, for the kernel and
+SDPA, one call at a time between CUDA events, host launch included), medians after warm-up, beside
+the matrix-rate floor; (4) compute-sanitizer memcheck, racecheck and synccheck on a small case
+(this script re-run with --sanitize-case); (5) on sm_90, the same for Hopper's wgmma kernel
+(pipeline "wgmma", D <= 64), last, with probes that locate a parity failure.
 Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
 DESIGN.md section 7).
 """
