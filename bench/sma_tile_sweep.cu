@@ -88,13 +88,14 @@ cudaError_t launchWgmma(Params const& p)
     return mild::sma::detail::launchWgmmaConfig<__half, Cfg>(p, nullptr);
 }
 
-template <int kWarpGroups, int kBlockN, bool kOverlap = true>
+template <int kWarpGroups, int kBlockN, bool kOverlap = true, int kPolyEvery = 0>
 Variant wgmmaVariant()
 {
-    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap>;
+    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kPolyEvery>;
     auto kernel = mild::sma::detail::smaForwardWgmma<__half, Cfg>;
     Variant v{"wgmma: keys " + std::to_string(kBlockN) + ", warpgroups " + std::to_string(kWarpGroups)
-            + (kOverlap ? ", softmax beside P V" : ", in turns"),
+            + (kOverlap ? ", softmax beside P V" : ", in turns")
+            + (kPolyEvery > 0 ? ", 1/" + std::to_string(kPolyEvery) + " of exp2 by polynomial" : ""),
         &launchWgmma<Cfg>};
     cudaFuncAttributes attr{};
     check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
@@ -128,9 +129,11 @@ std::vector<Variant> variantsFor(int headDim)
         check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
         if (prop.major == 9 && prop.minor == 0) // sm_90a code runs on sm_90 only
         {
-            for (Variant v : {wgmmaVariant<2, 128>(), wgmmaVariant<3, 128>(), wgmmaVariant<2, 64>(),
+            // three warpgroups with the overlap: 168 registers a thread spill and serialise the wgmma
+            for (Variant v : {wgmmaVariant<2, 128>(), wgmmaVariant<2, 64>(),
                      wgmmaVariant<1, 128>(), wgmmaVariant<2, 128, false>(), wgmmaVariant<2, 64, false>(),
-                     wgmmaVariant<3, 128, false>()})
+                     wgmmaVariant<3, 128, false>(), wgmmaVariant<2, 128, true, 8>(), wgmmaVariant<2, 128, true, 4>(),
+                     wgmmaVariant<2, 128, true, 2>()})
             {
                 vs.push_back(v);
             }

@@ -17,7 +17,7 @@
 //   fence makes them visible to wgmma, which reads shared memory through the async proxy;
 // - the softmax of key tile n runs while P_{n-1} V_{n-1} is on the tensor cores (WgmmaConfig's
 //   kOverlap), since at D = 64 the exponentials cost the SFU about what the two GEMMs cost the
-//   tensor cores.
+//   tensor cores; P lives in two register buffers, so nothing in the tile waits for P V.
 // Row sums add the fp32 P in registers (the V tile has no padding column for the ones trick).
 //
 // Compiled only for sm_90a (wgmma is an sm_90a feature); elsewhere the kernel body is empty and the
@@ -36,23 +36,27 @@ namespace detail
 {
 
 // Tile shapes of the wgmma kernel: head dim 64 (one 128-byte row a token), kWarpGroups x 64 query
-// rows, kBlockN keys a tile, two K/V stages. kOverlap: each warpgroup issues the next tile's Q K^T
-// and this tile's P V together and runs the softmax while P V is on the tensor cores
-// (flash-attention 3's intra-warpgroup overlap); without it, Q K^T, softmax and P V take turns.
-template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true>
+// rows, kBlockN keys a tile, two K stages and three V stages. kOverlap: tile n's softmax runs while
+// P_{n-1} V_{n-1} is on the tensor cores (flash-attention 3's intra-warpgroup overlap), with P in
+// two register buffers so that packing P_n waits for nothing; without it, Q K^T, the softmax and
+// P V take turns.
+// kPolyEvery > 0: every kPolyEvery-th exponential of a thread's scores by exp2Poly on the FMA and
+// integer pipes instead of the SFU (0: all by the SFU).
+template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kPolyEvery_ = 0>
 struct WgmmaConfig
 {
     static constexpr int kHeadDim = 64;
     static constexpr int kWarpGroups = kWarpGroups_;
     static constexpr int kBlockN = kBlockN_;
     static constexpr bool kOverlap = kOverlap_;
+    static constexpr int kPolyEvery = kPolyEvery_;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = kWarpGroups * 64;
     static constexpr int kRowBytes = 128;
     static constexpr int kQBytes = kBlockM * kRowBytes;
     static constexpr int kKvBytes = kBlockN * kRowBytes; // one K or V stage
-    // 1024 bytes of slack to align the tiles, Q, two stages of K and of V, two stages of key masks
-    static constexpr int kSmemBytes = 1024 + kQBytes + 4 * kKvBytes + 2 * kBlockN * 4;
+    // 1024 bytes of slack to align the tiles, Q, two K stages, three V stages, two stages of key masks
+    static constexpr int kSmemBytes = 1024 + kQBytes + 5 * kKvBytes + 2 * kBlockN * 4;
     static_assert(kBlockN == 64 || kBlockN == 128, "Q K^T is m64n64k16 or m64n128k16");
     static_assert(kBlockN <= kThreads, "one thread loads each key's mask");
     static_assert(kSmemBytes <= 227 * 1024, "an sm_90 block gets at most 227 KB of shared memory");
@@ -269,6 +273,20 @@ __device__ __forceinline__ void issuePV(float (&o)[32], uint32_t const (&pa)[kBl
 #undef MILD_ACC32
 #undef MILD_ACC8
 
+// 2^x for x <= 0 (a row's max subtracted; -inf gives about 0) without the SFU, which at D = 64 has
+// as much to do as the tensor cores (one ex2 a score, 16 an SM a cycle, against 16 scores' worth of
+// matrix work): flash-attention 4's idea. floor(x) by adding 1.5 * 2^23 rounding down (it lands in
+// the low mantissa bits, and from there in the exponent by a shift), 2^fraction by a degree-3
+// polynomial (relative error 8.7e-5, below the 4.9e-4 of P's rounding to fp16).
+__device__ __forceinline__ float exp2Poly(float x)
+{
+    x = fmaxf(x, -127.f);
+    float const r = __fadd_rd(x, 12582912.f);
+    float const fraction = x - (r - 12582912.f); // in [0, 1)
+    float const p = fmaf(fmaf(fmaf(0.0770561695f, fraction, 0.227657214f), fraction, 0.695113957f), fraction, 1.f);
+    return __uint_as_float(__float_as_uint(p) + (__float_as_uint(r) << 23));
+}
+
 // This thread's share of the online softmax: rows g and g + 8 of its warp's 16. The logits stay in
 // units of q.k until the exponential, x = q.k + (beta(m_i) / scale) * m_j (one FFMA a score), and
 // exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the scale is positive: checkParams).
@@ -281,8 +299,8 @@ struct SoftmaxRows
 
     // Turns one tile of scores into P in place (keys from `valid` on get none), folds the tile into
     // the running max and sums, and gives the factor O must be rescaled by (exactly 1 where a row's
-    // max held). mTile: the tile's key masks.
-    template <int kScores>
+    // max held). mTile: the tile's key masks; kPolyEvery as in WgmmaConfig.
+    template <int kPolyEvery, int kScores>
     __device__ __forceinline__ void tile(float (&s)[kScores], float const* mTile, int valid, int t, float (&correction)[2])
     {
         if (valid < 2 * kScores)
@@ -318,10 +336,12 @@ struct SoftmaxRows
             shift[r] = -newMax * scaleLog2;
         }
         float tileSum[2] = {0.f, 0.f};
+        constexpr int kEvery = kPolyEvery > 0 ? kPolyEvery : 1;
 #pragma unroll
         for (int i = 0; i < kScores; ++i)
         {
-            s[i] = exp2Fast(fmaf(s[i], scaleLog2, shift[(i >> 1) & 1]));
+            float const x = fmaf(s[i], scaleLog2, shift[(i >> 1) & 1]);
+            s[i] = kPolyEvery > 0 && i % kEvery == kEvery - 1 ? exp2Poly(x) : exp2Fast(x);
             tileSum[(i >> 1) & 1] += s[i];
         }
 #pragma unroll
@@ -376,8 +396,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     uint32_t const rawAddress = static_cast<uint32_t>(__cvta_generic_to_shared(smemRaw));
     unsigned char* qs = smemRaw + ((1024 - rawAddress % 1024) % 1024); // the swizzle repeats every 1024 bytes
     unsigned char* ks = qs + Cfg::kQBytes;                                // two K stages
-    unsigned char* vs = ks + 2 * kKvBytes;                                // two V stages
-    float* mks = reinterpret_cast<float*>(vs + 2 * kKvBytes);            // two stages of key masks
+    unsigned char* vs = ks + 2 * kKvBytes;                                // three V stages
+    float* mks = reinterpret_cast<float*>(vs + 3 * kKvBytes);            // two stages of key masks
 
     int const warpGroup = threadIdx.x / 128;
     int const warp = (threadIdx.x / 32) % 4; // within its warpgroup: rows 16 warp .. 16 warp + 15
@@ -404,7 +424,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     };
     auto loadV = [&](int tile) {
         loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
-            vs + (tile & 1) * kKvBytes, v, p.v_row_stride, tile * kBlockN, seqlenK, headDim);
+            vs + (tile % 3) * kKvBytes, v, p.v_row_stride, tile * kBlockN, seqlenK, headDim);
     };
     // a tile's key masks go to their stage after the barrier that freed it; read before it, here
     auto keyMasks = [&](int tile) { return threadIdx.x < kBlockN ? keyMask(mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f; };
@@ -454,7 +474,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     }
     uint64_t const qDescriptor = tileDescriptor(qs + warpGroup * 64 * Cfg::kRowBytes);
     auto kDescriptor = [&](int tile) { return tileDescriptor(ks + (tile & 1) * kKvBytes); };
-    auto vDescriptor = [&](int tile) { return tileDescriptor(vs + (tile & 1) * kKvBytes); };
+    auto vDescriptor = [&](int tile) { return tileDescriptor(vs + (tile % 3) * kKvBytes); };
     float s[kBlockN / 2];
     uint32_t pa[kBlockN / 16][4];
     float correction[2];
@@ -481,7 +501,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
             }
             wgmmaWait<0>();
             fenceRegisters(s);
-            rows.tile(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
+            rows.tile<Cfg::kPolyEvery>(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
             rescale(o, correction);
             packP<T, kBlockN>(s, pa);
             fenceRegisters(o);
@@ -493,7 +513,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     }
     else
     {
-        // tile 0: its scores and P; its V comes with the next K
+        // tile 0: its scores and P (in pa); its V comes with the next K
         landed();
         if (tiles > 1)
         {
@@ -506,39 +526,59 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
         issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(0));
         wgmmaWait<0>();
         fenceRegisters(s);
-        rows.tile(s, mks, seqlenK, t, correction); // O is zero: nothing to rescale
+        rows.tile<Cfg::kPolyEvery>(s, mks, seqlenK, t, correction);
         packP<T, kBlockN>(s, pa);
-        // tile n: Q K_n^T and P_{n-1} V_{n-1} go to the tensor cores together; tile n's softmax runs
-        // while P V does, then O is rescaled and P_n packed once P V is done with O and P
-        for (int tile = 1; tile < tiles; ++tile)
-        {
-            landed(); // K_n and V_{n-1}; every warpgroup is done with K_{n-1} and V_{n-2}
+        // tile n: Q K_n^T, then (it and P_{n-2} V_{n-2} done) O rescaled by tile n - 1's correction
+        // and P_{n-1} V_{n-1} issued; tile n's softmax runs and P_n is packed into the buffer P V is
+        // not reading, all beside P V, which only the next tile's wait covers. (A wait for P V within
+        // the tile is scheduled by ptxas before the softmax, and a wait for one group of two before
+        // O is read makes ptxas serialise every wgmma: both seen in the SASS.)
+        uint32_t pb[kBlockN / 16][4];
+        auto step = [&](int tile, uint32_t(&last)[kBlockN / 16][4], uint32_t(&next)[kBlockN / 16][4]) {
+            landed(); // K_n and V_{n-1}; every warpgroup is done with K_{n-1} and V_{n-3}
             if (tile + 1 < tiles)
             {
                 loadK(tile + 1); // K_{n-1}'s stage
             }
-            loadV(tile); // V_{n-2}'s stage
+            loadV(tile); // V_{n-3}'s stage
             commitAsync();
             float const masksNext = keyMasks(tile + 1);
-            fenceRegisters(o);
-            fenceRegisters(pa);
             wgmmaFence();
             issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
-            issuePV<T, kBlockN>(o, pa, vDescriptor(tile - 1));
-            storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
-            wgmmaWait<1>(); // Q K^T is done, P V may still run
+            wgmmaWait<0>(); // Q K_n^T and P_{n-2} V_{n-2}
             fenceRegisters(s);
-            rows.tile(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
-            wgmmaWait<0>();
             fenceRegisters(o);
-            fenceRegisters(pa);
             rescale(o, correction);
-            packP<T, kBlockN>(s, pa);
+            fenceRegisters(o);
+            fenceRegisters(last);
+            wgmmaFence();
+            issuePV<T, kBlockN>(o, last, vDescriptor(tile - 1));
+            storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
+            rows.tile<Cfg::kPolyEvery>(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
+            packP<T, kBlockN>(s, next);
+        };
+        for (int tile = 1; tile < tiles; tile += 2) // two tiles a trip: the P buffers stay registers
+        {
+            step(tile, pa, pb);
+            if (tile + 1 < tiles)
+            {
+                step(tile + 1, pb, pa);
+            }
         }
         landed(); // the last V
+        wgmmaWait<0>(); // the last but one P V
+        fenceRegisters(o);
+        rescale(o, correction);
         fenceRegisters(o);
         wgmmaFence();
-        issuePV<T, kBlockN>(o, pa, vDescriptor(tiles - 1));
+        if ((tiles - 1) & 1) // the last tile's P: pb after an odd tile, pa after an even one
+        {
+            issuePV<T, kBlockN>(o, pb, vDescriptor(tiles - 1));
+        }
+        else
+        {
+            issuePV<T, kBlockN>(o, pa, vDescriptor(tiles - 1));
+        }
         wgmmaWait<0>();
         fenceRegisters(o);
     }
