@@ -13,8 +13,9 @@
 // - tiles lie in shared memory in rows of 128 bytes (64 channels) with the 128-byte swizzle that
 //   wgmma reads without bank conflicts: 16-byte chunk c of row r sits at chunk c ^ (r % 8), each
 //   tile 1024-byte aligned (PTX ISA 9.7.15.5.1.2, "Shared Memory Matrix Layout");
-// - K and V come by cp.async into two stages, as the two-stage mma.sync pipeline does, and a proxy
-//   fence makes them visible to wgmma, which reads shared memory through the async proxy;
+// - K and V come by cp.async a tile ahead (K in two stages, V in three: P V reads a V tile into the
+//   next tile), and a proxy fence makes them visible to wgmma, which reads shared memory through
+//   the async proxy;
 // - the softmax of key tile n runs while P_{n-1} V_{n-1} is on the tensor cores (WgmmaConfig's
 //   kOverlap), since at D = 64 the exponentials cost the SFU about what the two GEMMs cost the
 //   tensor cores; P lives in two register buffers, so nothing in the tile waits for P V.
