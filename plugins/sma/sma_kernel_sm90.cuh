@@ -275,10 +275,11 @@ __device__ __forceinline__ void issuePV(float (&o)[32], uint32_t const (&pa)[kBl
 #undef MILD_ACC8
 
 // 2^x for x <= 0 (a row's max subtracted; -inf gives about 0) without the SFU, which at D = 64 has
-// as much to do as the tensor cores (one ex2 a score, 16 an SM a cycle, against 16 scores' worth of
-// matrix work): flash-attention 4's idea. floor(x) by adding 1.5 * 2^23 rounding down (it lands in
-// the low mantissa bits, and from there in the exponent by a shift), 2^fraction by a degree-3
-// polynomial (relative error 8.7e-5, below the 4.9e-4 of P's rounding to fp16).
+// as much to do as the tensor cores: one ex2 a score at 16 an SM a cycle, while the tensor cores'
+// 4096 FLOP an SM a cycle are 16 scores' worth of Q K^T and P V. Flash-attention 4's idea: floor(x)
+// by adding 1.5 * 2^23 rounding down (it lands in the low mantissa bits, and from there in the
+// exponent by a shift), 2^fraction by a degree-3 polynomial (relative error 8.6e-5, below the
+// 4.9e-4 of P's rounding to fp16).
 __device__ __forceinline__ float exp2Poly(float x)
 {
     x = fmaxf(x, -127.f);
