@@ -55,6 +55,21 @@ struct Variant
     int regs = 0, spill = 0, ctasPerSm = 0;
 };
 
+// `v` with its kernel's registers, spills and CTAs an SM (Cfg's threads and shared memory)
+template <class Cfg, class Kernel>
+Variant withResources(Variant v, Kernel kernel)
+{
+    cudaFuncAttributes attr{};
+    check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes),
+        "cudaFuncSetAttribute");
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v.ctasPerSm, kernel, Cfg::kThreads, Cfg::kSmemBytes),
+        "occupancy");
+    v.regs = attr.numRegs;
+    v.spill = static_cast<int>(attr.localSizeBytes);
+    return v;
+}
+
 template <class Cfg>
 cudaError_t launchConfig(Params const& p)
 {
@@ -70,15 +85,7 @@ Variant variant()
             + std::to_string(16 * kMTiles) + ", warps " + std::to_string(kWarps) + ", stages "
             + std::to_string(kStages),
         &launchConfig<Cfg>};
-    cudaFuncAttributes attr{};
-    check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes),
-        "cudaFuncSetAttribute");
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v.ctasPerSm, kernel, Cfg::kThreads, Cfg::kSmemBytes),
-        "occupancy");
-    v.regs = attr.numRegs;
-    v.spill = static_cast<int>(attr.localSizeBytes);
-    return v;
+    return withResources<Cfg>(v, kernel);
 }
 
 #if defined(MILD_SMA_SM90A)
@@ -97,15 +104,7 @@ Variant wgmmaVariant()
             + (kOverlap ? ", softmax beside P V" : ", in turns")
             + (kPolyEvery > 0 ? ", 1/" + std::to_string(kPolyEvery) + " of exp2 by polynomial" : ""),
         &launchWgmma<Cfg>};
-    cudaFuncAttributes attr{};
-    check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes),
-        "cudaFuncSetAttribute");
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v.ctasPerSm, kernel, Cfg::kThreads, Cfg::kSmemBytes),
-        "occupancy");
-    v.regs = attr.numRegs;
-    v.spill = static_cast<int>(attr.localSizeBytes);
-    return v;
+    return withResources<Cfg>(v, kernel);
 }
 #endif
 

@@ -209,6 +209,41 @@ __device__ __forceinline__ float keyMask(T const* mk, int j, int seqlen)
     return j < seqlen ? toFloat(mk[j]) : 0.f;
 }
 
+// One (batch, head)'s tensors, and the bias as beta(m_i) = c0 + m_i * c1 (the 2x2 lookup with the
+// terms that cancel in the softmax dropped: DESIGN.md section 5). Every kernel starts from this.
+template <typename T>
+struct HeadTensors
+{
+    T const* q;
+    T const* k;
+    T const* v;
+    T const* mq;
+    T const* mk;
+    T* out;
+    float c0;
+    float c1;
+
+    __device__ __forceinline__ HeadTensors(Params const& p, int b, int h)
+        : q(static_cast<T const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride)
+        , k(static_cast<T const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride)
+        , v(static_cast<T const*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride)
+        , mq(static_cast<T const*>(p.m_q) + b * p.m_q_batch_stride)
+        , mk(static_cast<T const*>(p.m_k) + b * p.m_k_batch_stride)
+        , out(static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride)
+    {
+        T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
+        float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
+        c0 = a01 - a00;
+        c1 = a11 - a10 - a01 + a00;
+    }
+
+    // beta of query row `row` (0 past the queries, whose outputs are never stored)
+    __device__ __forceinline__ float beta(int row, int seqlenQ) const
+    {
+        return row < seqlenQ ? c0 + toFloat(mq[row]) * c1 : 0.f;
+    }
+};
+
 // kWarps warps a CTA; each warp owns kMTiles x 16 query rows, so every K and V fragment it loads
 // from shared memory feeds kMTiles mma instructions (at 16 rows a warp an ldmatrix.x4 feeds two
 // mma, about as many shared-memory cycles as tensor-core cycles: two tiles halve the reads per
@@ -281,30 +316,21 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     int const lane = threadIdx.x % 32;
     int const g = lane / 4;
     int const t = lane % 4;
-    int const b = blockIdx.z;
-    int const h = blockIdx.y;
     int const m0 = blockIdx.x * kBlockM;
     int const headDim = p.head_dim;
-
-    T const* q = static_cast<T const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-    T const* k = static_cast<T const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
-    T const* v = static_cast<T const*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
-    T const* mq = static_cast<T const*>(p.m_q) + b * p.m_q_batch_stride;
-    T const* mk = static_cast<T const*>(p.m_k) + b * p.m_k_batch_stride;
-    T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
-    T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
+    HeadTensors<T> const head(p, blockIdx.z, blockIdx.y);
 
     // Q, the first K tile (and V tile, with two stages) and its key masks
-    loadTileAsync<T, kBlockM, kHeadDim, kStride, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
-    loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(ks, k, p.k_row_stride, 0, p.seqlen_k, headDim);
+    loadTileAsync<T, kBlockM, kHeadDim, kStride, Cfg::kThreads>(qs, head.q, p.q_row_stride, m0, p.seqlen_q, headDim);
+    loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(ks, head.k, p.k_row_stride, 0, p.seqlen_k, headDim);
     if constexpr (kStages == 2)
     {
-        loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, 0, p.seqlen_k, headDim);
+        loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, head.v, p.v_row_stride, 0, p.seqlen_k, headDim);
     }
     commitAsync();
     if (threadIdx.x < kBlockN)
     {
-        mks[threadIdx.x] = keyMask(mk, threadIdx.x, p.seqlen_k);
+        mks[threadIdx.x] = keyMask(head.mk, threadIdx.x, p.seqlen_k);
     }
     // The row sums come out of P V: every V row gets a 1 in the first padding column (cp.async
     // never writes past kHeadDim), so P times that column is each row's sum of P, the same rounded
@@ -319,10 +345,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         }
     }
 
-    // beta(m) = c0 + m * c1; everything below is in the log2 domain (exp2 instead of exp)
-    float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
-    float const c0 = a01 - a00;
-    float const c1 = a11 - a10 - a01 + a00;
+    // everything below is in the log2 domain (exp2 instead of exp)
     int row[kMTiles][2];
     float beta[kMTiles][2];
 #pragma unroll
@@ -332,7 +355,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         for (int r = 0; r < 2; ++r)
         {
             row[mt][r] = m0 + warp * Cfg::kWarpRows + mt * 16 + g + 8 * r;
-            beta[mt][r] = row[mt][r] < p.seqlen_q ? (c0 + toFloat(mq[row[mt][r]]) * c1) * kLog2e : 0.f;
+            beta[mt][r] = head.beta(row[mt][r], p.seqlen_q) * kLog2e;
         }
     }
     float const scaleLog2 = p.scale * kLog2e;
@@ -369,7 +392,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         __syncthreads(); // this tile's K (and V) and masks are visible; every warp is done with the last tile
         if constexpr (kStages == 1)
         {
-            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, v, p.v_row_stride, n0, p.seqlen_k, headDim);
+            loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(vs, head.v, p.v_row_stride, n0, p.seqlen_k, headDim);
             commitAsync(); // lands while Q K^T and the softmax run
         }
         else if (more)
@@ -377,13 +400,13 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             // into the buffers the last tile used: land during all of this tile's math
             int const next = (stage ^ 1) * Cfg::kKvElems;
             loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
-                ks + next, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+                ks + next, head.k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
             loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
-                vs + next, v, p.v_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+                vs + next, head.v, p.v_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
             commitAsync();
         }
         // the next tile's masks, read now and stored once every warp is done with that buffer
-        float const maskNext = threadIdx.x < kBlockN ? keyMask(mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f;
+        float const maskNext = threadIdx.x < kBlockN ? keyMask(head.mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f;
 
         // S = Q K^T for this warp's rows and kBlockN keys
         float s[kMTiles][kNTiles][4];
@@ -510,7 +533,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             if (more)
             {
                 loadTileAsync<T, kBlockN, kHeadDim, kStride, Cfg::kThreads>(
-                    ks, k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
+                    ks, head.k, p.k_row_stride, n0 + kBlockN, p.seqlen_k, headDim);
                 commitAsync(); // lands while P V runs
                 if (threadIdx.x < kBlockN)
                 {
@@ -561,7 +584,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             float const inv = 1.f / sum;
             if (row[mt][r] < p.seqlen_q)
             {
-                T* outRow = out + row[mt][r] * p.out_row_stride;
+                T* outRow = head.out + row[mt][r] * p.out_row_stride;
 #pragma unroll
                 for (int d = 0; d < kDTiles; ++d)
                 {
@@ -649,26 +672,15 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardFp32(Params const p)
 
     int const warp = threadIdx.x / 32;
     int const lane = threadIdx.x % 32;
-    int const b = blockIdx.z;
-    int const h = blockIdx.y;
     int const i = blockIdx.x * Cfg::kRows + warp;
 
-    float const* q = static_cast<float const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-    float const* k = static_cast<float const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
-    float const* v = static_cast<float const*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
-    float const* mq = static_cast<float const*>(p.m_q) + b * p.m_q_batch_stride;
-    float const* mk = static_cast<float const*>(p.m_k) + b * p.m_k_batch_stride;
-    float const* alpha = static_cast<float const*>(p.alpha) + h * 4;
-    float* out = static_cast<float*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
-
-    float const c0 = alpha[1] - alpha[0];
-    float const c1 = alpha[3] - alpha[2] - alpha[1] + alpha[0];
-    float const beta = i < p.seqlen_q ? (c0 + mq[i] * c1) * kLog2e : 0.f;
+    HeadTensors<float> const head(p, blockIdx.z, blockIdx.y);
+    float const beta = head.beta(i, p.seqlen_q) * kLog2e;
     float const scaleLog2 = p.scale * kLog2e;
 
     for (int d = lane; d < headDim; d += 32)
     {
-        qs[warp * headDim + d] = i < p.seqlen_q ? q[i * p.q_row_stride + d] : 0.f;
+        qs[warp * headDim + d] = i < p.seqlen_q ? head.q[i * p.q_row_stride + d] : 0.f;
     }
 
     float acc[Cfg::kMaxPerLane];
@@ -688,12 +700,12 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardFp32(Params const p)
             int const j = x / headDim;
             int const d = x % headDim;
             bool const valid = n0 + j < p.seqlen_k;
-            ks[j * (headDim + 1) + d] = valid ? k[(n0 + j) * p.k_row_stride + d] : 0.f;
-            vs[j * headDim + d] = valid ? v[(n0 + j) * p.v_row_stride + d] : 0.f;
+            ks[j * (headDim + 1) + d] = valid ? head.k[(n0 + j) * p.k_row_stride + d] : 0.f;
+            vs[j * headDim + d] = valid ? head.v[(n0 + j) * p.v_row_stride + d] : 0.f;
         }
         if (threadIdx.x < Cfg::kBlockN)
         {
-            mks[threadIdx.x] = n0 + threadIdx.x < p.seqlen_k ? mk[n0 + threadIdx.x] : 0.f;
+            mks[threadIdx.x] = n0 + threadIdx.x < p.seqlen_k ? head.mk[n0 + threadIdx.x] : 0.f;
         }
         __syncthreads();
 
@@ -749,7 +761,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardFp32(Params const p)
             int const d = lane + 32 * x2;
             if (d < headDim)
             {
-                out[i * p.out_row_stride + d] = acc[x2] * inv;
+                head.out[i * p.out_row_stride + d] = acc[x2] * inv;
             }
         }
     }

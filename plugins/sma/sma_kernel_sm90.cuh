@@ -406,30 +406,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     int const lane = threadIdx.x % 32;
     int const g = lane / 4;
     int const t = lane % 4;
-    int const b = blockIdx.z;
-    int const h = blockIdx.y;
     int const m0 = blockIdx.x * kBlockM;
     int const headDim = p.head_dim;
     int const seqlenK = p.seqlen_k;
-
-    T const* q = static_cast<T const*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-    T const* k = static_cast<T const*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
-    T const* v = static_cast<T const*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
-    T const* mq = static_cast<T const*>(p.m_q) + b * p.m_q_batch_stride;
-    T const* mk = static_cast<T const*>(p.m_k) + b * p.m_k_batch_stride;
-    T const* alpha = static_cast<T const*>(p.alpha) + h * 4;
-    T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.out_head_stride;
+    HeadTensors<T> const head(p, blockIdx.z, blockIdx.y);
 
     auto loadK = [&](int tile) {
         loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
-            ks + (tile & 1) * kKvBytes, k, p.k_row_stride, tile * kBlockN, seqlenK, headDim);
+            ks + (tile & 1) * kKvBytes, head.k, p.k_row_stride, tile * kBlockN, seqlenK, headDim);
     };
     auto loadV = [&](int tile) {
         loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
-            vs + (tile % 3) * kKvBytes, v, p.v_row_stride, tile * kBlockN, seqlenK, headDim);
+            vs + (tile % 3) * kKvBytes, head.v, p.v_row_stride, tile * kBlockN, seqlenK, headDim);
     };
     // a tile's key masks go to their stage after the barrier that freed it; read before it, here
-    auto keyMasks = [&](int tile) { return threadIdx.x < kBlockN ? keyMask(mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f; };
+    auto keyMasks = [&](int tile) { return threadIdx.x < kBlockN ? keyMask(head.mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f; };
     auto storeKeyMasks = [&](int tile, float masks) {
         if (threadIdx.x < kBlockN)
         {
@@ -444,7 +435,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
         __syncthreads();
     };
 
-    loadSwizzledTileAsync<T, kBlockM, Cfg::kThreads>(qs, q, p.q_row_stride, m0, p.seqlen_q, headDim);
+    loadSwizzledTileAsync<T, kBlockM, Cfg::kThreads>(qs, head.q, p.q_row_stride, m0, p.seqlen_q, headDim);
     loadK(0);
     if constexpr (!Cfg::kOverlap)
     {
@@ -454,15 +445,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     storeKeyMasks(0, keyMasks(0));
 
     SoftmaxRows rows;
-    float const a00 = toFloat(alpha[0]), a01 = toFloat(alpha[1]), a10 = toFloat(alpha[2]), a11 = toFloat(alpha[3]);
-    float const c0 = a01 - a00;
-    float const c1 = a11 - a10 - a01 + a00;
     int row[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r)
     {
         row[r] = m0 + warpGroup * 64 + warp * 16 + g + 8 * r;
-        rows.beta[r] = row[r] < p.seqlen_q ? (c0 + toFloat(mq[row[r]]) * c1) / p.scale : 0.f;
+        rows.beta[r] = head.beta(row[r], p.seqlen_q) / p.scale;
         rows.max[r] = -INFINITY;
         rows.sum[r] = 0.f;
     }
@@ -594,7 +582,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
         float const inv = 1.f / sum;
         if (row[r] < p.seqlen_q)
         {
-            T* outRow = out + row[r] * p.out_row_stride;
+            T* outRow = head.out + row[r] * p.out_row_stride;
 #pragma unroll
             for (int i8 = 0; i8 < 8; ++i8)
             {
