@@ -50,15 +50,16 @@
 #   matrix: summary-matrix.md  session-matrix.log  bench-sdxl-torch-matrix-{512,1024}.{json,png}
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
-#   the plugin library built for sm_90 (build/plugins, where the tests look); the GPU tests of the
-#   SMA kernel and of the torch backend (CUDA graphs, torch.compile), then those of Hopper's wgmma
-#   SMA kernel in a process of their own (built without a GPU: not measured yet); the SMA kernel harness
-#   (parity, compute-sanitizer, timing against SDPA); mild-bench on the SDXL-inpaint architecture
-#   (random weights), N=2, 512x512, 25 steps, no guidance, fp16 (the VAE bf16), on `--backend
-#   torch` (the merged model, the UNet replayed as CUDA graphs) with SMA by the plugin's kernel,
-#   and the same with the UNet and VAE compiled (--compile), each profiled; the kernel's
-#   tile-shape sweep (bench/sma_tile_sweep.cu). (SMA by the fold form was measured on 2026-11-27 and is slower
-#   than the kernel at every SDXL shape: not again.)
+#   the plugin library built for sm_90 (build/plugins, where the tests look); then what no session
+#   has measured first: the GPU tests of Hopper's wgmma SMA kernel in a process of their own, the
+#   SMA kernel harness (parity, timing against SDPA, the wgmma kernel's parity and timing,
+#   compute-sanitizer), the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma shapes
+#   included); then the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
+#   torch.compile) and mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512,
+#   25 steps, no guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet
+#   replayed as CUDA graphs) with SMA by the plugin's kernel, the UNet and VAE compiled
+#   (--compile), then eager, each profiled. (SMA by the fold form was measured on 2026-11-27 and is
+#   slower than the kernel at every SDXL shape: not again.)
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -154,25 +155,25 @@ stage1() {
     nvcc -std=c++17 -O3 -arch=sm_90a -DMILD_SMA_SM90A -Iplugins/sma bench/sma_tile_sweep.cu plugins/sma/sma_kernel.cu \
         -o "$STASH/sma_tile_sweep" >"$STASH/sma_tile_sweep.build.log" 2>&1 &
     local sweep_build=$!
-    step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
-        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
-    # Hopper's wgmma kernel (built without a GPU, 2026-11-27) in a process of its own: a fault there
-    # (a wrong shared-memory descriptor ends the CUDA context) cannot take the other tests with it
-    step gpu-tests-wgmma 90 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
+    # What no session has measured comes first: Hopper's wgmma kernel (built without a GPU,
+    # 2026-11-27) in a pytest process of its own (a wrong shared-memory descriptor ends the CUDA
+    # context; the other tests must not go with it), which also builds the extension; the kernel
+    # harness (the launcher's kernel, then the wgmma kernel's parity and timing, then the
+    # sanitizer); the tile sweep with the wgmma shapes. Then the tests and the end-to-end figures
+    # measured before (bench/RESULTS.md), re-measured for what changed since: the torch backend
+    # compiled first (the issue's figure), then eager. The fold form (2026-11-27) and the PyTorch
+    # reference (2026-11-26): not again.
+    step gpu-tests-wgmma 180 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
         -p no:cacheprovider"
-    # the kernel harness and the tile-shape sweep; the torch backend (merged model, CUDA graphs, SMA
-    # by the plugin's kernel: the fastest path without engines), then the same with the UNet and
-    # the VAE compiled. The fold form (2026-11-27) and the PyTorch reference (2026-11-26) are in
-    # bench/RESULTS.md: not again.
-    # The sweep last: it only checks the launcher's tile shape (all SDXL shapes swept on 2026-11-27),
-    # the end-to-end figures are the issue's target.
     step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
-    step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
-    step bench-sdxl-torch-compile 270 "$(sdxl_bench torch kernel compile) --compile \
-        --profile $OUT/profile-sdxl-torch-compile.txt"
     wait "$sweep_build"
     step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
         $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
+    step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
+        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
+    step bench-sdxl-torch-compile 270 "$(sdxl_bench torch kernel compile) --compile \
+        --profile $OUT/profile-sdxl-torch-compile.txt"
+    step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
 }
 
 sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line for issue 6's target case

@@ -339,28 +339,30 @@ def main() -> int:
         "",
     ]
     # each section is printed and written as soon as it is done: a run stopped at its time limit
-    # keeps what it measured; the sanitizer, the slowest and least predictable, runs after the
-    # launcher's figures, and Hopper's wgmma kernel (built without a GPU: a fault there ends the
-    # CUDA context) comes last
+    # keeps what it measured. The sanitizer, the slowest and least predictable, runs last, in
+    # processes of its own; Hopper's wgmma kernel (a fault there ends this process's CUDA context)
+    # runs after the launcher's figures
     failures = validate(lines)
     shown = report(lines, 0, out)
     rate = 0.0 if args.no_timing else matrix_rate_tflops()
     measured = {} if args.no_timing else timing(lines, rate)
     shown = report(lines, shown, out)
+    wgmma = wgmma_runs(64)
+    wgmma_failures = wgmma_section(lines, rate, measured) if wgmma else 0
+    shown = report(lines, shown, out)
     sanitize(lines)
     shown = report(lines, shown, out)
-    wgmma_failures = 0
-    if wgmma_runs(64):
-        wgmma_failures = wgmma_section(lines, rate, measured, out, shown)
+    if wgmma:
+        sanitize(lines, "wgmma")
+        report(lines, shown, out)
     return 1 if failures or wgmma_failures else 0
 
 
-def wgmma_section(lines: list[str], rate: float, measured: dict, out: Path | None, shown: int) -> int:
-    """Parity of the wgmma kernel, then its timing where it is right or probes where it is not, then
-    compute-sanitizer on it; a CUDA error is written down rather than lost. Its parity failures."""
+def wgmma_section(lines: list[str], rate: float, measured: dict) -> int:
+    """Parity of the wgmma kernel, then its timing where it is right or probes where it is not; a
+    CUDA error is written down rather than lost. Its parity failures."""
     try:
         failures = validate(lines, "wgmma")
-        shown = report(lines, shown, out)
         if failures:
             wgmma_probes(lines)
         elif measured:
@@ -368,9 +370,6 @@ def wgmma_section(lines: list[str], rate: float, measured: dict, out: Path | Non
     except RuntimeError as err:  # a fault in the kernel ends the CUDA context
         lines += [f"**the wgmma kernel stopped the run**: `{err}`", ""]
         failures = -1
-    shown = report(lines, shown, out)
-    sanitize(lines, "wgmma")
-    report(lines, shown, out)
     return failures
 
 
