@@ -18,6 +18,10 @@ from reference.model import MildModel, load_model
 
 TRAINED_MARKERS = ("lora_B", "lora_scale", "sma_alpha", "offsets.net.4")
 
+requires_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU visible to torch (torch.cuda.is_available() is False)"
+)
+
 
 def make_trained_tiny(seed: int = 0) -> MildModel:
     """Tiny model with random LoRA B, scales, SMA alphas and E_trans output (all zero/one at init)."""

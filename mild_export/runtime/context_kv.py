@@ -124,6 +124,7 @@ class ContextKVBackend:
         if self.device.type == "cuda":
             try:
                 graph, kv = capture(lambda: self._project(static), self.device)
+                graph.replay()  # the capture only recorded the projections: this writes `kv`
                 return _Projected(kv, contexts, versions, static, graph)
             except RuntimeError as err:
                 reason = failure_reason(err)

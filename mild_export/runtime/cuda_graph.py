@@ -19,9 +19,10 @@ def capture(
     work: Callable[[], T], device: torch.device, pool: tuple | None = None
 ) -> tuple[torch.cuda.CUDAGraph, T]:
     """-> (graph, what `work` returned while captured): replaying the graph redoes `work` on the
-    same tensors. `work` runs once eagerly first, on a side stream (lazy initialisation, cuBLAS
-    handles and workspaces, must not be captured), then once under capture. RuntimeError if the
-    capture fails, with the caller's stream current again."""
+    same tensors. A capture records and runs nothing, so those tensors hold their values only after
+    a replay. `work` runs once eagerly first, on a side stream (lazy initialisation, cuBLAS handles
+    and workspaces, must not be captured), then once under capture. RuntimeError if the capture
+    fails, with the caller's stream current again and the random generator usable."""
     current = torch.cuda.current_stream(device)
     side = torch.cuda.Stream(device)
     side.wait_stream(current)
@@ -34,9 +35,20 @@ def capture(
             result = work()
     except RuntimeError:
         torch.cuda.set_stream(current)  # a capture that fails to end can leave its stream current
+        _release_generator(device)
         torch.cuda.synchronize(device)
         raise
     return graph, result
+
+
+def _release_generator(device: torch.device) -> None:
+    """A capture that fails to end never runs the epilogue that takes the device's default random
+    generator out of capture mode (torch 2.11), so every later random op on the device raised
+    "Offset increment outside graph capture encountered unexpectedly" (an H200, 2026-11-27). A
+    clone of its state (same seed and offset) is out of capture mode: the generator takes that."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    generator = torch.cuda.default_generators[index]
+    generator.graphsafe_set_state(generator.clone_state())
 
 
 def failure_reason(err: RuntimeError) -> str:

@@ -34,6 +34,7 @@ from mild_export.runtime import tensorrt_backend as trb
 from mild_export.runtime.rtx_runtime import jit_cache_name
 from mild_export.runtime.trt_engine import TORCH_DTYPES, check_profile, torch_dtype
 from reference.config import ModelConfig
+from tests.conftest import requires_gpu
 
 SHAPES = ExportShapes(resolutions=(64,), max_instances=2, guidance=True)
 GRAPHS = ("text_encoder", "conditioner", "vae_encoder", "vae_decoder", "unet")
@@ -230,10 +231,6 @@ def test_dtype_mapping(trt):
 
 
 # --- on a GPU: the pipeline on engines against the reference -----------------------------------------
-
-requires_gpu = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA GPU visible to torch (torch.cuda.is_available() is False)"
-)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -27,7 +27,7 @@ from reference.backend import TorchBackend
 from reference.branch_attention import FUSED, PROJECTIONS, BranchLinear, LowRankBranchLinear
 from reference.merge import is_merged, merge_model
 from reference.model import load_model
-from tests.conftest import make_trained_tiny, unet_inputs
+from tests.conftest import make_trained_tiny, requires_gpu, unet_inputs
 
 
 def psnr_of_images(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -217,10 +217,6 @@ def test_erase_builds_it_and_takes_sma(tmp_path):
 
 
 # --- on a GPU: CUDA graphs -----------------------------------------------------------------------------
-
-requires_gpu = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA GPU visible to torch (torch.cuda.is_available() is False)"
-)
 
 
 def on_gpu(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
