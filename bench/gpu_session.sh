@@ -51,10 +51,10 @@
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look); then what no session
-#   has measured first: the GPU tests of Hopper's wgmma SMA kernel in a process of their own, the
-#   SMA kernel harness (parity, timing against SDPA, the wgmma kernel's parity and timing,
-#   compute-sanitizer), the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma shapes
-#   included); then the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
+#   has measured first: the GPU tests of Hopper's wgmma SMA kernel (the launcher's on sm_90) in a
+#   process of their own, the SMA kernel harness (parity, timing against SDPA and the mma.sync
+#   kernel, compute-sanitizer), the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma
+#   shapes included); then the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
 #   torch.compile) and mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512,
 #   25 steps, no guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet
 #   replayed as CUDA graphs) with SMA by the plugin's kernel, the UNet and VAE compiled
@@ -153,16 +153,15 @@ stage1() {
     setup
     # the sweep's nvcc build (about 20 s of one core) runs beside the tests, not on the clock
     nvcc -std=c++17 -O3 -arch=sm_90a -DMILD_SMA_SM90A -Iplugins/sma bench/sma_tile_sweep.cu plugins/sma/sma_kernel.cu \
-        -o "$STASH/sma_tile_sweep" >"$STASH/sma_tile_sweep.build.log" 2>&1 &
+        plugins/sma/sma_kernel_sm90.cu -o "$STASH/sma_tile_sweep" >"$STASH/sma_tile_sweep.build.log" 2>&1 &
     local sweep_build=$!
-    # What no session has measured comes first: Hopper's wgmma kernel (built without a GPU,
-    # 2026-11-27) in a pytest process of its own (a wrong shared-memory descriptor ends the CUDA
-    # context; the other tests must not go with it), which also builds the extension; the kernel
-    # harness (the launcher's kernel, then the wgmma kernel's parity and timing, then the
-    # sanitizer); the tile sweep with the wgmma shapes. Then the tests and the end-to-end figures
-    # measured before (bench/RESULTS.md), re-measured for what changed since: the torch backend
-    # compiled first (the issue's figure), then eager. The fold form (2026-11-27) and the PyTorch
-    # reference (2026-11-26): not again.
+    # The SMA kernel first: Hopper's wgmma kernel's tests in a pytest process of their own (a
+    # kernel changed without a GPU can end the CUDA context; the other tests must not go with it),
+    # which also builds the extension; the kernel harness (parity of the launcher's kernel, the wgmma
+    # kernel on sm_90, and of the mma.sync kernel; timing against SDPA; the sanitizer); the tile
+    # sweep. Then the other tests and the end-to-end figures, re-measured for what changed since
+    # (bench/RESULTS.md): the torch backend compiled first (the issue's figure), then eager. The
+    # fold form (2026-11-27) and the PyTorch reference (2026-11-26): not again.
     step gpu-tests-wgmma 180 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
         -p no:cacheprovider"
     step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"

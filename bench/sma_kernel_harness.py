@@ -6,15 +6,17 @@ One device call runs it all from the repository root:
 
 Figures worth keeping go into bench/RESULTS.md by hand, with date, device and command.
 
-Steps: (1) build plugins/sma/sma_kernel.cu as a PyTorch extension; (2) parity of the launcher's
-kernel against a float64 reference on fresh random inputs (binary and soft masks, odd lengths,
-every supported head-dim bucket, fp16/bf16/fp32; outputs poisoned with NaN first), tolerance from
-sma_schema.json; (3) timing at the SDXL shapes against PyTorch SDPA without bias (the SDPA kernels
-named) and SDPA over the fold form, device time from CUDA-graph replays (and, for the kernel and
-SDPA, one call at a time between CUDA events, host launch included), medians after warm-up, beside
-the matrix-rate floor; (4) compute-sanitizer memcheck, racecheck and synccheck on a small case
-(this script re-run with --sanitize-case); (5) on sm_90, the same for Hopper's wgmma kernel
-(pipeline "wgmma", D <= 64), last, with probes that locate a parity failure.
+Steps: (1) build plugins/sma/sma_kernel.cu and sma_kernel_sm90.cu as a PyTorch extension; (2)
+parity of the launcher's kernel against a float64 reference on fresh random inputs (binary and
+soft masks, odd lengths, every supported head-dim bucket, fp16/bf16/fp32; outputs poisoned with
+NaN first), tolerance from sma_schema.json; on sm_90, where the launcher takes Hopper's wgmma kernel
+for D <= 64, the mma.sync kernel's parity too, and probes that locate a wgmma parity failure; (3)
+timing at the SDXL shapes against PyTorch SDPA without bias (the SDPA kernels named) and SDPA over
+the fold form (and the mma.sync kernel where the launcher takes the wgmma kernel), device time from
+CUDA-graph replays (and, for the launcher's kernel and SDPA, one call at a time between CUDA events,
+host launch included), medians after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
+memcheck, racecheck and synccheck on a small case (this script re-run with --sanitize-case), for
+each kernel.
 Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
 DESIGN.md section 7).
 """
@@ -45,6 +47,7 @@ HEAD_DIMS = [8, 40, 64, 80, 96, 128, 160, 200, 256]
 LENGTHS = [(1, 1), (17, 17), (77, 77), (129, 300), (300, 129), (1025, 1025)]
 TIMING_SHAPES = [(b, h, s, 64) for s in (256, 1024, 4096) for h in (10, 20) for b in (3, 6)]
 Shape = tuple[int, int, int, int]  # B, H, S, D
+MMA_SYNC = "two-stage"  # the mma.sync kernel where the launcher takes the wgmma kernel (sm_90)
 
 
 def inputs(b, h, sq, sk, d, dtype, soft, seed):
@@ -76,9 +79,7 @@ def check(b, h, sq, sk, d, dtype_name, soft, seed, pipeline="auto") -> tuple[boo
 
 
 def validate(lines: list[str], pipeline: str = "auto") -> int:
-    """Parity of one pipeline: the launcher's choice ("auto"), or Hopper's wgmma kernel on the
-    cases it runs, in a section of its own after the launcher's (a fault in a kernel built without
-    a GPU ends the CUDA context: the sections before it are written by then)."""
+    """Parity of one pipeline (a sma_torch_ext.PIPELINES key) on every case it runs here."""
     lines += [
         f"## Parity against float64: pipeline {pipeline}",
         "",
@@ -104,8 +105,8 @@ def validate(lines: list[str], pipeline: str = "auto") -> int:
 
 
 def wgmma_probes(lines: list[str]) -> None:
-    """Where a wrong wgmma kernel goes wrong (it was written without a GPU): structured inputs, each
-    against the launcher's kernel on the same inputs, max |difference| / max |launcher's|.
+    """Where a wrong wgmma kernel goes wrong (it is written without a GPU): structured inputs, each
+    against the mma.sync kernel on the same inputs, max |difference| / max |mma.sync's|.
     - uniform P (K = 0, alpha = 0: every key weighs the same): only P V and V's descriptor matter;
     - one-hot V (V[j] = e_(j mod 64)): out[i, c] is the softmax mass of keys j = c mod 64, so Q K^T,
       the softmax and P's register fragments show, whatever V's layout does to other values;
@@ -120,7 +121,7 @@ def wgmma_probes(lines: list[str]) -> None:
 
     def compare(name, args):
         ours = sma_torch_ext.sma_forward(*args, pipeline="wgmma").float()
-        theirs = sma_torch_ext.sma_forward(*args).float()
+        theirs = sma_torch_ext.sma_forward(*args, pipeline=MMA_SYNC).float()
         err = (ours - theirs).abs().max().item() / max(theirs.abs().max().item(), 1e-6)
         b, h, sq, _ = args[0].shape
         lines.append(f"| {name} | {b} {h} {sq} {args[1].shape[2]} | {err:.2e} |")
@@ -250,10 +251,14 @@ def matrix_rate_tflops() -> float:
     return 2 * 8192**3 / (ms * 1e-3) / 1e12
 
 
-def timing(lines: list[str], rate: float) -> dict[Shape, tuple[float | None, float | None]]:
-    """The launcher's kernel against SDPA and the fold form; its and SDPA's device times by shape."""
+def timing(lines: list[str], rate: float, wgmma: bool) -> None:
+    """The launcher's kernel against SDPA and the fold form, and against the mma.sync kernel where
+    the launcher takes the wgmma kernel (`wgmma`)."""
     q, k, v, _, _, _ = inputs(3, 10, 4096, 4096, 64, torch.float16, False, 0)
     sdpa_kernels = device_kernels(lambda: F.scaled_dot_product_attention(q, k, v))
+    mma = ["mma.sync", "mma.sync / SDPA"] if wgmma else []
+    header = ["B H S D", "SMA kernel", "SDPA (no bias)", "SDPA fold", "kernel / SDPA", *mma]
+    header += ["TFLOP/s", "floor", "per call: kernel, SDPA, ratio"]
     lines += [
         "## Timing (fp16, median ms)",
         "",
@@ -263,12 +268,11 @@ def timing(lines: list[str], rate: float) -> dict[Shape, tuple[float | None, flo
         "",
         "Device time per call (calls replayed from a CUDA graph, as in the UNet); then the same",
         "one call at a time between CUDA events (host launch included: the 2026-11-27 figures).",
+        f"The launcher's kernel here: {'wgmma' if wgmma else 'mma.sync'} at D = 64.",
         "",
-        "| B H S D | SMA kernel | SDPA (no bias) | SDPA fold | kernel / SDPA | floor "
-        "| per call: kernel, SDPA, ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
     ]
-    measured = {}
     for b, h, s, d in TIMING_SHAPES:
         q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
         calls = {
@@ -276,36 +280,18 @@ def timing(lines: list[str], rate: float) -> dict[Shape, tuple[float | None, flo
             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),  # noqa: B023
             "fold": lambda: sma.attention_fold(q, k, v, m_q, m_k, alpha),  # noqa: B023
         }
-        kernel, sdpa, fold = (device_ms(fn) for fn in calls.values())
+        if wgmma:
+            calls["mma"] = lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline=MMA_SYNC)  # noqa: B023
+        ms = {name: device_ms(fn) for name, fn in calls.items()}
         host = {name: median_ms(calls[name]) for name in ("kernel", "sdpa")}
-        lines.append(
-            f"| {b} {h} {s} {d} | {shown(kernel)} | {shown(sdpa)} | {shown(fold)} | {ratio(kernel, sdpa)} "
-            f"| {floor_ms(b, h, s, d, rate):.4f} "
-            f"| {host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f} |"
-        )
-        measured[(b, h, s, d)] = (kernel, sdpa)
-    lines.append("")
-    return measured
-
-
-def wgmma_timing(
-    lines: list[str], rate: float, measured: dict[Shape, tuple[float | None, float | None]]
-) -> None:
-    """Hopper's wgmma kernel at the same shapes, beside the launcher's kernel and SDPA as timed above."""
-    lines += [
-        "## Timing: the wgmma kernel (fp16, device ms a call)",
-        "",
-        "| B H S D | wgmma | wgmma / SDPA | launcher's kernel / wgmma | TFLOP/s | floor |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for (b, h, s, d), (kernel, sdpa) in measured.items():
-        q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
-        ms = device_ms(lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma"))  # noqa: B023
-        tflops = "-" if ms is None else f"{4 * b * h * s * s * d / (ms * 1e-3) / 1e12:.0f}"
-        lines.append(
-            f"| {b} {h} {s} {d} | {shown(ms)} | {ratio(ms, sdpa)} | {ratio(kernel, ms)} | {tflops} "
-            f"| {floor_ms(b, h, s, d, rate):.4f} |"
-        )
+        kernel, sdpa = ms["kernel"], ms["sdpa"]
+        tflops = "-" if kernel is None else f"{4 * b * h * s * s * d / (kernel * 1e-3) / 1e12:.0f}"
+        cells = [f"{b} {h} {s} {d}", shown(kernel), shown(sdpa), shown(ms["fold"]), ratio(kernel, sdpa)]
+        if wgmma:
+            cells += [shown(ms["mma"]), ratio(ms["mma"], sdpa)]
+        cells += [tflops, f"{floor_ms(b, h, s, d, rate):.4f}"]
+        cells.append(f"{host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 
 
@@ -340,37 +326,34 @@ def main() -> int:
     ]
     # each section is printed and written as soon as it is done: a run stopped at its time limit
     # keeps what it measured. The sanitizer, the slowest and least predictable, runs last, in
-    # processes of its own; Hopper's wgmma kernel (a fault there ends this process's CUDA context)
-    # runs after the launcher's figures
-    failures = validate(lines)
-    shown = report(lines, 0, out)
-    rate = 0.0 if args.no_timing else matrix_rate_tflops()
-    measured = {} if args.no_timing else timing(lines, rate)
-    shown = report(lines, shown, out)
+    # processes of its own
     wgmma = wgmma_runs(64)
-    wgmma_failures = wgmma_section(lines, rate, measured) if wgmma else 0
-    shown = report(lines, shown, out)
+    failures = guarded(lines, lambda: validate(lines))
+    shown = report(lines, 0, out)
+    if wgmma:
+        if failures:
+            guarded(lines, lambda: wgmma_probes(lines))
+        failures += guarded(lines, lambda: validate(lines, MMA_SYNC))
+        shown = report(lines, shown, out)
+    if not args.no_timing:
+        guarded(lines, lambda: timing(lines, matrix_rate_tflops(), wgmma))
+        shown = report(lines, shown, out)
     sanitize(lines)
     shown = report(lines, shown, out)
     if wgmma:
         sanitize(lines, "wgmma")
         report(lines, shown, out)
-    return 1 if failures or wgmma_failures else 0
+    return 1 if failures else 0
 
 
-def wgmma_section(lines: list[str], rate: float, measured: dict) -> int:
-    """Parity of the wgmma kernel, then its timing where it is right or probes where it is not; a
-    CUDA error is written down rather than lost. Its parity failures."""
+def guarded(lines: list[str], section) -> int:
+    """Runs a section; a CUDA fault (which ends this process's CUDA context: a kernel changed
+    without a GPU) is written down rather than lost, and counts as one failure."""
     try:
-        failures = validate(lines, "wgmma")
-        if failures:
-            wgmma_probes(lines)
-        elif measured:
-            wgmma_timing(lines, rate, measured)
-    except RuntimeError as err:  # a fault in the kernel ends the CUDA context
-        lines += [f"**the wgmma kernel stopped the run**: `{err}`", ""]
-        failures = -1
-    return failures
+        return section() or 0
+    except RuntimeError as err:
+        lines += [f"**a kernel stopped the run**: `{err}`", ""]
+        return 1
 
 
 def report(lines: list[str], shown: int, out: Path | None) -> int:

@@ -6,10 +6,11 @@
 // first row of each shape is the launcher's own choice (mild::sma::launch). From the repository root:
 //
 //   nvcc -std=c++17 -O3 -arch=sm_90a -DMILD_SMA_SM90A -Iplugins/sma bench/sma_tile_sweep.cu \
-//       plugins/sma/sma_kernel.cu -o /tmp/sma_tile_sweep && /tmp/sma_tile_sweep
+//       plugins/sma/sma_kernel.cu plugins/sma/sma_kernel_sm90.cu -o /tmp/sma_tile_sweep && /tmp/sma_tile_sweep
 //
 // With sm_90a and MILD_SMA_SM90A (an H100/H200) it also times the wgmma kernel's tile shapes
-// (sma_kernel_sm90.cuh); on other GPUs build with their -arch and without the define.
+// (sma_kernel_sm90.cuh), and the launcher's row is the wgmma kernel at D <= 64; on other GPUs build
+// with their -arch and without the define.
 //
 // Columns: registers and spilled bytes a thread (ptxas), CTAs an SM can hold (occupancy API),
 // median time of one launch over 3 x 20 launches, fp16 tensor rate, error relative to max|ref|.
@@ -95,14 +96,15 @@ cudaError_t launchWgmma(Params const& p)
     return mild::sma::detail::launchWgmmaConfig<__half, Cfg>(p, nullptr);
 }
 
-template <int kWarpGroups, int kBlockN, bool kOverlap = true, int kPolyEvery = 0>
+template <int kWarpGroups, int kBlockN, bool kOverlap = true, int kPolyEvery = 0, int kMinBlocks = 1>
 Variant wgmmaVariant()
 {
-    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kPolyEvery>;
+    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kPolyEvery, kMinBlocks>;
     auto kernel = mild::sma::detail::smaForwardWgmma<__half, Cfg>;
     Variant v{"wgmma: keys " + std::to_string(kBlockN) + ", warpgroups " + std::to_string(kWarpGroups)
             + (kOverlap ? ", softmax beside P V" : ", in turns")
-            + (kPolyEvery > 0 ? ", 1/" + std::to_string(kPolyEvery) + " of exp2 by polynomial" : ""),
+            + (kPolyEvery > 0 ? ", 1/" + std::to_string(kPolyEvery) + " of exp2 by polynomial" : "")
+            + (kMinBlocks > 1 ? ", at least " + std::to_string(kMinBlocks) + " CTAs an SM" : ""),
         &launchWgmma<Cfg>};
     return withResources<Cfg>(v, kernel);
 }
@@ -128,11 +130,12 @@ std::vector<Variant> variantsFor(int headDim)
         check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
         if (prop.major == 9 && prop.minor == 0) // sm_90a code runs on sm_90 only
         {
-            // three warpgroups with the overlap: 168 registers a thread spill and serialise the wgmma
-            for (Variant v : {wgmmaVariant<2, 128>(), wgmmaVariant<2, 64>(),
-                     wgmmaVariant<1, 128>(), wgmmaVariant<2, 128, false>(), wgmmaVariant<2, 64, false>(),
-                     wgmmaVariant<3, 128, false>(), wgmmaVariant<2, 128, true, 8>(), wgmmaVariant<2, 128, true, 4>(),
-                     wgmmaVariant<2, 128, true, 2>()})
+            // the launcher's first; the softmax beside P V at two CTAs an SM (128 registers, no
+            // spills); at 128-key tiles that spills 728 bytes and serialises the wgmma: not swept
+            for (Variant v : {wgmmaVariant<2, 64, false>(), wgmmaVariant<2, 64, true, 0, 2>(), wgmmaVariant<2, 128>(),
+                     wgmmaVariant<2, 128, false>(), wgmmaVariant<3, 128, false>(), wgmmaVariant<4, 64, false>(),
+                     wgmmaVariant<1, 64, false>(), wgmmaVariant<1, 128, false>(), wgmmaVariant<1, 64, true>(),
+                     wgmmaVariant<1, 128, true>(), wgmmaVariant<2, 64, false, 8>()})
             {
                 vs.push_back(v);
             }

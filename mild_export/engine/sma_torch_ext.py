@@ -1,10 +1,11 @@
 """The SMA plugin's CUDA kernel as a PyTorch extension (GPU tests, bench/ and `--sma kernel`).
 
-Compiles plugins/sma/sma_kernel.cu, the very file the TensorRT plugin links, with a small
-pybind11 binding, for the GPU torch sees. Needs nvcc and a CUDA build of torch. Importing this
-module registers the `kernel` SMA form of `reference.sma`, so the PyTorch reference can run the
-plugin's kernel where TensorRT cannot (mild-bench --sma kernel); it builds on first use. The form
-is a torch custom op, so torch.compile keeps it as one opaque call instead of breaking its graph.
+Compiles plugins/sma/sma_kernel.cu and sma_kernel_sm90.cu, the very files the TensorRT plugin
+links, with a small pybind11 binding, for the GPU torch sees. Needs nvcc and a CUDA build of
+torch. Importing this module registers the `kernel` SMA form of `reference.sma`, so the PyTorch
+reference can run the plugin's kernel where TensorRT cannot (mild-bench --sma kernel); it builds
+on first use. The form is a torch custom op, so torch.compile keeps it as one opaque call instead
+of breaking its graph.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PIPELINES = {"auto": 0, "one-stage": 1, "two-stage": 2, "wgmma": 3}
 # compute capabilities whose blocks get the shared memory two K/V stages need (sm_80, sm_90): the
 # only GPUs where `pipeline=2` runs, and where the launcher takes it itself
 TWO_STAGE_GPUS = ((8, 0), (9, 0))
-SOURCES = [SMA_DIR / "torch_binding.cpp", SMA_DIR / "sma_kernel.cu"]
+SOURCES = [SMA_DIR / "torch_binding.cpp", SMA_DIR / "sma_kernel.cu", SMA_DIR / "sma_kernel_sm90.cu"]
 
 
 @functools.cache
@@ -65,7 +66,8 @@ def _gencode(major: int, minor: int) -> str:
 
 
 def _wgmma_flags(major: int, minor: int) -> list[str]:
-    """MILD_SMA_SM90A tells the launcher the wgmma kernel was compiled (sma_kernel.cu)."""
+    """MILD_SMA_SM90A tells the launcher (sma_kernel.cu) that sma_kernel_sm90.cu was compiled for
+    sm_90a: elsewhere its kernel has no body, and the launcher never calls it."""
     return ["-DMILD_SMA_SM90A"] if (major, minor) == (9, 0) else []
 
 

@@ -14,8 +14,9 @@ namespace sma
 namespace
 {
 
-// MILD_SMA_SM90A: the build compiles sm_90a code (the PyTorch extension on an sm_90 GPU), where
-// the wgmma kernel has a body.
+// MILD_SMA_SM90A: the build links sma_kernel_sm90.cu compiled for sm_90a (the plugin's CMake where
+// its architectures include 90, the PyTorch extension on an sm_90 GPU), where the wgmma kernel
+// has a body.
 #if defined(MILD_SMA_SM90A)
 constexpr bool kWarpgroupBuilt = true;
 #else
@@ -188,17 +189,16 @@ cudaError_t launch(Params const& p, cudaStream_t stream, Pipeline pipeline)
     {
         return cudaErrorInvalidValue;
     }
-    if (pipeline == Pipeline::kWarpgroup)
+    if (pipeline == Pipeline::kWarpgroup && !warpgroupRuns(p))
     {
-        if (!warpgroupRuns(p))
-        {
-            return cudaErrorNotSupported;
-        }
-#if defined(MILD_SMA_SM90A)
-        using Cfg = detail::WgmmaConfig<2, 128>;
-        return MILD_HALF_TYPE_SWITCH(p.dtype, T, [&] { return detail::launchWgmmaConfig<T, Cfg>(p, stream); });
-#endif
+        return cudaErrorNotSupported;
     }
+#if defined(MILD_SMA_SM90A)
+    if (pipeline == Pipeline::kWarpgroup || (pipeline == Pipeline::kAuto && warpgroupRuns(p)))
+    {
+        return detail::launchWgmma(p, stream);
+    }
+#endif
     if (p.dtype == DataType::kFloat32)
     {
         return launchFp32(p, stream);

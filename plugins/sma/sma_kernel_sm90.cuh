@@ -16,13 +16,15 @@
 // - K and V come by cp.async a tile ahead (K in two stages, V in three: P V reads a V tile into the
 //   next tile), and a proxy fence makes them visible to wgmma, which reads shared memory through
 //   the async proxy;
-// - the softmax of key tile n runs while P_{n-1} V_{n-1} is on the tensor cores (WgmmaConfig's
-//   kOverlap), since at D = 64 the exponentials cost the SFU about what the two GEMMs cost the
-//   tensor cores; P lives in two register buffers, so nothing in the tile waits for P V.
+// - with WgmmaConfig's kOverlap the softmax of key tile n runs while P_{n-1} V_{n-1} is on the
+//   tensor cores, since at D = 64 the exponentials cost the SFU about what the two GEMMs cost the
+//   tensor cores; P lives in two register buffers, so nothing in the tile waits for P V. The
+//   launcher takes the form without it at two CTAs an SM instead (LauncherWgmmaConfig: measured).
 // Row sums add the fp32 P in registers (the V tile has no padding column for the ones trick).
 //
-// Compiled only for sm_90a (wgmma is an sm_90a feature); elsewhere the kernel body is empty and the
-// launcher never takes it (kWarpgroupBuilt in sma_kernel.cu).
+// The kernel has a body only where compiled for sm_90a (wgmma is an sm_90a feature): the launcher
+// reaches it through launchWgmma, defined in sma_kernel_sm90.cu, which the builds compile for
+// sm_90a alone and link where they define MILD_SMA_SM90A (kWarpgroupBuilt in sma_kernel.cu).
 #pragma once
 
 #include <cstdint>
@@ -43,7 +45,10 @@ namespace detail
 // P V take turns.
 // kPolyEvery > 0: every kPolyEvery-th exponential of a thread's scores by exp2Poly on the FMA and
 // integer pipes instead of the SFU (0: all by the SFU).
-template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kPolyEvery_ = 0>
+// kMinBlocks: the CTAs an SM must hold (the launch bounds' minimum), which caps the registers a
+// thread: two CTAs of two warpgroups get 128 registers, so one CTA's softmax hides behind the
+// other's tensor-core work.
+template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kPolyEvery_ = 0, int kMinBlocks_ = 1>
 struct WgmmaConfig
 {
     static constexpr int kHeadDim = 64;
@@ -51,6 +56,7 @@ struct WgmmaConfig
     static constexpr int kBlockN = kBlockN_;
     static constexpr bool kOverlap = kOverlap_;
     static constexpr int kPolyEvery = kPolyEvery_;
+    static constexpr int kMinBlocks = kMinBlocks_;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = kWarpGroups * 64;
     static constexpr int kRowBytes = 128;
@@ -387,7 +393,7 @@ __device__ __forceinline__ void packP(float const (&s)[kBlockN / 2], uint32_t (&
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <typename T, class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const p)
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmma(Params const p)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int kBlockN = Cfg::kBlockN;
@@ -597,6 +603,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmma(Params const
     }
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
+
+// The launcher's tile shape: two warpgroups, 64-key tiles, Q K^T, softmax and P V in turns, two
+// CTAs an SM (127 registers). On an H200 (bench/RESULTS.md, 2026-11-27) it is the fastest shape at
+// every SDXL shape or within 0.001 ms of it, 7-13% faster than the overlapped <2, 128> at S >= 1024:
+// that one's 254 registers leave one CTA an SM.
+using LauncherWgmmaConfig = WgmmaConfig<2, 64, false>;
+
+// Enqueues smaForwardWgmma<T, LauncherWgmmaConfig> for p's dtype (fp16 or bf16); the caller checked
+// warpgroupRuns(p). Defined in sma_kernel_sm90.cu, compiled for sm_90a alone.
+cudaError_t launchWgmma(Params const& p, cudaStream_t stream);
 
 // Enqueues smaForwardWgmma with tile shape `Cfg`; the caller checked the GPU and the head dim.
 template <typename T, class Cfg>

@@ -59,12 +59,14 @@ Params contiguousParams(DataType dtype, int32_t batch, int32_t heads, int32_t se
 // nullptr when the kernel can run these parameters, else a sentence naming what is wrong.
 char const* checkParams(Params const& params);
 
-// Which fp16/bf16 kernel runs, and how it brings K and V in. kAuto takes the mma.sync kernel
-// (sma_kernel.cuh) with two K/V stages where two CTAs still fit an SM (sm_80, sm_90) and one
-// elsewhere; kOneStage and kTwoStages force one, so that the GPU tests check both on whatever GPU
-// they run. kWarpgroup is Hopper's wgmma kernel (sma_kernel_sm90.cuh): fp16/bf16, head_dim <= 64,
-// an sm_90 GPU, and a library compiled for sm_90a (MILD_SMA_SM90A); kAuto does not take it until
-// a GPU session has measured it. fp32 ignores the pipeline (except kWarpgroup, which it cannot run).
+// Which fp16/bf16 kernel runs, and how it brings K and V in. kWarpgroup is Hopper's wgmma kernel
+// (sma_kernel_sm90.cuh): fp16/bf16, head_dim <= 64, an sm_90 GPU, and a library linking
+// sma_kernel_sm90.cu compiled for sm_90a (MILD_SMA_SM90A); 1.1-1.4x faster than the mma.sync kernel
+// on an H200 (bench/RESULTS.md), so kAuto takes it wherever it runs. Elsewhere kAuto takes the
+// mma.sync kernel (sma_kernel.cuh) with two K/V stages where two CTAs still fit an SM (sm_80,
+// sm_90) and one elsewhere; kOneStage and kTwoStages force the mma.sync kernel with one or two, so
+// that the GPU tests check it on whatever GPU they run. fp32 ignores the pipeline (except
+// kWarpgroup, which it cannot run).
 enum class Pipeline : int32_t
 {
     kAuto = 0,

@@ -3,14 +3,16 @@ engine builds with the plugin layer, and the plugin's own build-time validation.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
 from onnx import TensorProto
 from sma_graph import sma_model
 
-from mild_export.engine.trt_shim import TensorRTError
+from mild_export.engine.trt_shim import REPO_ROOT, TensorRTError, plugin_library_path
 from mild_export.ops.schema import SMA
+from tests.conftest import HEADERS, _run
 
 TARGET = "sm86"
 
@@ -30,6 +32,25 @@ def test_links_no_tensorrt_library(plugin_library):
     needed = [line for line in out.splitlines() if "(NEEDED)" in line]
     assert needed, "readelf listed no NEEDED entries at all"
     assert not [n for n in needed if "nvinfer" in n or "tensorrt" in n or "cudart.so" in n], needed
+
+
+def _cubins(library) -> list[str]:
+    out = subprocess.run(["cuobjdump", "--list-elf", str(library)], capture_output=True, text=True, check=True)
+    return sorted(line.rsplit(".", 2)[-2] for line in out.stdout.splitlines() if line.endswith(".cubin"))
+
+
+def test_a_build_for_sm90_carries_the_wgmma_kernel_for_sm90a_alone(plugin_library, tmp_path):
+    """Where the architectures include 90, sma_kernel_sm90.cu is compiled for sm_90a alone beside
+    every architecture's sma_kernel.cu (whose launcher then takes it on sm_90); the session's
+    sm_86 build carries no sm_90a code."""
+    if shutil.which("cuobjdump") is None:
+        pytest.skip("listing the library's cubins needs cuobjdump on PATH")
+    assert _cubins(plugin_library) == ["sm_86"]
+    build = tmp_path / "build"
+    configure = ["cmake", "-S", str(REPO_ROOT), "-B", str(build), "-DCMAKE_CUDA_ARCHITECTURES=86-real;90-real"]
+    _run([*configure, f"-DTensorRT_INCLUDE_DIR={HEADERS}"])
+    _run(["cmake", "--build", str(build), "--parallel", "2"])
+    assert _cubins(plugin_library_path(build)) == ["sm_86", "sm_90", "sm_90a"]
 
 
 def _builder(trt, plugin_library):

@@ -27,6 +27,7 @@ def test_the_tile_sweep_compiles(tmp_path):
             "-Iplugins/sma",
             "bench/sma_tile_sweep.cu",
             "plugins/sma/sma_kernel.cu",
+            "plugins/sma/sma_kernel_sm90.cu",
             "-o",
             str(binary),
         ],
