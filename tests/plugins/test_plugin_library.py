@@ -35,8 +35,10 @@ def test_links_no_tensorrt_library(plugin_library):
 
 
 def _cubins(library) -> list[str]:
-    out = subprocess.run(["cuobjdump", "--list-elf", str(library)], capture_output=True, text=True, check=True)
-    return sorted(line.rsplit(".", 2)[-2] for line in out.stdout.splitlines() if line.endswith(".cubin"))
+    """The architectures of the library's cubins, e.g. ["sm_86", "sm_90", "sm_90a"]."""
+    cmd = ["cuobjdump", "--list-elf", str(library)]
+    listed = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return sorted(line.rsplit(".", 2)[-2] for line in listed.splitlines() if line.endswith(".cubin"))
 
 
 def test_a_build_for_sm90_carries_the_wgmma_kernel_for_sm90a_alone(plugin_library, tmp_path):
@@ -47,8 +49,8 @@ def test_a_build_for_sm90_carries_the_wgmma_kernel_for_sm90a_alone(plugin_librar
         pytest.skip("listing the library's cubins needs cuobjdump on PATH")
     assert _cubins(plugin_library) == ["sm_86"]
     build = tmp_path / "build"
-    configure = ["cmake", "-S", str(REPO_ROOT), "-B", str(build), "-DCMAKE_CUDA_ARCHITECTURES=86-real;90-real"]
-    _run([*configure, f"-DTensorRT_INCLUDE_DIR={HEADERS}"])
+    arches = "-DCMAKE_CUDA_ARCHITECTURES=86-real;90-real"
+    _run(["cmake", "-S", str(REPO_ROOT), "-B", str(build), arches, f"-DTensorRT_INCLUDE_DIR={HEADERS}"])
     _run(["cmake", "--build", str(build), "--parallel", "2"])
     assert _cubins(plugin_library_path(build)) == ["sm_86", "sm_90", "sm_90a"]
 
