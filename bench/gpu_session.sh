@@ -9,17 +9,20 @@
 #   bash scripts/setup-tensorrt-rtx.sh    # TensorRT 10.14 headers in third_party/tensorrt/include
 #   bash bench/prepare_gpu_wheels.sh      # .gpu-carry/part1, part2 (TRT-RTX libs wheel), small/
 #
-# On the lent H100/H200 (sm_90: no stage2) run stage1 alone, then give the machine back (about
-# 10 of the session's 15 device minutes, start included; on an H200 call C's list took 439 s of its
-# 565; since then the wgmma kernel's tests, harness sections and sweep shapes add about a minute,
-# not measured; the sweep runs last and is cut first):
+# On the lent H100/H200 (sm_90: no stage2) run stage1, then bench at once, then give the machine
+# back. stage1 is the SMA kernel and the GPU tests (call E on an H200, 2026-11-27: those steps took
+# 337 s, the machine's start about 30 s); bench is the SDXL end-to-end figures, whose torch.compile
+# alone outlasted the 242 s that call E's stage1 had left for it. Both fit the session's 15 device
+# minutes; if the machine went back in between, bench on a fresh one installs diffusers itself and
+# rebuilds the extension (about a minute more):
 #
 #   run(command="bash bench/gpu_session.sh stage1", timeout_s=595,
 #       carry=[".gpu-carry/small", "third_party/tensorrt"])
+#   run(command="bash bench/gpu_session.sh bench", timeout_s=440, carry=[".gpu-carry/small"])
 #
 # On an RTX-target GPU carry .gpu-carry/part1 too, for the stage2 that follows. With less device
-# time left, MILD_GPU_STAGE_SECONDS=300 keeps the tests, the kernel harness and the first
-# benchmark (the steps run in that order and stop at the deadline).
+# time left, MILD_GPU_STAGE_SECONDS=N cuts a stage at N seconds (its steps run in the order below
+# and stop at the deadline).
 #
 # TensorRT-RTX engines build there but cannot run on sm_90 (measured on an H200, 2026-11-26,
 # bench/RESULTS.md), so stage2 would only say that again. stage2 is for a GPU that is a
@@ -44,22 +47,23 @@
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
 #   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md
-#           bench-sdxl-torch-kernel.json  bench-sdxl-torch-kernel-compile.json  profile-sdxl-torch.txt
-#           profile-sdxl-torch-compile.txt
+#   bench:  summary-bench.md  session-bench.log  bench-sdxl-torch-kernel-compile.json
+#           bench-sdxl-torch-kernel.json  profile-sdxl-torch-compile.txt  profile-sdxl-torch.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #   matrix: summary-matrix.md  session-matrix.log  bench-sdxl-torch-matrix-{512,1024}.{json,png}
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
-#   the plugin library built for sm_90 (build/plugins, where the tests look); then what no session
-#   has measured first: the GPU tests of Hopper's wgmma SMA kernel (the launcher's on sm_90) in a
-#   process of their own, the SMA kernel harness (parity, timing against SDPA and the mma.sync
-#   kernel, compute-sanitizer), the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma
-#   shapes included); then the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
-#   torch.compile) and mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512,
-#   25 steps, no guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet
-#   replayed as CUDA graphs) with SMA by the plugin's kernel, the UNet and VAE compiled
-#   (--compile), then eager, each profiled. (SMA by the fold form was measured on 2026-11-27 and is
-#   slower than the kernel at every SDXL shape: not again.)
+#   the plugin library built for sm_90 (build/plugins, where the tests look; its sm_90a wgmma
+#   object too); the GPU tests of Hopper's wgmma SMA kernel (the launcher's on sm_90) in a process
+#   of their own; the SMA kernel harness (parity, timing against SDPA and the mma.sync kernel,
+#   compute-sanitizer); the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma shapes
+#   included); the other GPU tests (the SMA kernel, the torch backend: CUDA graphs, torch.compile,
+#   the context's K/V graphs).
+# bench: mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25 steps, no
+#   guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet replayed as CUDA
+#   graphs) with SMA by the plugin's kernel, the UNet and VAE compiled (--compile), then eager, each
+#   profiled. (SMA by the fold form was measured on 2026-11-27 and is slower than the kernel at
+#   every SDXL shape: not again.)
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
 #   mild-export --fp16 with engines, then fp32 golden files replayed on the engines, DESIGN.md
@@ -77,8 +81,10 @@ case "$STAGE" in
     stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-565} ;;
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
     prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
+    bench) BUDGET=${MILD_GPU_STAGE_SECONDS:-420} ;;
     matrix) BUDGET=${MILD_GPU_STAGE_SECONDS:-270} ;;
-    *) echo "usage: bash bench/gpu_session.sh stage1|stage2|prepare|matrix (see the comment at the top)" >&2; exit 2 ;;
+    *) echo "usage: bash bench/gpu_session.sh stage1|bench|stage2|prepare|matrix (see the comment at the top)" >&2
+       exit 2 ;;
 esac
 START=$(date +%s)
 DEADLINE=$(( START + BUDGET ))
@@ -159,9 +165,7 @@ stage1() {
     # kernel changed without a GPU can end the CUDA context; the other tests must not go with it),
     # which also builds the extension; the kernel harness (parity of the launcher's kernel, the wgmma
     # kernel on sm_90, and of the mma.sync kernel; timing against SDPA; the sanitizer); the tile
-    # sweep. Then the other tests and the end-to-end figures, re-measured for what changed since
-    # (bench/RESULTS.md): the torch backend compiled first (the issue's figure), then eager. The
-    # fold form (2026-11-27) and the PyTorch reference (2026-11-26): not again.
+    # sweep; then the other GPU tests. The end-to-end figures are the `bench` stage's.
     step gpu-tests-wgmma 180 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
         -p no:cacheprovider"
     step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
@@ -170,7 +174,13 @@ stage1() {
         $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
     step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
         tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
-    step bench-sdxl-torch-compile 270 "$(sdxl_bench torch kernel compile) --compile \
+}
+
+bench() {  # issue 6's target case on the torch backend: compiled first (the issue's figure), then eager
+    step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.cuda.get_device_name())'"
+    $PY -c 'import diffusers' 2>/dev/null ||
+        step install-diffusers 60 "$(declare -f install_wheels); install_wheels .gpu-carry/small/diffusers-*.whl"
+    step bench-sdxl-torch-compile 300 "$(sdxl_bench torch kernel compile) --compile \
         --profile $OUT/profile-sdxl-torch-compile.txt"
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
 }
