@@ -390,6 +390,54 @@ __device__ __forceinline__ void packP(float const (&s)[kBlockN / 2], uint32_t (&
     }
 }
 
+// The softmax state of this thread's rows g and g + 8 of the 16 from `rowBase` (its warp's), and
+// their indices in `row`.
+template <typename T>
+__device__ __forceinline__ SoftmaxRows startRows(HeadTensors<T> const& head, Params const& p, int rowBase, int g, int (&row)[2])
+{
+    SoftmaxRows rows;
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        row[r] = rowBase + g + 8 * r;
+        rows.beta[r] = head.beta(row[r], p.seqlen_q) / p.scale;
+        rows.max[r] = -INFINITY;
+        rows.sum[r] = 0.f;
+    }
+    rows.scaleLog2 = p.scale * kLog2e;
+    return rows;
+}
+
+// O divided by its rows' sums (the quad's partial sums added), stored in the input type; rows past
+// the queries and channels past the head dim are not stored.
+template <typename T>
+__device__ __forceinline__ void storeRows(
+    float const (&o)[32], SoftmaxRows const& rows, int const (&row)[2], HeadTensors<T> const& head, Params const& p, int t)
+{
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+    {
+        float sum = rows.sum[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        float const inv = 1.f / sum;
+        if (row[r] < p.seqlen_q)
+        {
+            T* outRow = head.out + row[r] * p.out_row_stride;
+#pragma unroll
+            for (int i8 = 0; i8 < 8; ++i8)
+            {
+                int const col = i8 * 8 + 2 * t;
+                if (col < p.head_dim)
+                {
+                    *reinterpret_cast<uint32_t*>(outRow + col)
+                        = pack2<T>(o[4 * i8 + 2 * r] * inv, o[4 * i8 + 2 * r + 1] * inv);
+                }
+            }
+        }
+    }
+}
+
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <typename T, class Cfg>
@@ -450,17 +498,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     commitAsync();
     storeKeyMasks(0, keyMasks(0));
 
-    SoftmaxRows rows;
     int row[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-    {
-        row[r] = m0 + warpGroup * 64 + warp * 16 + g + 8 * r;
-        rows.beta[r] = head.beta(row[r], p.seqlen_q) / p.scale;
-        rows.max[r] = -INFINITY;
-        rows.sum[r] = 0.f;
-    }
-    rows.scaleLog2 = p.scale * kLog2e;
+    SoftmaxRows rows = startRows(head, p, m0 + warpGroup * 64 + warp * 16, g, row);
 
     float o[32]; // O: o[4i + e] = row g + 8 (e / 2), channel 8i + 2t + e % 2
 #pragma unroll
@@ -579,28 +618,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         fenceRegisters(o);
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-    {
-        float sum = rows.sum[r];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        float const inv = 1.f / sum;
-        if (row[r] < p.seqlen_q)
-        {
-            T* outRow = head.out + row[r] * p.out_row_stride;
-#pragma unroll
-            for (int i8 = 0; i8 < 8; ++i8)
-            {
-                int const col = i8 * 8 + 2 * t;
-                if (col < headDim)
-                {
-                    *reinterpret_cast<uint32_t*>(outRow + col)
-                        = pack2<T>(o[4 * i8 + 2 * r] * inv, o[4 * i8 + 2 * r + 1] * inv);
-                }
-            }
-        }
-    }
+    storeRows(o, rows, row, head, p, t);
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
