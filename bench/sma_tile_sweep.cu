@@ -10,7 +10,8 @@
 //
 // With sm_90a and MILD_SMA_SM90A (an H100/H200) it also times the wgmma kernel's tile shapes
 // (sma_kernel_sm90.cuh), and the launcher's row is the wgmma kernel at D <= 64; on other GPUs build
-// with their -arch and without the define.
+// with their -arch and without the define. `sma_tile_sweep ws` times the warp-specialised TMA
+// kernel's shapes (sma_kernel_sm90_ws.cuh) instead, beside the launcher's.
 //
 // Columns: registers and spilled bytes a thread (ptxas), CTAs an SM can hold (occupancy API),
 // median time of one launch over 3 x 20 launches, fp16 tensor rate, error relative to max|ref|.
@@ -27,6 +28,7 @@
 
 #include "sma_kernel.cuh"
 #include "sma_kernel_sm90.cuh"
+#include "sma_kernel_sm90_ws.cuh"
 #include "sma_params.h"
 
 namespace
@@ -108,12 +110,52 @@ Variant wgmmaVariant()
         &launchWgmma<Cfg>};
     return withResources<Cfg>(v, kernel);
 }
+
+template <class Cfg>
+cudaError_t launchWgmmaWs(Params const& p)
+{
+    return mild::sma::detail::launchWgmmaWsConfig<__half, Cfg>(p, nullptr);
+}
+
+template <int kConsumers, int kBlockN, int kStages, bool kPingpong>
+Variant wsVariant()
+{
+    using Cfg = mild::sma::detail::WgmmaWsConfig<kConsumers, kBlockN, kStages, kPingpong>;
+    auto kernel = mild::sma::detail::smaForwardWgmmaWs<__half, Cfg>;
+    Variant v{"wgmma by TMA, warp-specialised: keys " + std::to_string(kBlockN) + ", consumers "
+            + std::to_string(kConsumers) + ", stages " + std::to_string(kStages) + (kPingpong ? ", in turns" : ""),
+        &launchWgmmaWs<Cfg>};
+    return withResources<Cfg>(v, kernel);
+}
 #endif
 
-std::vector<Variant> variantsFor(int headDim)
+bool isSm90()
+{
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    return prop.major == 9 && prop.minor == 0; // sm_90a code runs on sm_90 only
+}
+
+// The launcher's choice, then the other tile shapes; with `warpSpecialised` (sm_90, D <= 64) the
+// TMA kernel's shapes instead (a run of their own: a fault there ends the CUDA context).
+std::vector<Variant> variantsFor(int headDim, bool warpSpecialised)
 {
     std::vector<Variant> vs{{"launcher's choice (mild::sma::launch)",
         [](Params const& p) { return mild::sma::launch(p, nullptr); }}};
+#if defined(MILD_SMA_SM90A)
+    if (warpSpecialised)
+    {
+        if (headDim <= 64 && isSm90())
+        {
+            for (Variant v : {wsVariant<2, 128, 2, true>(), wsVariant<2, 128, 2, false>(), wsVariant<2, 64, 3, true>(),
+                     wsVariant<2, 128, 3, true>(), wsVariant<3, 64, 2, false>(), wsVariant<1, 128, 3, false>()})
+            {
+                vs.push_back(v);
+            }
+        }
+        return vs;
+    }
+#endif
     if (headDim <= 64)
     {
         for (Variant v : {variant<64, 64, 2, 4>(), variant<64, 32, 2, 4>(), variant<64, 128, 2, 4>(),
@@ -126,9 +168,7 @@ std::vector<Variant> variantsFor(int headDim)
             vs.push_back(v);
         }
 #if defined(MILD_SMA_SM90A)
-        cudaDeviceProp prop{};
-        check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-        if (prop.major == 9 && prop.minor == 0) // sm_90a code runs on sm_90 only
+        if (isSm90())
         {
             // the launcher's first; the softmax beside P V at two CTAs an SM (128 registers, no
             // spills); at 128-key tiles that spills 728 bytes and serialises the wgmma: not swept
@@ -271,8 +311,9 @@ struct Problem
 
 } // namespace
 
-int main()
+int main(int argc, char** argv)
 {
+    bool const warpSpecialised = argc > 1 && std::string(argv[1]) == "ws";
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
     std::printf("# SMA tile sweep on %s (sm_%d%d, %d SMs), fp16, binary masks\n\n", prop.name, prop.major,
@@ -286,7 +327,7 @@ int main()
     {
         Problem const problem(s);
         double const flops = 4.0 * s.batch * s.heads * static_cast<double>(s.seqlen) * s.seqlen * s.headDim;
-        for (Variant const& v : variantsFor(s.headDim))
+        for (Variant const& v : variantsFor(s.headDim, warpSpecialised))
         {
             double const err = problem.error(v);
             double const ms = problem.milliseconds(v);
