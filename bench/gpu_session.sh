@@ -55,7 +55,7 @@
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look; its sm_90a wgmma
 #   object too); the GPU tests of Hopper's wgmma SMA kernel (the launcher's on sm_90) in a process
-#   of their own; the SMA kernel harness (parity, timing against SDPA and the mma.sync kernel,
+#   of their own, then those of its warp-specialised form in another; the SMA kernel harness (parity, timing against SDPA and the mma.sync kernel,
 #   compute-sanitizer); the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma shapes
 #   included), then the warp-specialised TMA kernel's shapes in a run of their own; the other GPU tests (the SMA kernel, the torch backend: CUDA graphs, torch.compile,
 #   the context's K/V graphs).
@@ -168,6 +168,8 @@ stage1() {
     # sweep; then the other GPU tests. The end-to-end figures are the `bench` stage's.
     step gpu-tests-wgmma 180 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
         -p no:cacheprovider"
+    step gpu-tests-ws 60 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k warp_specialised \
+        -p no:cacheprovider"
     step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
     wait "$sweep_build"
     step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
@@ -176,7 +178,7 @@ stage1() {
     # or a trapped wait there ends its process, not the sweep above
     step sma-tile-sweep-ws 60 "$STASH/sma_tile_sweep ws | tee $OUT/sma_tile_sweep_ws.md"
     step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
-        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
+        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma and not warp_specialised'"
 }
 
 bench() {  # issue 6's target case on the torch backend: compiled first (the issue's figure), then eager

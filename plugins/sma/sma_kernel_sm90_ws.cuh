@@ -19,8 +19,9 @@
 // - The key masks: the producer warp converts a tile's masks to float into the stage (the masks'
 //   batch stride need not be the 16 bytes a tensor map's strides are multiples of).
 //
-// Written on 2026-11-27 without a GPU, as the wgmma kernel was: bench/sma_tile_sweep.cu times it
-// beside the others; the launcher does not take it. A wait on an mbarrier that outlasts
+// Written on 2026-11-27 without a GPU, as the wgmma kernel was: Pipeline::kWarpSpecialised runs it
+// (the GPU tests, bench/sma_kernel_harness.py) and bench/sma_tile_sweep.cu times its shapes; kAuto
+// does not take it. A wait on an mbarrier that outlasts
 // kWatchdogPolls polls traps (a CUDA error instead of a hung GPU session).
 #pragma once
 
@@ -357,6 +358,10 @@ bool encodeHeadRows(CUtensorMap& map, bool& headsFirst, void const* tensor, Para
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
         == CUDA_SUCCESS;
 }
+
+// Pipeline::kWarpSpecialised's tile shape: two consumers taking turns, 128-key tiles, two stages
+// (flash-attention 3's shape at D = 64); the sweep times the others.
+using LauncherWsConfig = WgmmaWsConfig<2, 128, 2, true>;
 
 // Enqueues smaForwardWgmmaWs with tile shape `Cfg` (fp16 or bf16, D <= 64, an sm_90 GPU: the
 // caller checked); cudaErrorInvalidValue where a tensor map cannot describe q, k or v.
