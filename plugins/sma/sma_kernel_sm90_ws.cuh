@@ -8,7 +8,9 @@
 // whole CTA meets at a barrier each tile; here one warp issues three TMA copies a tile, the
 // consumers wait only for their own stage, give their registers to the math (setmaxnreg: 240 each
 // against the producer's 24 with two consumers), and with kPingpong take turns issuing their
-// wgmma (two named barriers), so one warpgroup's softmax runs while the other's GEMMs do.
+// wgmma (two named barriers), so one warpgroup's softmax runs while the other's GEMMs do; with
+// kOverlap each consumer also runs its softmax beside its own P V (at 64-key tiles: at 128 that
+// schedule spills at 240 registers).
 //
 // - TMA: 4-d tensor maps over q, k and v as the Params strides describe them (channels, then rows
 //   and heads in the order of their strides: [B, H, S, D] and attention's [B, S, H, D] memory),
@@ -40,8 +42,10 @@ namespace detail
 {
 
 // kConsumers warpgroups of 64 query rows and one producer warpgroup; kBlockN keys a tile; kStages
-// K/V stages; kPingpong: the two consumers issue their wgmma in turns.
-template <int kConsumers_, int kBlockN_, int kStages_, bool kPingpong_ = false>
+// K/V stages; kPingpong: the two consumers issue their wgmma in turns; kOverlap: each consumer's
+// softmax of tile n runs beside its P_{n-1} V_{n-1} (sma_kernel_sm90.cuh's overlapped schedule,
+// which holds a stage one tile longer: three stages at least).
+template <int kConsumers_, int kBlockN_, int kStages_, bool kPingpong_ = false, bool kOverlap_ = false>
 struct WgmmaWsConfig
 {
     static constexpr int kHeadDim = 64;
@@ -49,6 +53,7 @@ struct WgmmaWsConfig
     static constexpr int kBlockN = kBlockN_;
     static constexpr int kStages = kStages_;
     static constexpr bool kPingpong = kPingpong_;
+    static constexpr bool kOverlap = kOverlap_;
     static constexpr int kThreads = (kConsumers + 1) * 128;
     static constexpr int kBlockM = kConsumers * 64;
     static constexpr int kRowBytes = 128;
@@ -64,7 +69,7 @@ struct WgmmaWsConfig
     static_assert(kBlockN == 64 || kBlockN == 128, "Q K^T is m64n64k16 or m64n128k16");
     static_assert(kConsumers >= 1 && kConsumers <= 3, "a TMA box holds at most 256 rows; 65536 registers an SM");
     static_assert(!kPingpong || kConsumers == 2, "turns between two consumers");
-    static_assert(kStages >= 2, "a stage loads while the consumers read another");
+    static_assert(kStages >= (kOverlap ? 3 : 2), "a stage loads while the consumers hold the others");
     static_assert(kSmemBytes <= 227 * 1024, "an sm_90 block gets at most 227 KB of shared memory");
 };
 
@@ -142,17 +147,46 @@ __device__ __forceinline__ void setRegistersUp()
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
 }
 
-// Turns between the two consumers: consumer c waits on named barrier 1 + c until the other has
-// arrived there (256 = both warpgroups' threads), and arrives on the other's when its turn ends.
-__device__ __forceinline__ void turnBegin(int consumer)
+// Turns between two consumers issuing their wgmma (on when `on`): consumer c waits on named
+// barrier 1 + c until the other has arrived there (256 = both warpgroups' threads), and arrives on
+// the other's when its turn ends. Consumer 0 takes the first turn: consumer 1 arrives for it at
+// the start, and leaves out the arrival of its own last turn, which nobody waits for.
+struct Turns
 {
-    asm volatile("bar.sync %0, 256;\n" ::"r"(1 + consumer) : "memory");
-}
+    bool on;
+    int consumer;
 
-__device__ __forceinline__ void turnEnd(int consumer)
-{
-    asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - consumer) : "memory");
-}
+    __device__ __forceinline__ Turns(bool on_, int consumer_)
+        : on(on_)
+        , consumer(consumer_)
+    {
+        if (on && consumer == 1)
+        {
+            arrive();
+        }
+    }
+
+    __device__ __forceinline__ void begin() const
+    {
+        if (on)
+        {
+            asm volatile("bar.sync %0, 256;\n" ::"r"(1 + consumer) : "memory");
+        }
+    }
+
+    __device__ __forceinline__ void end(bool last) const
+    {
+        if (on && (consumer == 0 || !last))
+        {
+            arrive();
+        }
+    }
+
+    __device__ __forceinline__ void arrive() const
+    {
+        asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - consumer) : "memory");
+    }
+};
 
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 
@@ -264,49 +298,110 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmmaWs(Params con
     uint32_t pa[kBlockN / 16][4];
     float correction[2];
     uint64_t const qDescriptor = tileDescriptor(qs + consumer * 64 * Cfg::kRowBytes);
-    // with turns, the other consumer's first: consumer 1 lets consumer 0 begin; of the 2 x tiles
-    // turns each takes, consumer 1 leaves out its last arrival (nobody waits for it)
-    bool const turns = Cfg::kPingpong;
-    if (turns && consumer == 1)
-    {
-        turnEnd(consumer);
-    }
+    auto kDescriptor = [&](int tile) { return tileDescriptor(ks + (tile % kStages) * kKvBytes); };
+    auto vDescriptor = [&](int tile) { return tileDescriptor(vs + (tile % kStages) * kKvBytes); };
+    auto masks = [&](int tile) { return mks + (tile % kStages) * kBlockN; };
+    auto phase = [](int tile) { return static_cast<uint32_t>((tile / kStages) & 1); };
+    auto waitK = [&](int tile) { mbarrierWait(fullK(tile % kStages), phase(tile)); };
+    auto waitV = [&](int tile) { mbarrierWait(fullV(tile % kStages), phase(tile)); };
+    auto release = [&](int tile) { mbarrierArrive(empty(tile % kStages)); }; // its K, V and masks are read
+    Turns const turns(Cfg::kPingpong, consumer);
     mbarrierWait(fullQ, 0);
-    for (int tile = 0; tile < tiles; ++tile)
+
+    if constexpr (!Cfg::kOverlap)
     {
-        int const stage = tile % kStages;
-        uint32_t const phase = (tile / kStages) & 1;
-        mbarrierWait(fullK(stage), phase);
-        if (turns)
+        for (int tile = 0; tile < tiles; ++tile)
         {
-            turnBegin(consumer);
+            waitK(tile);
+            turns.begin();
+            wgmmaFence();
+            issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
+            turns.end(false);
+            wgmmaWait<0>();
+            fenceRegisters(s);
+            rows.tile<0>(s, masks(tile), seqlenK - tile * kBlockN, t, correction);
+            rescale(o, correction);
+            packP<T, kBlockN>(s, pa);
+            waitV(tile);
+            turns.begin();
+            fenceRegisters(o);
+            wgmmaFence();
+            issuePV<T, kBlockN>(o, pa, vDescriptor(tile));
+            turns.end(tile + 1 == tiles);
+            wgmmaWait<0>();
+            fenceRegisters(o);
+            release(tile);
         }
+    }
+    else
+    {
+        // sma_kernel_sm90.cuh's overlapped schedule, its loads replaced by waits on the stages:
+        // tile n's turn issues Q K_n^T, waits for it and P_{n-2} V_{n-2} (whose stage goes back to
+        // the producer), rescales O and issues P_{n-1} V_{n-1}; tile n's softmax runs after the
+        // turn, beside P V
+        waitK(0);
+        turns.begin();
         wgmmaFence();
-        issueQK<T, kBlockN>(s, qDescriptor, tileDescriptor(ks + stage * kKvBytes));
-        if (turns)
-        {
-            turnEnd(consumer);
-        }
+        issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(0));
+        turns.end(false);
         wgmmaWait<0>();
         fenceRegisters(s);
-        rows.tile<0>(s, mks + stage * kBlockN, seqlenK - tile * kBlockN, t, correction);
-        rescale(o, correction);
+        rows.tile<0>(s, masks(0), seqlenK, t, correction);
         packP<T, kBlockN>(s, pa);
-        mbarrierWait(fullV(stage), phase);
-        if (turns)
+        uint32_t pb[kBlockN / 16][4];
+        auto step = [&](int tile, uint32_t(&last)[kBlockN / 16][4], uint32_t(&next)[kBlockN / 16][4]) {
+            waitK(tile);
+            waitV(tile - 1);
+            turns.begin();
+            wgmmaFence();
+            issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
+            wgmmaWait<0>(); // Q K_n^T and P_{n-2} V_{n-2}
+            fenceRegisters(s);
+            fenceRegisters(o);
+            if (tile >= 2)
+            {
+                release(tile - 2);
+            }
+            rescale(o, correction);
+            fenceRegisters(o);
+            fenceRegisters(last);
+            wgmmaFence();
+            issuePV<T, kBlockN>(o, last, vDescriptor(tile - 1));
+            turns.end(false);
+            rows.tile<0>(s, masks(tile), seqlenK - tile * kBlockN, t, correction);
+            packP<T, kBlockN>(s, next);
+        };
+        for (int tile = 1; tile < tiles; tile += 2) // two tiles a trip: the P buffers stay registers
         {
-            turnBegin(consumer);
+            step(tile, pa, pb);
+            if (tile + 1 < tiles)
+            {
+                step(tile + 1, pb, pa);
+            }
         }
+        wgmmaWait<0>(); // the last but one P V
+        fenceRegisters(o);
+        if (tiles >= 2)
+        {
+            release(tiles - 2);
+        }
+        waitV(tiles - 1);
+        turns.begin();
+        rescale(o, correction);
         fenceRegisters(o);
         wgmmaFence();
-        issuePV<T, kBlockN>(o, pa, tileDescriptor(vs + stage * kKvBytes));
-        if (turns && (consumer == 0 || tile + 1 < tiles))
+        if ((tiles - 1) & 1) // the last tile's P: pb after an odd tile, pa after an even one
         {
-            turnEnd(consumer);
+            issuePV<T, kBlockN>(o, pb, vDescriptor(tiles - 1));
         }
+        else
+        {
+            issuePV<T, kBlockN>(o, pa, vDescriptor(tiles - 1));
+        }
+        turns.end(true);
         wgmmaWait<0>();
         fenceRegisters(o);
-        mbarrierArrive(empty(stage)); // K, V and the masks of this stage are read
+        release(tiles - 1);
     }
     storeRows(o, rows, row, head, p, t);
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
