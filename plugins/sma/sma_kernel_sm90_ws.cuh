@@ -414,8 +414,12 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensorMapEncoder()
     static PFN_cuTensorMapEncodeTiled_v12000 const encode = [] {
         void* function = nullptr;
         cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
         cudaError_t const status
             = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000, cudaEnableDefault, &found);
+#else // CUDA 13 removes the unversioned form
+        cudaError_t const status = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &function, cudaEnableDefault, &found);
+#endif
         return status == cudaSuccess && found == cudaDriverEntryPointSuccess
             ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function)
             : nullptr;
