@@ -20,6 +20,13 @@
 #       carry=[".gpu-carry/small", "third_party/tensorrt"])
 #   run(command="bash bench/gpu_session.sh bench", timeout_s=440, carry=[".gpu-carry/small"])
 #
+# With about 4 device minutes (a start and 230 s), the SMA kernels alone: their GPU tests and the
+# sweeps (no plugin build, no harness, no other tests):
+#
+#   run(command="bash bench/gpu_session.sh kernel", timeout_s=250, carry=[".gpu-carry/small"])
+#
+#   kernel: summary-kernel.md  session-kernel.log  sma_tile_sweep.md  sma_tile_sweep_ws.md
+#
 # On an RTX-target GPU carry .gpu-carry/part1 too, for the stage2 that follows. With less device
 # time left, MILD_GPU_STAGE_SECONDS=N cuts a stage at N seconds (its steps run in the order below
 # and stop at the deadline).
@@ -82,8 +89,9 @@ case "$STAGE" in
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
     prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
     bench) BUDGET=${MILD_GPU_STAGE_SECONDS:-420} ;;
+    kernel) BUDGET=${MILD_GPU_STAGE_SECONDS:-230} ;;
     matrix) BUDGET=${MILD_GPU_STAGE_SECONDS:-270} ;;
-    *) echo "usage: bash bench/gpu_session.sh stage1|bench|stage2|prepare|matrix (see the comment at the top)" >&2
+    *) echo "usage: bash bench/gpu_session.sh stage1|bench|kernel|stage2|prepare|matrix (see the comment at the top)" >&2
        exit 2 ;;
 esac
 START=$(date +%s)
@@ -134,6 +142,11 @@ install_wheels() {  # install_wheels WHEEL...: into $SITE, no index, no dependen
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"
 }
 
+install_diffusers() {  # the carried wheel, unless a call before installed it on this warm machine
+    $PY -c 'import diffusers' 2>/dev/null ||
+        step install-diffusers 60 "$(declare -f install_wheels); install_wheels .gpu-carry/small/diffusers-*.whl"
+}
+
 setup() {  # what stage2 needs from stage1: part1 kept, diffusers, the plugin library
     step environment 60 "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
         nvcc --version | tail -n 2; cmake --version | head -n 1; nproc; free -g | head -n 2;
@@ -155,36 +168,55 @@ prepare() {  # stage1's setup alone, for a stage2 on a fresh machine, and the ti
         --no-engines --out $WORK/tiny-fp16"
 }
 
-stage1() {
-    setup
-    # the sweep's nvcc build (about 20 s of one core) runs beside the tests, not on the clock
+build_sweep() {  # the sweep's nvcc build (about 20 s of one core), in the background beside the tests
     nvcc -std=c++17 -O3 -arch=sm_90a -DMILD_SMA_SM90A -Iplugins/sma bench/sma_tile_sweep.cu plugins/sma/sma_kernel.cu \
         plugins/sma/sma_kernel_sm90.cu -o "$STASH/sma_tile_sweep" >"$STASH/sma_tile_sweep.build.log" 2>&1 &
+}
+
+kernel_tests() {  # the wgmma kernels' GPU tests, each in a process of its own
+    step gpu-tests-wgmma 180 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
+        -p no:cacheprovider"
+    step gpu-tests-ws 60 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k warp_specialised \
+        -p no:cacheprovider"
+}
+
+sweeps() {  # the tile sweep, then the warp-specialised kernel's shapes in a run of their own
+    step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
+        $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
+    # (built without a GPU, 2026-11-27: a fault or a trapped wait there ends its process only)
+    step sma-tile-sweep-ws 60 "$STASH/sma_tile_sweep ws | tee $OUT/sma_tile_sweep_ws.md"
+}
+
+kernel() {  # the SMA kernels alone, for a session with about 4 device minutes left
+    step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())'"
+    build_sweep
+    local sweep_build=$!
+    install_diffusers  # the tests' conftest imports the reference model
+    kernel_tests
+    wait "$sweep_build"
+    sweeps
+}
+
+stage1() {
+    setup
+    build_sweep
     local sweep_build=$!
     # The SMA kernel first: Hopper's wgmma kernel's tests in a pytest process of their own (a
     # kernel changed without a GPU can end the CUDA context; the other tests must not go with it),
     # which also builds the extension; the kernel harness (parity of the launcher's kernel, the wgmma
     # kernel on sm_90, and of the mma.sync kernel; timing against SDPA; the sanitizer); the tile
     # sweep; then the other GPU tests. The end-to-end figures are the `bench` stage's.
-    step gpu-tests-wgmma 180 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
-        -p no:cacheprovider"
-    step gpu-tests-ws 60 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k warp_specialised \
-        -p no:cacheprovider"
+    kernel_tests
     step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
     wait "$sweep_build"
-    step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
-        $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
-    # the warp-specialised TMA kernel (built without a GPU, 2026-11-27) in a run of its own: a fault
-    # or a trapped wait there ends its process, not the sweep above
-    step sma-tile-sweep-ws 60 "$STASH/sma_tile_sweep ws | tee $OUT/sma_tile_sweep_ws.md"
+    sweeps
     step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
         tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma and not warp_specialised'"
 }
 
 bench() {  # issue 6's target case on the torch backend: compiled first (the issue's figure), then eager
     step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.cuda.get_device_name())'"
-    $PY -c 'import diffusers' 2>/dev/null ||
-        step install-diffusers 60 "$(declare -f install_wheels); install_wheels .gpu-carry/small/diffusers-*.whl"
+    install_diffusers
     step bench-sdxl-torch-compile 300 "$(sdxl_bench torch kernel compile) --compile \
         --profile $OUT/profile-sdxl-torch-compile.txt"
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
@@ -198,8 +230,7 @@ sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line
 
 matrix() {  # the issue's whole table (N = 1..4, 512 and 1024, with and without guidance) on the torch backend
     step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.cuda.get_device_name())'"
-    $PY -c 'import diffusers' 2>/dev/null ||
-        step install-diffusers 60 "$(declare -f install_wheels); install_wheels .gpu-carry/small/diffusers-*.whl"
+    install_diffusers
     # one run a case after one warm-up, 512 first: a cut at the deadline keeps the 512 table
     local side
     for side in 512 1024; do
