@@ -174,12 +174,12 @@ std::vector<Variant> variantsFor(int headDim, bool warpSpecialised)
 #if defined(MILD_SMA_SM90A)
         if (isSm90())
         {
-            // the launcher's first; the softmax beside P V at two CTAs an SM (128 registers, no
+            // the launcher's first (the softmax beside P V at two CTAs an SM: 128 registers, no
             // spills); at 128-key tiles that spills 728 bytes and serialises the wgmma: not swept
-            for (Variant v : {wgmmaVariant<2, 64, false>(), wgmmaVariant<2, 64, true, 0, 2>(), wgmmaVariant<2, 128>(),
+            for (Variant v : {wgmmaVariant<2, 64, true, 0, 2>(), wgmmaVariant<2, 64, false>(), wgmmaVariant<2, 128>(),
                      wgmmaVariant<2, 128, false>(), wgmmaVariant<3, 128, false>(), wgmmaVariant<4, 64, false>(),
                      wgmmaVariant<1, 64, false>(), wgmmaVariant<1, 128, false>(), wgmmaVariant<1, 64, true>(),
-                     wgmmaVariant<1, 128, true>(), wgmmaVariant<2, 64, false, 8>()})
+                     wgmmaVariant<1, 128, true>(), wgmmaVariant<2, 64, true, 8, 2>()})
             {
                 vs.push_back(v);
             }

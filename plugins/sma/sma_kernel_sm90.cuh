@@ -19,7 +19,7 @@
 // - with WgmmaConfig's kOverlap the softmax of key tile n runs while P_{n-1} V_{n-1} is on the
 //   tensor cores, since at D = 64 the exponentials cost the SFU about what the two GEMMs cost the
 //   tensor cores; P lives in two register buffers, so nothing in the tile waits for P V. The
-//   launcher takes the form without it at two CTAs an SM instead (LauncherWgmmaConfig: measured).
+//   launcher takes it at 64-key tiles and two CTAs an SM (LauncherWgmmaConfig: measured).
 // Row sums add the fp32 P in registers (the V tile has no padding column for the ones trick).
 //
 // The kernel has a body only where compiled for sm_90a (wgmma is an sm_90a feature): the launcher
@@ -622,11 +622,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-// The launcher's tile shape: two warpgroups, 64-key tiles, Q K^T, softmax and P V in turns, two
-// CTAs an SM (127 registers). On an H200 (bench/RESULTS.md, 2026-11-27) it is the fastest shape at
-// every SDXL shape or within 0.001 ms of it, 7-13% faster than the overlapped <2, 128> at S >= 1024:
-// that one's 254 registers leave one CTA an SM.
-using LauncherWgmmaConfig = WgmmaConfig<2, 64, false>;
+// The launcher's tile shape: two warpgroups, 64-key tiles, the softmax beside P V, two CTAs an SM
+// (the launch bounds hold it to 128 registers, without spills). On an H200 (bench/RESULTS.md, calls
+// E and F, 2026-11-27) it is the fastest shape at every SDXL shape or within 0.001 ms of it: 3-5%
+// faster than the same tiles in turns at S >= 1024, 7-17% faster than the overlapped <2, 128>,
+// whose 254 registers leave one CTA an SM.
+using LauncherWgmmaConfig = WgmmaConfig<2, 64, true, 0, 2>;
 
 // Enqueue smaForwardWgmma<T, LauncherWgmmaConfig> and the warp-specialised kernel
 // (sma_kernel_sm90_ws.cuh, LauncherWsConfig) for p's dtype (fp16 or bf16); the caller checked

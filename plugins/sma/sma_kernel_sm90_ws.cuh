@@ -21,9 +21,10 @@
 // - The key masks: the producer warp converts a tile's masks to float into the stage (the masks'
 //   batch stride need not be the 16 bytes a tensor map's strides are multiples of).
 //
-// Written on 2026-11-27 without a GPU, as the wgmma kernel was: Pipeline::kWarpSpecialised runs it
-// (the GPU tests, bench/sma_kernel_harness.py) and bench/sma_tile_sweep.cu times its shapes; kAuto
-// does not take it. A wait on an mbarrier that outlasts
+// Written on 2026-11-27 without a GPU and right the first time it ran (37 GPU tests, the sweep's
+// parity at every shape; H200, call F): Pipeline::kWarpSpecialised runs it (the GPU tests,
+// bench/sma_kernel_harness.py) and bench/sma_tile_sweep.cu times its shapes. kAuto does not take
+// it: only at the longest sequences is it faster than the wgmma kernel (bench/RESULTS.md). A wait on an mbarrier that outlasts
 // kWatchdogPolls polls traps (a CUDA error instead of a hung GPU session).
 #pragma once
 
@@ -458,9 +459,11 @@ bool encodeHeadRows(CUtensorMap& map, bool& headsFirst, void const* tensor, Para
         == CUDA_SUCCESS;
 }
 
-// Pipeline::kWarpSpecialised's tile shape: two consumers taking turns, 128-key tiles, two stages
-// (flash-attention 3's shape at D = 64); the sweep times the others.
-using LauncherWsConfig = WgmmaWsConfig<2, 128, 2, true>;
+// Pipeline::kWarpSpecialised's tile shape: three consumers, 64-key tiles, three stages, the
+// softmax beside P V; the fastest of the ten the H200 sweep timed (call F, bench/RESULTS.md), 5%
+// faster than the launcher's wgmma kernel at B=3 H=10 S=4096 and 3-14% slower at the other SDXL
+// shapes. Turns between two consumers gained nothing there.
+using LauncherWsConfig = WgmmaWsConfig<3, 64, 3, false, true>;
 
 // Enqueues smaForwardWgmmaWs with tile shape `Cfg` (fp16 or bf16, D <= 64, an sm_90 GPU: the
 // caller checked); cudaErrorInvalidValue where a tensor map cannot describe q, k or v.
