@@ -183,7 +183,7 @@ kernel_tests() {  # the wgmma kernels' GPU tests, each in a process of its own
 sweeps() {  # the tile sweep, then the warp-specialised kernel's shapes in a run of their own
     step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
         $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
-    # (built without a GPU, 2026-11-27: a fault or a trapped wait there ends its process only)
+    # (TMA and mbarrier waits: a fault or a trapped wait there ends its process only)
     step sma-tile-sweep-ws 60 "$STASH/sma_tile_sweep ws | tee $OUT/sma_tile_sweep_ws.md"
 }
 

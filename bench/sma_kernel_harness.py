@@ -15,7 +15,7 @@ timing at the SDXL shapes against PyTorch SDPA without bias (the SDPA kernels na
 the fold form (and the mma.sync kernel where the launcher takes the wgmma kernel), device time from
 CUDA-graph replays (and, for the launcher's kernel and SDPA, one call at a time between CUDA events,
 host launch included), medians after warm-up, beside the matrix-rate floor; (4) on sm_90, the
-warp-specialised kernel's parity and timing (pipeline "wgmma-ws", built without a GPU), last in
+warp-specialised kernel's parity and timing (pipeline "wgmma-ws": TMA and mbarrier waits), last in
 this process; (5) compute-sanitizer memcheck, racecheck and synccheck on a small case (this script
 re-run with --sanitize-case), for each kernel.
 Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
@@ -300,7 +300,7 @@ def timing(lines: list[str], rate: float, wgmma: bool) -> dict[Shape, tuple[floa
 
 
 def warp_specialised(lines: list[str], measured: dict[Shape, tuple[float | None, float | None]]) -> int:
-    """The warp-specialised kernel (pipeline "wgmma-ws", built without a GPU): its parity, then its
+    """The warp-specialised kernel (pipeline "wgmma-ws"): its parity, then its
     device time beside the launcher's and SDPA's as timed above. Its parity failures."""
     failures = validate(lines, "wgmma-ws")
     if failures or not measured:

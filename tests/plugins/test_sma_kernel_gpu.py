@@ -146,7 +146,7 @@ def test_wgmma_pipelines_refuse_what_they_cannot_run(ext, pipeline):
         ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline=pipeline)
 
 
-# The warp-specialised kernel (TMA, mbarriers; built without a GPU): `-k warp_specialised` selects
+# The warp-specialised kernel (TMA, mbarriers): `-k warp_specialised` selects
 # these tests alone, in a process of their own on the GPU session (a trapped wait ends the context).
 
 
