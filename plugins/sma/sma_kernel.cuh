@@ -624,23 +624,30 @@ inline cudaError_t allowSharedMemory(void const* kernel, int bytes, std::atomic<
     return status;
 }
 
-// Enqueues smaForwardMma with tile shape `Cfg` (the launcher's choice, or bench/sma_tile_sweep.cu's).
-template <typename T, class Cfg>
-cudaError_t launchMmaConfig(Params const& p, cudaStream_t stream)
+// Enqueues kKernel(p, args...) over (query blocks of Cfg::kBlockM rows, heads, batches) with Cfg's
+// threads and shared memory, opting in past 48 KB once per device (`configured` is kKernel's own).
+template <class Cfg, auto kKernel, class... Args>
+cudaError_t launchBlocks(Params const& p, cudaStream_t stream, Args const&... args)
 {
-    auto kernel = smaForwardMma<T, Cfg>;
     if constexpr (Cfg::kSmemBytes > 48 * 1024)
     {
         static std::atomic<uint64_t> configured{0};
-        cudaError_t const status = allowSharedMemory(reinterpret_cast<void const*>(kernel), Cfg::kSmemBytes, configured);
+        cudaError_t const status = allowSharedMemory(reinterpret_cast<void const*>(kKernel), Cfg::kSmemBytes, configured);
         if (status != cudaSuccess)
         {
             return status;
         }
     }
     dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    kKernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, args...);
     return cudaGetLastError();
+}
+
+// Enqueues smaForwardMma with tile shape `Cfg` (the launcher's choice, or bench/sma_tile_sweep.cu's).
+template <typename T, class Cfg>
+cudaError_t launchMmaConfig(Params const& p, cudaStream_t stream)
+{
+    return launchBlocks<Cfg, smaForwardMma<T, Cfg>>(p, stream);
 }
 
 // fp32: one warp per query row, 8 rows per CTA, 32 keys per tile (one key per lane for the scores,

@@ -438,6 +438,25 @@ __device__ __forceinline__ void storeRows(
     }
 }
 
+// The overlapped schedule's last P V (its wait is the caller's): O rescaled by the last tile's
+// correction, then the last tile's P, in pb after an odd tile and in pa after an even one.
+template <typename T, int kBlockN>
+__device__ __forceinline__ void issueLastPV(float (&o)[32], float const (&correction)[2],
+    uint32_t const (&pa)[kBlockN / 16][4], uint32_t const (&pb)[kBlockN / 16][4], int lastTile, uint64_t vDescriptor)
+{
+    rescale(o, correction);
+    fenceRegisters(o);
+    wgmmaFence();
+    if (lastTile & 1)
+    {
+        issuePV<T, kBlockN>(o, pb, vDescriptor);
+    }
+    else
+    {
+        issuePV<T, kBlockN>(o, pa, vDescriptor);
+    }
+}
+
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <typename T, class Cfg>
@@ -603,17 +622,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         landed(); // the last V
         wgmmaWait<0>(); // the last but one P V
         fenceRegisters(o);
-        rescale(o, correction);
-        fenceRegisters(o);
-        wgmmaFence();
-        if ((tiles - 1) & 1) // the last tile's P: pb after an odd tile, pa after an even one
-        {
-            issuePV<T, kBlockN>(o, pb, vDescriptor(tiles - 1));
-        }
-        else
-        {
-            issuePV<T, kBlockN>(o, pa, vDescriptor(tiles - 1));
-        }
+        issueLastPV<T, kBlockN>(o, correction, pa, pb, tiles - 1, vDescriptor(tiles - 1));
         wgmmaWait<0>();
         fenceRegisters(o);
     }
@@ -639,16 +648,7 @@ cudaError_t launchWgmmaWs(Params const& p, cudaStream_t stream);
 template <typename T, class Cfg>
 cudaError_t launchWgmmaConfig(Params const& p, cudaStream_t stream)
 {
-    auto kernel = smaForwardWgmma<T, Cfg>;
-    static std::atomic<uint64_t> configured{0};
-    cudaError_t const status = allowSharedMemory(reinterpret_cast<void const*>(kernel), Cfg::kSmemBytes, configured);
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
-    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-    return cudaGetLastError();
+    return launchBlocks<Cfg, smaForwardWgmma<T, Cfg>>(p, stream);
 }
 
 } // namespace detail

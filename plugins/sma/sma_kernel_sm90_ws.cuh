@@ -388,17 +388,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) smaForwardWgmmaWs(Params con
         }
         waitV(tiles - 1);
         turns.begin();
-        rescale(o, correction);
-        fenceRegisters(o);
-        wgmmaFence();
-        if ((tiles - 1) & 1) // the last tile's P: pb after an odd tile, pa after an even one
-        {
-            issuePV<T, kBlockN>(o, pb, vDescriptor(tiles - 1));
-        }
-        else
-        {
-            issuePV<T, kBlockN>(o, pa, vDescriptor(tiles - 1));
-        }
+        issueLastPV<T, kBlockN>(o, correction, pa, pb, tiles - 1, vDescriptor(tiles - 1));
         turns.end(true);
         wgmmaWait<0>();
         fenceRegisters(o);
@@ -482,16 +472,7 @@ cudaError_t launchWgmmaWsConfig(Params const& p, cudaStream_t stream)
         return cudaErrorInvalidValue;
     }
     maps.headsFirst = (first[0] ? 1 : 0) | (first[1] ? 2 : 0) | (first[2] ? 4 : 0);
-    auto kernel = smaForwardWgmmaWs<T, Cfg>;
-    static std::atomic<uint64_t> configured{0};
-    cudaError_t const status = allowSharedMemory(reinterpret_cast<void const*>(kernel), Cfg::kSmemBytes, configured);
-    if (status != cudaSuccess)
-    {
-        return status;
-    }
-    dim3 const grid((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.heads, p.batch);
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, maps);
-    return cudaGetLastError();
+    return launchBlocks<Cfg, smaForwardWgmmaWs<T, Cfg>>(p, stream, maps);
 }
 
 } // namespace detail
