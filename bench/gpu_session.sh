@@ -204,7 +204,7 @@ stage1() {
     # The SMA kernel first: Hopper's wgmma kernel's tests in a pytest process of their own (a
     # kernel changed without a GPU can end the CUDA context; the other tests must not go with it),
     # which also builds the extension; the kernel harness (parity of the launcher's kernel, the wgmma
-    # kernel on sm_90, and of the mma.sync kernel; timing against SDPA; the sanitizer); the tile
+    # kernel on sm_90, and of the mma.sync kernel; timing against SDPA; the sanitizer);
     # the other GPU tests; the tile sweeps last, the first thing a stage deadline may cut (call F
     # measured them for the kernels as they are). The end-to-end figures are the `bench` stage's.
     kernel_tests
