@@ -50,6 +50,9 @@
 #
 #   run(command="bash bench/gpu_session.sh matrix", timeout_s=290, carry=[".gpu-carry/small"])
 #
+# (call I on an H200: 512 took 89 s and 1024 more than the 142 s left; 1024 alone in a call of its
+# own: `bash bench/gpu_session.sh matrix 1024`, same timeout and carry)
+#
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
@@ -84,6 +87,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
 STAGE=${1:-}
+MATRIX_SIDES=${2:-}  # matrix only: the image sides, e.g. "1024" (default "512 1024")
 case "$STAGE" in
     stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-565} ;;
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
@@ -232,10 +236,11 @@ sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line
 matrix() {  # the issue's whole table (N = 1..4, 512 and 1024, with and without guidance) on the torch backend
     step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.cuda.get_device_name())'"
     install_diffusers
-    # one run a case after one warm-up, 512 first: a cut at the deadline keeps the 512 table
+    # one run a case after one warm-up, 512 first; mild-bench rewrites its JSON after each case, so
+    # a cut at the deadline keeps the cases done (call I: 512 took 89 s, 1024 more than 142 s)
     local side
-    for side in 512 1024; do
-        step "bench-sdxl-torch-matrix-$side" 200 "$PY -m mild_export.cli.bench --model sdxl-inpaint \
+    for side in ${MATRIX_SIDES:-512 1024}; do
+        step "bench-sdxl-torch-matrix-$side" 260 "$PY -m mild_export.cli.bench --model sdxl-inpaint \
             --backend torch --sma kernel --device cuda --precision fp16 --instances 1,2,3,4 --resolution $side \
             --steps 25 --guidance 1,7.5 --repeats 1 --warmup 1 --json $OUT/bench-sdxl-torch-matrix-$side.json \
             --plot $OUT/bench-sdxl-torch-matrix-$side.png"

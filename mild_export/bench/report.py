@@ -18,6 +18,7 @@ import torch
 
 from mild_export.bench.cases import STAGES, CaseResult
 from mild_export.bench.floor import MatrixRate
+from reference.files import atomic_write
 
 # Table 5 of the paper (App. D.3): average seconds per image, A800, 512x512, 25 DDIM steps
 PAPER = {"mild_s": 1.91, "sdxl_inpaint_s": 1.79, "gpu": "A800", "resolution": 512, "steps": 25}
@@ -139,7 +140,7 @@ def write_json(
         "cases": [case_json(r) for r in results],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(path, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
 
 
 def plot(path: Path, results: list[CaseResult], title: str) -> None:

@@ -4,8 +4,8 @@
     mild-bench --model sdxl-inpaint --device cuda --json r.json --plot r.png
     mild-bench --engines DIR --backend onnxruntime --instances 1,3
 
-Prints a table of stage medians; --json keeps every timing and the environment, --plot draws
-time per stage.
+Prints a table of stage medians; --json keeps every timing and the environment (rewritten after
+each case, so a run cut short keeps the cases it finished), --plot draws time per stage.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="--backend torch: torch.compile the UNet and the VAE (fewer, fused kernels; compiles for "
         "minutes at the first call of each shape, inside the warm-up runs)",
     )
-    p.add_argument("--json", type=Path, help="write every timing and the environment here")
+    p.add_argument("--json", type=Path, help="write every timing and the environment here (after each case)")
     p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")
     p.add_argument(
         "--profile",
@@ -155,6 +155,24 @@ def run(args: argparse.Namespace) -> None:
     rate = matrix_rate(device, PRECISIONS[target.precision])
     counter = FlopCounter(target.config)
     timed = TimedBackend(target.backend)
+    env = environment(device, target.name, target.precision, target.sma)
+    title = (
+        f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
+        + (", UNet and VAE compiled" if args.compile else "")
+    )
+    weights: UNetWeights | None = None
+    if args.engines:
+        weights = unet_weights(args.engines, target.config, target.precision)
+    elif target.unet is not None:
+        weights = model_unet_weights(target.unet, target.config, target.precision)
+    settings = {
+        "model": str(args.engines or args.model or "tiny"),
+        "repeats": repeats,
+        "warmup": warmup,
+        "cases": len(cases),
+        "compile": args.compile,
+        "unet_weights": None if weights is None else asdict(weights),
+    }
     results: list[CaseResult] = []
     for case in cases:
         log.info("timing %s (%d warm-up, %d timed)", case.label, warmup, repeats)
@@ -162,31 +180,15 @@ def run(args: argparse.Namespace) -> None:
         result.flops = counter.case(case)
         result.floor_s = sum(result.flops.values()) / rate.flops_per_s
         results.append(result)
-    env = environment(device, target.name, target.precision, target.sma)
-    title = (
-        f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
-        + (", UNet and VAE compiled" if args.compile else "")
-    )
+        log.info("%s: %.3f s an image, %.2fx the floor", case.label, result.image_s, result.ratio)
+        # After every case, so that a run cut short (a time limit, a lost device) keeps what it timed.
+        if args.json:
+            write_json(args.json, results, rate, env, settings)
+            log.info("wrote %s (%d of %d cases)", args.json, len(results), len(cases))
     print(f"mild-bench: {title}")
     print(table(results, rate))
-    weights: UNetWeights | None = None
-    if args.engines:
-        weights = unet_weights(args.engines, target.config, target.precision)
-    elif target.unet is not None:
-        weights = model_unet_weights(target.unet, target.config, target.precision)
     if weights is not None:
         print(weights.line())
-    if args.json:
-        settings = {
-            "model": str(args.engines or args.model or "tiny"),
-            "repeats": repeats,
-            "warmup": warmup,
-            "cases": len(cases),
-            "compile": args.compile,
-            "unet_weights": None if weights is None else asdict(weights),
-        }
-        write_json(args.json, results, rate, env, settings)
-        log.info("wrote %s", args.json)
     if args.plot:
         plot(args.plot, results, title)
         log.info("wrote %s", args.plot)

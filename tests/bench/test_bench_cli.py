@@ -7,8 +7,9 @@ import json
 import pytest
 from PIL import Image
 
-from mild_export.bench.cases import STAGES
+from mild_export.bench.cases import STAGES, run_case
 from mild_export.bench.kernel_profile import kernel_kind, time_by_kind
+from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
 
 CASES = {(1, 1.0), (2, 1.0), (1, 7.5), (2, 7.5)}
@@ -123,6 +124,28 @@ def test_sma_fold_is_timed_and_recorded(tmp_path, capsys):
     assert "reference fp32, SMA fold" in capsys.readouterr().out
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["environment"]["sma"] == "fold" and len(data["cases"]) == 1
+
+
+def test_a_run_cut_short_keeps_the_cases_it_finished(tmp_path, monkeypatch):
+    """The JSON is rewritten after each case: a GPU session's time limit cut a 1024 matrix in its
+    last case and lost all seven before it (call I, bench/RESULTS.md)."""
+    timed = []
+
+    def run_then_lose_the_device(backend, case, repeats, warmup):
+        if timed:
+            raise RuntimeError("CUDA error: device lost")
+        timed.append(case)
+        return run_case(backend, case, repeats, warmup)
+
+    monkeypatch.setattr(bench_cli, "run_case", run_then_lose_the_device)
+    argv = ["--model", "tiny", "--instances", "1,2", "--steps", "1", "--guidance", "1"]
+    with pytest.raises(RuntimeError, match="device lost"):
+        main([*argv, "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "r.json")])
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["settings"]["cases"] == 2
+    assert [(c["instances"], c["guidance"]) for c in data["cases"]] == [(1, 1.0)]
+    assert data["cases"][0]["median"]["image_s"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left beside it
 
 
 def test_the_torch_backend_is_profiled(tmp_path, capsys):
