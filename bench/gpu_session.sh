@@ -10,22 +10,22 @@
 #   bash bench/prepare_gpu_wheels.sh      # .gpu-carry/part1, part2 (TRT-RTX libs wheel), small/
 #
 # On the lent H100/H200 (sm_90: no stage2) run stage1, then bench at once, then give the machine
-# back. stage1 is the SMA kernel and the GPU tests (call E on an H200, 2026-11-27: those steps took
-# 337 s, the machine's start about 30 s); bench is the SDXL end-to-end figures, whose torch.compile
-# alone outlasted the 242 s that call E's stage1 had left for it. Both fit the session's 15 device
-# minutes; if the machine went back in between, bench on a fresh one installs diffusers itself and
-# rebuilds the extension (about a minute more):
+# back. stage1 is the SMA kernel and the GPU tests; bench is the SDXL end-to-end figures (call G
+# and H on an H200, 2026-11-27: 308 s and 240 s, the machine's first start about 30 s). Both fit
+# the session's 15 device minutes with time for `matrix` after; if the machine went back in
+# between, bench on a fresh one installs diffusers itself and rebuilds the extension (about a
+# minute more):
 #
-#   run(command="bash bench/gpu_session.sh stage1", timeout_s=595,
+#   run(command="bash bench/gpu_session.sh stage1", timeout_s=420,
 #       carry=[".gpu-carry/small", "third_party/tensorrt"])
-#   run(command="bash bench/gpu_session.sh bench", timeout_s=440, carry=[".gpu-carry/small"])
+#   run(command="bash bench/gpu_session.sh bench", timeout_s=450, carry=[".gpu-carry/small"])
 #
 # With about 4 device minutes (a start and 230 s), the SMA kernels alone: their GPU tests and the
 # sweeps (no plugin build, no harness, no other tests):
 #
 #   run(command="bash bench/gpu_session.sh kernel", timeout_s=250, carry=[".gpu-carry/small"])
 #
-#   kernel: summary-kernel.md  session-kernel.log  sma_tile_sweep.md  sma_tile_sweep_ws.md
+#   kernel: summary-kernel.md  session-kernel.log  sma_tile_sweep.md
 #
 # On an RTX-target GPU carry .gpu-carry/part1 too, for the stage2 that follows. With less device
 # time left, MILD_GPU_STAGE_SECONDS=N cuts a stage at N seconds (its steps run in the order below
@@ -56,7 +56,7 @@
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
-#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md  sma_tile_sweep_ws.md
+#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md
 #   bench:  summary-bench.md  session-bench.log  bench-sdxl-torch-kernel-compile.json
 #           bench-sdxl-torch-kernel.json  profile-sdxl-torch-compile.txt  profile-sdxl-torch.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
@@ -65,10 +65,10 @@
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look; its sm_90a wgmma
 #   object too); the GPU tests of Hopper's wgmma SMA kernel (the launcher's on sm_90) in a process
-#   of their own, then those of its warp-specialised form in another; the SMA kernel harness (parity, timing against SDPA and the mma.sync kernel,
-#   compute-sanitizer); the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma shapes
-#   included), then the warp-specialised TMA kernel's shapes in a run of their own; the other GPU tests (the SMA kernel, the torch backend: CUDA graphs, torch.compile,
-#   the context's K/V graphs).
+#   of their own; the SMA kernel harness (parity, timing against SDPA and the mma.sync kernel,
+#   compute-sanitizer); the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
+#   torch.compile, the context's K/V graphs); last, the kernel's tile-shape sweep
+#   (bench/sma_tile_sweep.cu, wgmma shapes included).
 # bench: mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25 steps, no
 #   guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet replayed as CUDA
 #   graphs) with SMA by the plugin's kernel, the UNet and VAE compiled (--compile), then eager, each
@@ -89,7 +89,7 @@ cd "$(dirname "$0")/.." || exit 2
 STAGE=${1:-}
 MATRIX_SIDES=${2:-}  # matrix only: the image sides, e.g. "1024" (default "512 1024")
 case "$STAGE" in
-    stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-565} ;;
+    stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
     prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
     bench) BUDGET=${MILD_GPU_STAGE_SECONDS:-420} ;;
@@ -177,18 +177,14 @@ build_sweep() {  # the sweep's nvcc build (about 20 s of one core), in the backg
         plugins/sma/sma_kernel_sm90.cu -o "$STASH/sma_tile_sweep" >"$STASH/sma_tile_sweep.build.log" 2>&1 &
 }
 
-kernel_tests() {  # the wgmma kernels' GPU tests, each in a process of its own
+kernel_tests() {  # the wgmma kernel's GPU tests, in a process of their own
     step gpu-tests-wgmma 180 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k wgmma \
-        -p no:cacheprovider"
-    step gpu-tests-ws 60 "$PY -m pytest -q -m gpu -rs tests/plugins/test_sma_kernel_gpu.py -k warp_specialised \
         -p no:cacheprovider"
 }
 
-sweeps() {  # the tile sweep, then the warp-specialised kernel's shapes in a run of their own
+sweeps() {  # the tile sweep, once its background build is done
     step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
         $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
-    # (TMA and mbarrier waits: a fault or a trapped wait there ends its process only)
-    step sma-tile-sweep-ws 60 "$STASH/sma_tile_sweep ws | tee $OUT/sma_tile_sweep_ws.md"
 }
 
 kernel() {  # the SMA kernels alone, for a session with about 4 device minutes left
@@ -214,7 +210,7 @@ stage1() {
     kernel_tests
     step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
     step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
-        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma and not warp_specialised'"
+        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
     wait "$sweep_build"
     sweeps
 }

@@ -14,10 +14,9 @@ for D <= 64, the mma.sync kernel's parity too, and probes that locate a wgmma pa
 timing at the SDXL shapes against PyTorch SDPA without bias (the SDPA kernels named) and SDPA over
 the fold form (and the mma.sync kernel where the launcher takes the wgmma kernel), device time from
 CUDA-graph replays (and, for the launcher's kernel and SDPA, one call at a time between CUDA events,
-host launch included), medians after warm-up, beside the matrix-rate floor; (4) on sm_90, the
-warp-specialised kernel's parity and timing (pipeline "wgmma-ws": TMA and mbarrier waits), last in
-this process; (5) compute-sanitizer memcheck, racecheck and synccheck on a small case (this script
-re-run with --sanitize-case), for each kernel.
+host launch included), medians after warm-up, beside the matrix-rate floor; (4) compute-sanitizer
+memcheck, racecheck and synccheck on a small case (this script re-run with --sanitize-case), for
+each kernel.
 Not covered yet: TensorRT-for-RTX engines on the GPU (the wheel must be carried in two parts,
 DESIGN.md section 7).
 """
@@ -47,7 +46,6 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 HEAD_DIMS = [8, 40, 64, 80, 96, 128, 160, 200, 256]
 LENGTHS = [(1, 1), (17, 17), (77, 77), (129, 300), (300, 129), (1025, 1025)]
 TIMING_SHAPES = [(b, h, s, 64) for s in (256, 1024, 4096) for h in (10, 20) for b in (3, 6)]
-Shape = tuple[int, int, int, int]  # B, H, S, D
 MMA_SYNC = "two-stage"  # the mma.sync kernel where the launcher takes the wgmma kernel (sm_90)
 
 
@@ -153,8 +151,8 @@ SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 def sanitize(lines: list[str], kernel: str = "mma") -> None:
     """memcheck for out-of-bounds reads and writes; racecheck and synccheck for the K/V tiles that
     cp.async refills while other warps may still read them (a missing barrier shows up there, not
-    in parity on a lucky schedule). `kernel`: "mma" (both K/V pipelines of the mma.sync kernel),
-    "wgmma" or "wgmma-ws" (Hopper's), each in processes of their own."""
+    in parity on a lucky schedule). `kernel`: "mma" (both K/V pipelines of the mma.sync kernel) or
+    "wgmma" (Hopper's), each in processes of their own."""
     tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     lines += [f"## compute-sanitizer: the {kernel} kernel", ""]
     if not Path(tool).exists():
@@ -189,8 +187,8 @@ def sanitize_case(kernel: str) -> None:
     for dtype_name in DTYPES:
         for d in (40, 256):
             args = inputs(1, 2, 200, 300, d, DTYPES[dtype_name], True, 0)
-            if kernel != "mma":  # "wgmma", "wgmma-ws": the pipeline of that name
-                pipelines = [kernel] * wgmma_runs(d, dtype_name)
+            if kernel == "wgmma":
+                pipelines = ["wgmma"] * wgmma_runs(d, dtype_name)
             else:
                 pipelines = ["one-stage"] + ["two-stage"] * two
             for pipeline in pipelines:
@@ -252,9 +250,9 @@ def matrix_rate_tflops() -> float:
     return 2 * 8192**3 / (ms * 1e-3) / 1e12
 
 
-def timing(lines: list[str], rate: float, wgmma: bool) -> dict[Shape, tuple[float | None, float | None]]:
+def timing(lines: list[str], rate: float, wgmma: bool) -> None:
     """The launcher's kernel against SDPA and the fold form, and against the mma.sync kernel where
-    the launcher takes the wgmma kernel (`wgmma`); the launcher's and SDPA's device times by shape."""
+    the launcher takes the wgmma kernel (`wgmma`)."""
     q, k, v, _, _, _ = inputs(3, 10, 4096, 4096, 64, torch.float16, False, 0)
     sdpa_kernels = device_kernels(lambda: F.scaled_dot_product_attention(q, k, v))
     mma = ["mma.sync", "mma.sync / SDPA"] if wgmma else []
@@ -274,7 +272,6 @@ def timing(lines: list[str], rate: float, wgmma: bool) -> dict[Shape, tuple[floa
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
     ]
-    measured = {}
     for b, h, s, d in TIMING_SHAPES:
         q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
         calls = {
@@ -294,31 +291,7 @@ def timing(lines: list[str], rate: float, wgmma: bool) -> dict[Shape, tuple[floa
         cells += [tflops, f"{floor_ms(b, h, s, d, rate):.4f}"]
         cells.append(f"{host['kernel']:.3f}, {host['sdpa']:.3f}, {host['kernel'] / host['sdpa']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
-        measured[(b, h, s, d)] = (kernel, sdpa)
     lines.append("")
-    return measured
-
-
-def warp_specialised(lines: list[str], measured: dict[Shape, tuple[float | None, float | None]]) -> int:
-    """The warp-specialised kernel (pipeline "wgmma-ws"): its parity, then its
-    device time beside the launcher's and SDPA's as timed above. Its parity failures."""
-    failures = validate(lines, "wgmma-ws")
-    if failures or not measured:
-        return failures
-    lines += [
-        "## Timing: the warp-specialised kernel (fp16, device ms a call)",
-        "",
-        "| B H S D | warp-specialised | / SDPA | launcher's / warp-specialised | TFLOP/s |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for (b, h, s, d), (kernel, sdpa) in measured.items():
-        q, k, v, m_q, m_k, alpha = inputs(b, h, s, s, d, torch.float16, False, 0)
-        ms = device_ms(lambda: sma_torch_ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma-ws"))  # noqa: B023
-        tflops = "-" if ms is None else f"{4 * b * h * s * s * d / (ms * 1e-3) / 1e12:.0f}"
-        cells = [f"{b} {h} {s} {d}", shown(ms), ratio(ms, sdpa), ratio(kernel, ms), tflops]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    return 0
 
 
 def floor_ms(b: int, h: int, s: int, d: int, rate: float) -> float:
@@ -332,7 +305,7 @@ def ratio(ms: float | None, base: float | None) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sanitize-case", choices=("mma", "wgmma", "wgmma-ws"), help=argparse.SUPPRESS)
+    parser.add_argument("--sanitize-case", choices=("mma", "wgmma"), help=argparse.SUPPRESS)
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the tables here (default $OUT/sma_kernel.md)")
     args = parser.parse_args()
@@ -361,14 +334,10 @@ def main() -> int:
             guarded(lines, lambda: wgmma_probes(lines))
         failures += guarded(lines, lambda: validate(lines, MMA_SYNC))
         shown = report(lines, shown, out)
-    measured = {}
     if not args.no_timing:
-        guarded(lines, lambda: measured.update(timing(lines, matrix_rate_tflops(), wgmma)))
+        guarded(lines, lambda: timing(lines, matrix_rate_tflops(), wgmma))
         shown = report(lines, shown, out)
-    if wgmma:  # last of the sections in this process: a trapped wait there ends its CUDA context
-        failures += guarded(lines, lambda: warp_specialised(lines, measured))
-        shown = report(lines, shown, out)
-    for kernel in ("mma", "wgmma", "wgmma-ws") if wgmma else ("mma",):
+    for kernel in ("mma", "wgmma") if wgmma else ("mma",):
         sanitize(lines, kernel)
         shown = report(lines, shown, out)
     return 1 if failures else 0

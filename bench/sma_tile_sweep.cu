@@ -10,8 +10,7 @@
 //
 // With sm_90a and MILD_SMA_SM90A (an H100/H200) it also times the wgmma kernel's tile shapes
 // (sma_kernel_sm90.cuh), and the launcher's row is the wgmma kernel at D <= 64; on other GPUs build
-// with their -arch and without the define. `sma_tile_sweep ws` times the warp-specialised TMA
-// kernel's shapes (sma_kernel_sm90_ws.cuh) instead, beside the launcher's.
+// with their -arch and without the define.
 //
 // Columns: registers and spilled bytes a thread (ptxas), CTAs an SM can hold (occupancy API),
 // median time of one launch over 3 x 20 launches, fp16 tensor rate, error relative to max|ref|.
@@ -28,7 +27,6 @@
 
 #include "sma_kernel.cuh"
 #include "sma_kernel_sm90.cuh"
-#include "sma_kernel_sm90_ws.cuh"
 #include "sma_params.h"
 
 namespace
@@ -110,24 +108,6 @@ Variant wgmmaVariant()
         &launchWgmma<Cfg>};
     return withResources<Cfg>(v, kernel);
 }
-
-template <class Cfg>
-cudaError_t launchWgmmaWs(Params const& p)
-{
-    return mild::sma::detail::launchWgmmaWsConfig<__half, Cfg>(p, nullptr);
-}
-
-template <int kConsumers, int kBlockN, int kStages, bool kPingpong, bool kOverlap = false>
-Variant wsVariant()
-{
-    using Cfg = mild::sma::detail::WgmmaWsConfig<kConsumers, kBlockN, kStages, kPingpong, kOverlap>;
-    auto kernel = mild::sma::detail::smaForwardWgmmaWs<__half, Cfg>;
-    Variant v{"wgmma by TMA, warp-specialised: keys " + std::to_string(kBlockN) + ", consumers "
-            + std::to_string(kConsumers) + ", stages " + std::to_string(kStages)
-            + (kPingpong ? ", consumers in turns" : "") + (kOverlap ? ", softmax beside P V" : ""),
-        &launchWgmmaWs<Cfg>};
-    return withResources<Cfg>(v, kernel);
-}
 #endif
 
 bool isSm90()
@@ -137,29 +117,11 @@ bool isSm90()
     return prop.major == 9 && prop.minor == 0; // sm_90a code runs on sm_90 only
 }
 
-// The launcher's choice, then the other tile shapes; with `warpSpecialised` (sm_90, D <= 64) the
-// TMA kernel's shapes instead (a run of their own: a fault there ends the CUDA context).
-std::vector<Variant> variantsFor(int headDim, bool warpSpecialised)
+// The launcher's choice, then the other tile shapes for this head dim and GPU.
+std::vector<Variant> variantsFor(int headDim)
 {
     std::vector<Variant> vs{{"launcher's choice (mild::sma::launch)",
         [](Params const& p) { return mild::sma::launch(p, nullptr); }}};
-#if defined(MILD_SMA_SM90A)
-    if (warpSpecialised)
-    {
-        if (headDim <= 64 && isSm90())
-        {
-            // the softmax beside P V at 128-key tiles spills (128 bytes at 240 registers): not swept
-            for (Variant v : {wsVariant<2, 128, 2, true>(), wsVariant<2, 128, 2, false>(), wsVariant<2, 64, 3, true>(),
-                     wsVariant<2, 128, 3, true>(), wsVariant<3, 64, 2, false>(), wsVariant<1, 128, 3, false>(),
-                     wsVariant<2, 64, 4, true, true>(), wsVariant<2, 64, 3, false, true>(),
-                     wsVariant<3, 64, 3, false, true>()})
-            {
-                vs.push_back(v);
-            }
-        }
-        return vs;
-    }
-#endif
     if (headDim <= 64)
     {
         for (Variant v : {variant<64, 64, 2, 4>(), variant<64, 32, 2, 4>(), variant<64, 128, 2, 4>(),
@@ -315,9 +277,8 @@ struct Problem
 
 } // namespace
 
-int main(int argc, char** argv)
+int main()
 {
-    bool const warpSpecialised = argc > 1 && std::string(argv[1]) == "ws";
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
     std::printf("# SMA tile sweep on %s (sm_%d%d, %d SMs), fp16, binary masks\n\n", prop.name, prop.major,
@@ -331,7 +292,7 @@ int main(int argc, char** argv)
     {
         Problem const problem(s);
         double const flops = 4.0 * s.batch * s.heads * static_cast<double>(s.seqlen) * s.seqlen * s.headDim;
-        for (Variant const& v : variantsFor(s.headDim, warpSpecialised))
+        for (Variant const& v : variantsFor(s.headDim))
         {
             double const err = problem.error(v);
             double const ms = problem.milliseconds(v);

@@ -23,8 +23,8 @@ from reference import sma
 SMA_DIR = REPO_ROOT / "plugins" / "sma"
 FORMS = ("reference", "fold", "kernel")  # what `--sma` offers the PyTorch reference (TorchBackend)
 # `sma_forward(..., pipeline=P)`, mild::sma::Pipeline: the launcher's choice, the mma.sync kernel with
-# one or two K/V stages, Hopper's wgmma kernel, and its warp-specialised form (fed by TMA)
-PIPELINES = {"auto": 0, "one-stage": 1, "two-stage": 2, "wgmma": 3, "wgmma-ws": 4}
+# one or two K/V stages, Hopper's wgmma kernel
+PIPELINES = {"auto": 0, "one-stage": 1, "two-stage": 2, "wgmma": 3}
 # compute capabilities whose blocks get the shared memory two K/V stages need (sm_80, sm_90): the
 # only GPUs where `pipeline=2` runs, and where the launcher takes it itself
 TWO_STAGE_GPUS = ((8, 0), (9, 0))
@@ -80,7 +80,7 @@ def sma_forward(q, k, v, m_q, m_k, alpha, out=None, pipeline: str = "auto"):
 
 
 def wgmma_runs(head_dim: int, dtype: torch.dtype) -> bool:
-    """Whether pipelines "wgmma" and "wgmma-ws" run here: an sm_90 GPU, fp16/bf16, head_dim <= 64."""
+    """Whether pipeline "wgmma" runs here: an sm_90 GPU, fp16/bf16, head_dim <= 64."""
     return load().wgmma_runs(head_dim, dtype)
 
 

@@ -185,20 +185,15 @@ bool warpgroupRuns(Params const& p)
 
 cudaError_t launch(Params const& p, cudaStream_t stream, Pipeline pipeline)
 {
-    if (checkParams(p) != nullptr || pipeline < Pipeline::kAuto || pipeline > Pipeline::kWarpSpecialised)
+    if (checkParams(p) != nullptr || pipeline < Pipeline::kAuto || pipeline > Pipeline::kWarpgroup)
     {
         return cudaErrorInvalidValue;
     }
-    bool const hopper = pipeline == Pipeline::kWarpgroup || pipeline == Pipeline::kWarpSpecialised;
-    if (hopper && !warpgroupRuns(p))
+    if (pipeline == Pipeline::kWarpgroup && !warpgroupRuns(p))
     {
         return cudaErrorNotSupported;
     }
 #if defined(MILD_SMA_SM90A)
-    if (pipeline == Pipeline::kWarpSpecialised)
-    {
-        return detail::launchWgmmaWs(p, stream);
-    }
     if (pipeline == Pipeline::kWarpgroup || (pipeline == Pipeline::kAuto && warpgroupRuns(p)))
     {
         return detail::launchWgmma(p, stream);

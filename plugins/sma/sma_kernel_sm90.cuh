@@ -638,11 +638,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
 // whose 254 registers leave one CTA an SM.
 using LauncherWgmmaConfig = WgmmaConfig<2, 64, true, 0, 2>;
 
-// Enqueue smaForwardWgmma<T, LauncherWgmmaConfig> and the warp-specialised kernel
-// (sma_kernel_sm90_ws.cuh, LauncherWsConfig) for p's dtype (fp16 or bf16); the caller checked
+// Enqueues smaForwardWgmma<T, LauncherWgmmaConfig> for p's dtype (fp16 or bf16); the caller checked
 // warpgroupRuns(p). Defined in sma_kernel_sm90.cu, compiled for sm_90a alone.
 cudaError_t launchWgmma(Params const& p, cudaStream_t stream);
-cudaError_t launchWgmmaWs(Params const& p, cudaStream_t stream);
 
 // Enqueues smaForwardWgmma with tile shape `Cfg`; the caller checked the GPU and the head dim.
 template <typename T, class Cfg>

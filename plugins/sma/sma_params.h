@@ -65,26 +65,22 @@ char const* checkParams(Params const& params);
 // on an H200 (bench/RESULTS.md), so kAuto takes it wherever it runs. Elsewhere kAuto takes the
 // mma.sync kernel (sma_kernel.cuh) with two K/V stages where two CTAs still fit an SM (sm_80,
 // sm_90) and one elsewhere; kOneStage and kTwoStages force the mma.sync kernel with one or two, so
-// that the GPU tests check it on whatever GPU they run. kWarpSpecialised is the wgmma kernel's math
-// fed by TMA from a producer warp (sma_kernel_sm90_ws.cuh), where kWarpgroup runs and q, k and v's
-// strides are multiples of 16 bytes; built without a GPU, kAuto does not take it. fp32 ignores the
-// pipeline (except kWarpgroup and kWarpSpecialised, which it cannot run).
+// that the GPU tests check it on whatever GPU they run. fp32 ignores the pipeline (except
+// kWarpgroup, which it cannot run).
 enum class Pipeline : int32_t
 {
     kAuto = 0,
     kOneStage = 1,
     kTwoStages = 2,
     kWarpgroup = 3,
-    kWarpSpecialised = 4,
 };
 
 // Whether launch(params, stream, Pipeline::kWarpgroup) can run here: see kWarpgroup.
 bool warpgroupRuns(Params const& params);
 
-// Enqueues the kernel on `stream`. Returns cudaErrorInvalidValue when checkParams() objects, when
-// a forced pipeline needs more shared memory than this GPU gives a block, or when kWarpSpecialised's
-// tensor maps cannot describe q, k or v; cudaErrorNotSupported for kWarpgroup and kWarpSpecialised
-// where warpgroupRuns() is false.
+// Enqueues the kernel on `stream`. Returns cudaErrorInvalidValue when checkParams() objects or when
+// a forced pipeline needs more shared memory than this GPU gives a block; cudaErrorNotSupported for
+// kWarpgroup where warpgroupRuns() is false.
 cudaError_t launch(Params const& params, cudaStream_t stream, Pipeline pipeline = Pipeline::kAuto);
 
 } // namespace sma

@@ -74,15 +74,14 @@ void setStrides(torch::Tensor const& t, int64_t& batch, int64_t& head, int64_t& 
 // The output is [B, S, H, D] memory seen as [B, H, S, D], the layout attention's output projection
 // reads after its transpose, so that transpose and reshape copy nothing. `out` (optional) is
 // written in place, so callers can poison it first. `pipeline` is mild::sma::Pipeline: 0 lets the
-// launcher choose for this GPU; 1 or 2 force the mma.sync kernel's K/V stages, 3 the wgmma kernel
-// and 4 its warp-specialised form, for the tests and bench/.
+// launcher choose for this GPU; 1 or 2 force the mma.sync kernel's K/V stages, 3 the wgmma kernel,
+// for the tests and bench/.
 torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor mq, torch::Tensor mk,
     torch::Tensor alpha, c10::optional<torch::Tensor> out, int64_t pipeline)
 {
-    if (pipeline < 0 || pipeline > 4)
+    if (pipeline < 0 || pipeline > 3)
     {
-        fail("sma_forward: pipeline must be 0 (the GPU's choice), 1 or 2 (K/V stages), 3 (wgmma) or 4 (wgmma, "
-             "warp-specialised), not %lld",
+        fail("sma_forward: pipeline must be 0 (the GPU's choice), 1 or 2 (K/V stages) or 3 (wgmma), not %lld",
             static_cast<long long>(pipeline));
     }
     check(q.is_cuda(), "sma_forward: tensors must be on a CUDA device");
@@ -125,10 +124,9 @@ torch::Tensor smaForward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torc
     char const* problem = mild::sma::checkParams(p);
     check(problem == nullptr, problem);
     auto const chosen = static_cast<mild::sma::Pipeline>(pipeline);
-    bool const hopper = chosen == mild::sma::Pipeline::kWarpgroup || chosen == mild::sma::Pipeline::kWarpSpecialised;
-    check(!hopper || mild::sma::warpgroupRuns(p),
-        "sma_forward: pipelines 3 and 4 (wgmma) run fp16/bf16 with head_dim <= 64 on an sm_90 GPU, from an "
-        "extension compiled for sm_90a");
+    check(chosen != mild::sma::Pipeline::kWarpgroup || mild::sma::warpgroupRuns(p),
+        "sma_forward: pipeline 3 (wgmma) runs fp16/bf16 with head_dim <= 64 on an sm_90 GPU, from an extension "
+        "compiled for sm_90a");
     cudaError_t const status = mild::sma::launch(p, c10::cuda::getCurrentCUDAStream().stream(), chosen);
     if (status != cudaSuccess)
     {

@@ -122,44 +122,23 @@ def test_wgmma_kernel(wgmma, b, h, sq, sk, d, dtype_name, soft):
     _check(wgmma, b, h, sq, sk, d, dtype_name, soft, seed=sq * 1000 + sk + d, pipeline="wgmma")
 
 
-def _reads_the_attention_layout(ext, pipeline):
+def test_wgmma_kernel_reads_the_attention_layout(wgmma):
     """[B, S, H, D] memory seen as [B, H, S, D] is read in place and written in that layout, as by
     the mma.sync kernel, equal to the call on contiguous copies."""
     q, k, v, m_q, m_k, alpha = _inputs(2, 3, 300, 300, 64, torch.float16, True, 7)
     strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
-    out = ext.sma_forward(*strided, m_q, m_k, alpha, pipeline=pipeline)
+    out = wgmma.sma_forward(*strided, m_q, m_k, alpha, pipeline="wgmma")
     assert out.stride() == (300 * 3 * 64, 64, 3 * 64, 1)
-    assert torch.equal(out, ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline=pipeline))
+    assert torch.equal(out, wgmma.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma"))
 
 
-def test_wgmma_kernel_reads_the_attention_layout(wgmma):
-    _reads_the_attention_layout(wgmma, "wgmma")
-
-
-@pytest.mark.parametrize("pipeline", ["wgmma", "wgmma-ws"])
-def test_wgmma_pipelines_refuse_what_they_cannot_run(ext, pipeline):
-    """Head dims past 64 and fp32 stay on the mma.sync kernel; asking a wgmma kernel for them (or
-    for anything on a GPU other than sm_90) names what they run."""
+def test_wgmma_pipeline_refuses_what_it_cannot_run(ext):
+    """Head dims past 64 and fp32 stay on the mma.sync kernel; asking the wgmma kernel for them (or
+    for anything on a GPU other than sm_90) names what it runs."""
     q, k, v, m_q, m_k, alpha = _inputs(1, 1, 8, 8, 80, torch.float16, False, 0)
-    message = "pipelines 3 and 4 \\(wgmma\\) run fp16/bf16 with head_dim <= 64 on an sm_90 GPU"
+    message = "pipeline 3 \\(wgmma\\) runs fp16/bf16 with head_dim <= 64 on an sm_90 GPU"
     with pytest.raises(RuntimeError, match=message):
-        ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline=pipeline)
-
-
-# The warp-specialised kernel (TMA, mbarriers): `-k warp_specialised` selects
-# these tests alone, in a process of their own on the GPU session (a trapped wait ends the context).
-
-
-@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
-@pytest.mark.parametrize(("b", "h", "sq", "sk", "d"), HOPPER_CASES)
-@pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft"])
-def test_warp_specialised_kernel(wgmma, b, h, sq, sk, d, dtype_name, soft):
-    _check(wgmma, b, h, sq, sk, d, dtype_name, soft, seed=sq * 1000 + sk + d, pipeline="wgmma-ws")
-
-
-def test_warp_specialised_kernel_reads_the_attention_layout(wgmma):
-    """Its tensor maps take the heads before the rows where their stride is the smaller one."""
-    _reads_the_attention_layout(wgmma, "wgmma-ws")
+        ext.sma_forward(q, k, v, m_q, m_k, alpha, pipeline="wgmma")
 
 
 def _bad_call(ext, case: str):
@@ -176,8 +155,7 @@ def _bad_call(ext, case: str):
     [
         (
             "pipeline",
-            "pipeline must be 0 \\(the GPU's choice\\), 1 or 2 \\(K/V stages\\), 3 \\(wgmma\\) or 4 "
-            "\\(wgmma, warp-specialised\\), not 7",
+            "pipeline must be 0 \\(the GPU's choice\\), 1 or 2 \\(K/V stages\\) or 3 \\(wgmma\\), not 7",
         ),
         ("shapes", "q \\[1, 1, 8, 64\\] and k/v \\[1, 1, 8, 32\\] disagree"),
         ("dtype", "q must be float32, float16 or bfloat16, got Int"),

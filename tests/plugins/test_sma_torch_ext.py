@@ -10,7 +10,7 @@ from mild_export.engine import sma_torch_ext
 
 def test_an_unknown_pipeline_name_lists_the_choices():
     t = torch.zeros(1, 1, 1, 8)
-    message = "pipeline 'hopper': choose one of auto, one-stage, two-stage, wgmma, wgmma-ws"
+    message = "pipeline 'hopper': choose one of auto, one-stage, two-stage, wgmma"
     with pytest.raises(ValueError, match=message):
         sma_torch_ext.sma_forward(t, t, t, t[0, 0], t[0, 0], torch.zeros(1, 2, 2), pipeline="hopper")
 
