@@ -43,20 +43,21 @@ namespace detail
 // P_{n-1} V_{n-1} is on the tensor cores (flash-attention 3's intra-warpgroup overlap), with P in
 // two register buffers so that packing P_n waits for nothing; without it, Q K^T, the softmax and
 // P V take turns.
-// kPolyEvery > 0: every kPolyEvery-th exponential of a thread's scores by exp2Poly on the FMA and
-// integer pipes instead of the SFU (0: all by the SFU).
 // kMinBlocks: the CTAs an SM must hold (the launch bounds' minimum), which caps the registers a
 // thread: two CTAs of two warpgroups get 128 registers, so one CTA's softmax hides behind the
 // other's tensor-core work.
-template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kPolyEvery_ = 0, int kMinBlocks_ = 1>
+// kBiasMma: the bias beta(m_i) * m_j added by the tensor cores (one mma.sync per 8 keys of 16 rows,
+// SoftmaxRows::addBias) instead of one FFMA a score: at D = 64 the ALU work a score is what bounds
+// the kernel (bench/RESULTS.md, calls E-G), and this is a fifth of it.
+template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kMinBlocks_ = 1, bool kBiasMma_ = false>
 struct WgmmaConfig
 {
     static constexpr int kHeadDim = 64;
     static constexpr int kWarpGroups = kWarpGroups_;
     static constexpr int kBlockN = kBlockN_;
     static constexpr bool kOverlap = kOverlap_;
-    static constexpr int kPolyEvery = kPolyEvery_;
     static constexpr int kMinBlocks = kMinBlocks_;
+    static constexpr bool kBiasMma = kBiasMma_;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = kWarpGroups * 64;
     static constexpr int kRowBytes = 128;
@@ -280,37 +281,105 @@ __device__ __forceinline__ void issuePV(float (&o)[32], uint32_t const (&pa)[kBl
 #undef MILD_ACC32
 #undef MILD_ACC8
 
-// 2^x for x <= 0 (a row's max subtracted; -inf gives about 0) without the SFU, which at D = 64 has
-// as much to do as the tensor cores: one ex2 a score at 16 an SM a cycle, while the tensor cores'
-// 4096 FLOP an SM a cycle are 16 scores' worth of Q K^T and P V. Flash-attention 4's idea: floor(x)
-// by adding 1.5 * 2^23 rounding down (it lands in the low mantissa bits, and from there in the
-// exponent by a shift), 2^fraction by a degree-3 polynomial (relative error 8.6e-5, below the
-// 4.9e-4 of P's rounding to fp16).
-__device__ __forceinline__ float exp2Poly(float x)
+// x rounded to T and back: the parts of the bias's three-way split.
+template <typename T>
+__device__ __forceinline__ float roundedTo(float x);
+template <>
+__device__ __forceinline__ float roundedTo<__half>(float x)
 {
-    x = fmaxf(x, -127.f);
-    float const r = __fadd_rd(x, 12582912.f);
-    float const fraction = x - (r - 12582912.f); // in [0, 1)
-    float const p = fmaf(fmaf(fmaf(0.0770561695f, fraction, 0.227657214f), fraction, 0.695113957f), fraction, 1.f);
-    return __uint_as_float(__float_as_uint(p) + (__float_as_uint(r) << 23));
+    return __half2float(__float2half_rn(x));
+}
+template <>
+__device__ __forceinline__ float roundedTo<__nv_bfloat16>(float x)
+{
+    return __bfloat162float(__float2bfloat16_rn(x));
+}
+
+// The bias by the tensor cores (WgmmaConfig::kBiasMma) multiplies the key masks by this power of
+// two and beta by its inverse: exact both ways, and it keeps beta / scale inside fp16's range
+// (|beta| up to about 2e6 at D = 64) while the masks, at most 1, stay below 256. bf16 has fp32's range.
+template <typename T>
+constexpr float kBiasShift = WgmmaType<T>::kHalf ? 256.f : 1.f;
+
+// A key tile's masks as the kernel keeps them in shared memory, one 32-bit word a key: the float
+// for the FFMA bias, or the B fragment's pair (m_j, m_j) * kBiasShift in T for the bias by mma.sync
+// (exact: the masks come in T).
+template <typename T, bool kBiasMma>
+__device__ __forceinline__ uint32_t keyMaskWord(float mask)
+{
+    if constexpr (kBiasMma)
+    {
+        return pack2<T>(mask * kBiasShift<T>, mask * kBiasShift<T>);
+    }
+    else
+    {
+        return __float_as_uint(mask);
+    }
 }
 
 // This thread's share of the online softmax: rows g and g + 8 of its warp's 16. The logits stay in
-// units of q.k until the exponential, x = q.k + (beta(m_i) / scale) * m_j (one FFMA a score), and
-// exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the scale is positive: checkParams).
+// units of q.k until the exponential, x = q.k + (beta(m_i) / scale) * m_j (one FFMA a score, or a
+// quarter of an mma.sync), and exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the
+// scale is positive: checkParams).
 struct SoftmaxRows
 {
     float beta[2];   // beta(m_i) / scale
     float max[2];    // running max of x
     float sum[2];    // running sum of P over this thread's columns; the quad adds them at the end
     float scaleLog2; // scale * log2(e)
+    // kBiasMma: the A fragment (rows g, g + 8) of the bias's mma: k 0..2 hold beta / scale /
+    // kBiasShift as three parts of T (hi + mid + lo carry 24 mantissa bits or more: what an fp32
+    // FFMA keeps), the rest zeros; thread t holds k 2t, 2t + 1.
+    uint32_t biasA[2];
+
+    template <typename T>
+    __device__ __forceinline__ void splitBias(int t)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            float const b = beta[r] / kBiasShift<T>;
+            float const hi = roundedTo<T>(b);
+            float const mid = roundedTo<T>(b - hi);
+            float const lo = b - hi - mid;
+            biasA[r] = t == 0 ? pack2<T>(hi, mid) : t == 1 ? pack2<T>(lo, 0.f) : 0u;
+        }
+    }
+
+    // s += beta_i m_j for 8 keys at a time: one m16n8k16 whose C is the scores' accumulator layout
+    // (wgmma's rows g, g + 8 and columns 8 i8 + 2t.. are mma.sync's c0..c3). Every B element is its
+    // key's mask (m_j, times kBiasShift): A is zero past k 2, so the product is (hi + mid + lo) m_j,
+    // accumulated in fp32, and no thread selects what it loads.
+    template <typename T, int kScores>
+    __device__ __forceinline__ void addBias(float (&s)[kScores], uint32_t const* mTile, int g) const
+    {
+        uint32_t const a[4] = {biasA[0], biasA[1], 0u, 0u};
+#pragma unroll
+        for (int i8 = 0; i8 < kScores / 4; ++i8)
+        {
+            uint32_t const mask = mTile[i8 * 8 + g];
+            uint32_t const b[2] = {mask, mask};
+            float c[4] = {s[4 * i8], s[4 * i8 + 1], s[4 * i8 + 2], s[4 * i8 + 3]};
+            mma16816<T>(c, a, b);
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+            {
+                s[4 * i8 + e] = c[e];
+            }
+        }
+    }
 
     // Turns one tile of scores into P in place (keys from `valid` on get none), folds the tile into
     // the running max and sums, and gives the factor O must be rescaled by (exactly 1 where a row's
-    // max held). mTile: the tile's key masks; kPolyEvery as in WgmmaConfig.
-    template <int kPolyEvery, int kScores>
-    __device__ __forceinline__ void tile(float (&s)[kScores], float const* mTile, int valid, int t, float (&correction)[2])
+    // max held). mTile: the tile's key masks (keyMaskWord); kBiasMma as in WgmmaConfig.
+    template <typename T, bool kBiasMma, int kScores>
+    __device__ __forceinline__ void tile(
+        float (&s)[kScores], uint32_t const* mTile, int valid, int g, int t, float (&correction)[2])
     {
+        if constexpr (kBiasMma)
+        {
+            addBias<T>(s, mTile, g);
+        }
         if (valid < 2 * kScores)
         {
 #pragma unroll
@@ -323,13 +392,19 @@ struct SoftmaxRows
 #pragma unroll
         for (int i8 = 0; i8 < kScores / 4; ++i8)
         {
-            float2 const mask = *reinterpret_cast<float2 const*>(mTile + i8 * 8 + 2 * t);
+            if constexpr (!kBiasMma) // the bias by one FFMA a score, the masks as floats
+            {
+                float2 const mask = *reinterpret_cast<float2 const*>(mTile + i8 * 8 + 2 * t);
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                {
+                    s[4 * i8 + e] = fmaf(beta[e >> 1], (e & 1) ? mask.y : mask.x, s[4 * i8 + e]);
+                }
+            }
 #pragma unroll
             for (int e = 0; e < 4; ++e)
             {
-                float const x = fmaf(beta[e >> 1], (e & 1) ? mask.y : mask.x, s[4 * i8 + e]);
-                s[4 * i8 + e] = x;
-                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
+                tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[4 * i8 + e]);
             }
         }
         float shift[2]; // -max * scale * log2(e)
@@ -344,12 +419,11 @@ struct SoftmaxRows
             shift[r] = -newMax * scaleLog2;
         }
         float tileSum[2] = {0.f, 0.f};
-        constexpr int kEvery = kPolyEvery > 0 ? kPolyEvery : 1;
 #pragma unroll
         for (int i = 0; i < kScores; ++i)
         {
             float const x = fmaf(s[i], scaleLog2, shift[(i >> 1) & 1]);
-            s[i] = kPolyEvery > 0 && i % kEvery == kEvery - 1 ? exp2Poly(x) : exp2Fast(x);
+            s[i] = exp2Fast(x);
             tileSum[(i >> 1) & 1] += s[i];
         }
 #pragma unroll
@@ -392,8 +466,9 @@ __device__ __forceinline__ void packP(float const (&s)[kBlockN / 2], uint32_t (&
 
 // The softmax state of this thread's rows g and g + 8 of the 16 from `rowBase` (its warp's), and
 // their indices in `row`.
-template <typename T>
-__device__ __forceinline__ SoftmaxRows startRows(HeadTensors<T> const& head, Params const& p, int rowBase, int g, int (&row)[2])
+template <typename T, bool kBiasMma>
+__device__ __forceinline__ SoftmaxRows startRows(
+    HeadTensors<T> const& head, Params const& p, int rowBase, int g, int t, int (&row)[2])
 {
     SoftmaxRows rows;
 #pragma unroll
@@ -405,6 +480,10 @@ __device__ __forceinline__ SoftmaxRows startRows(HeadTensors<T> const& head, Par
         rows.sum[r] = 0.f;
     }
     rows.scaleLog2 = p.scale * kLog2e;
+    if constexpr (kBiasMma)
+    {
+        rows.splitBias<T>(t);
+    }
     return rows;
 }
 
@@ -472,7 +551,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     unsigned char* qs = smemRaw + ((1024 - rawAddress % 1024) % 1024); // the swizzle repeats every 1024 bytes
     unsigned char* ks = qs + Cfg::kQBytes;                                // two K stages
     unsigned char* vs = ks + 2 * kKvBytes;                                // three V stages
-    float* mks = reinterpret_cast<float*>(vs + 3 * kKvBytes);            // two stages of key masks
+    auto* mks = reinterpret_cast<uint32_t*>(vs + 3 * kKvBytes);          // two stages of key masks
 
     int const warpGroup = threadIdx.x / 128;
     int const warp = (threadIdx.x / 32) % 4; // within its warpgroup: rows 16 warp .. 16 warp + 15
@@ -493,8 +572,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             vs + (tile % 3) * kKvBytes, head.v, p.v_row_stride, tile * kBlockN, seqlenK, headDim);
     };
     // a tile's key masks go to their stage after the barrier that freed it; read before it, here
-    auto keyMasks = [&](int tile) { return threadIdx.x < kBlockN ? keyMask(head.mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f; };
-    auto storeKeyMasks = [&](int tile, float masks) {
+    auto keyMasks = [&](int tile) {
+        float const mask = threadIdx.x < kBlockN ? keyMask(head.mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f;
+        return keyMaskWord<T, Cfg::kBiasMma>(mask);
+    };
+    auto storeKeyMasks = [&](int tile, uint32_t masks) {
         if (threadIdx.x < kBlockN)
         {
             mks[(tile & 1) * kBlockN + threadIdx.x] = masks;
@@ -518,7 +600,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     storeKeyMasks(0, keyMasks(0));
 
     int row[2];
-    SoftmaxRows rows = startRows(head, p, m0 + warpGroup * 64 + warp * 16, g, row);
+    SoftmaxRows rows = startRows<T, Cfg::kBiasMma>(head, p, m0 + warpGroup * 64 + warp * 16, g, t, row);
 
     float o[32]; // O: o[4i + e] = row g + 8 (e / 2), channel 8i + 2t + e % 2
 #pragma unroll
@@ -546,7 +628,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
                 loadV(tile + 1);
                 commitAsync();
             }
-            float const masksNext = keyMasks(tile + 1);
+            uint32_t const masksNext = keyMasks(tile + 1);
             wgmmaFence();
             issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
             if (more)
@@ -555,7 +637,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             }
             wgmmaWait<0>();
             fenceRegisters(s);
-            rows.tile<Cfg::kPolyEvery>(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
+            rows.tile<T, Cfg::kBiasMma>(
+                s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             rescale(o, correction);
             packP<T, kBlockN>(s, pa);
             fenceRegisters(o);
@@ -580,7 +663,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(0));
         wgmmaWait<0>();
         fenceRegisters(s);
-        rows.tile<Cfg::kPolyEvery>(s, mks, seqlenK, t, correction);
+        rows.tile<T, Cfg::kBiasMma>(s, mks, seqlenK, g, t, correction);
         packP<T, kBlockN>(s, pa);
         // tile n: Q K_n^T, then (it and P_{n-2} V_{n-2} done) O rescaled by tile n - 1's correction
         // and P_{n-1} V_{n-1} issued; tile n's softmax runs and P_n is packed into the buffer P V is
@@ -596,7 +679,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             }
             loadV(tile); // V_{n-3}'s stage
             commitAsync();
-            float const masksNext = keyMasks(tile + 1);
+            uint32_t const masksNext = keyMasks(tile + 1);
             wgmmaFence();
             issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
             wgmmaWait<0>(); // Q K_n^T and P_{n-2} V_{n-2}
@@ -608,7 +691,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             wgmmaFence();
             issuePV<T, kBlockN>(o, last, vDescriptor(tile - 1));
             storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
-            rows.tile<Cfg::kPolyEvery>(s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, t, correction);
+            rows.tile<T, Cfg::kBiasMma>(
+                s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             packP<T, kBlockN>(s, next);
         };
         for (int tile = 1; tile < tiles; tile += 2) // two tiles a trip: the P buffers stay registers
@@ -636,7 +720,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
 // E and F, 2026-11-27) it is the fastest shape at every SDXL shape or within 0.001 ms of it: 3-5%
 // faster than the same tiles in turns at S >= 1024, 7-17% faster than the overlapped <2, 128>,
 // whose 254 registers leave one CTA an SM.
-using LauncherWgmmaConfig = WgmmaConfig<2, 64, true, 0, 2>;
+using LauncherWgmmaConfig = WgmmaConfig<2, 64, true, 2>;
 
 // Enqueues smaForwardWgmma<T, LauncherWgmmaConfig> for p's dtype (fp16 or bf16); the caller checked
 // warpgroupRuns(p). Defined in sma_kernel_sm90.cu, compiled for sm_90a alone.
