@@ -345,9 +345,12 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         }
     }
 
-    // everything below is in the log2 domain (exp2 instead of exp)
+    // The logits stay in units of q.k until the exponential, x = q.k + (beta(m_i) / scale) * m_j
+    // (one FFMA a score), and exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the
+    // scale is positive: checkParams): three ALU instructions a score where the log2-domain order
+    // (scale, bias product, max, subtraction) took four.
     int row[kMTiles][2];
-    float beta[kMTiles][2];
+    float beta[kMTiles][2]; // beta(m_i) / scale
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
     {
@@ -355,13 +358,13 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         for (int r = 0; r < 2; ++r)
         {
             row[mt][r] = m0 + warp * Cfg::kWarpRows + mt * 16 + g + 8 * r;
-            beta[mt][r] = head.beta(row[mt][r], p.seqlen_q) * kLog2e;
+            beta[mt][r] = head.beta(row[mt][r], p.seqlen_q) / p.scale;
         }
     }
     float const scaleLog2 = p.scale * kLog2e;
 
     float o[kMTiles][kDTiles][4];
-    float rowMax[kMTiles][2];
+    float rowMax[kMTiles][2]; // running max of x
     float rowSum[kMTiles][4]; // P times V's column of ones: the sums of rows g and g + 8 in lanes t = 0
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
@@ -446,8 +449,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             maskKeysFrom(s, p.seqlen_k - n0, t);
         }
 
-        // logits, in log2 units: scale * q.k + beta(m_i) * m_j (keys past Sk stay -inf); then the
-        // online softmax, the four threads of a quad holding one row between them
+        // logits x = q.k + (beta(m_i) / scale) * m_j (keys past Sk stay -inf); then the online
+        // softmax, the four threads of a quad holding one row between them
         float correction[kMTiles][2];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
@@ -460,19 +463,22 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                 {
-                    float const x = fmaf(s[mt][n][e], scaleLog2, beta[mt][e >> 1] * ((e & 1) ? mask.y : mask.x));
+                    float const x = fmaf(beta[mt][e >> 1], (e & 1) ? mask.y : mask.x, s[mt][n][e]);
                     s[mt][n][e] = x;
                     tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
                 }
             }
+#pragma unroll
+            float shift[2]; // -max * scale * log2(e)
 #pragma unroll
             for (int r = 0; r < 2; ++r)
             {
                 tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
                 tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
                 float const newMax = fmaxf(rowMax[mt][r], tileMax[r]); // finite: every tile has a valid key
-                correction[mt][r] = exp2Fast(rowMax[mt][r] - newMax); // exactly 1 where the max holds
+                correction[mt][r] = exp2Fast((rowMax[mt][r] - newMax) * scaleLog2); // exactly 1 where the max holds
                 rowMax[mt][r] = newMax;
+                shift[r] = -newMax * scaleLog2;
             }
 #pragma unroll
             for (int n = 0; n < kNTiles; ++n)
@@ -480,7 +486,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                 {
-                    s[mt][n][e] = exp2Fast(s[mt][n][e] - rowMax[mt][e >> 1]);
+                    s[mt][n][e] = exp2Fast(fmaf(s[mt][n][e], scaleLog2, shift[e >> 1]));
                 }
             }
         }
