@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -83,6 +84,67 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The bias by the tensor cores (a config's kBiasMma): for 8 keys of a warp's 16 query rows, one
+// m16n8k16 adds beta_i m_j to the scores, whose registers are its C (the Q K^T accumulator layout
+// of mma.sync and of wgmma alike). A holds beta / scale in k 0..2 as three parts of T (hi + mid + lo
+// carry 24 mantissa bits or more: an fp32 FFMA's precision) and zeros past them; B holds the key's
+// mask in every element, so no thread selects what it loads. fp16's range is kept by a factor 256
+// moved from beta to the masks, exact both ways (|beta| up to about 2e6 at D = 64; masks at most 1
+// stay below 256); bf16 has fp32's range. One mma a score tile instead of one FFMA a score.
+template <typename T>
+constexpr float kBiasShift = std::is_same_v<T, __half> ? 256.f : 1.f;
+
+// x rounded to T and back: the parts of the three-way split.
+template <typename T>
+__device__ __forceinline__ float roundedTo(float x);
+template <>
+__device__ __forceinline__ float roundedTo<__half>(float x)
+{
+    return __half2float(__float2half_rn(x));
+}
+template <>
+__device__ __forceinline__ float roundedTo<__nv_bfloat16>(float x)
+{
+    return __bfloat162float(__float2bfloat16_rn(x));
+}
+
+// This thread's register of the bias's A fragment for one row (a0 for row g, a1 for row g + 8):
+// thread t holds k 2t, 2t + 1. `beta`: beta(m_i) / scale.
+template <typename T>
+__device__ __forceinline__ uint32_t biasFragment(float beta, int t)
+{
+    float const b = beta / kBiasShift<T>;
+    float const hi = roundedTo<T>(b);
+    float const mid = roundedTo<T>(b - hi);
+    float const lo = b - hi - mid;
+    return t == 0 ? pack2<T>(hi, mid) : t == 1 ? pack2<T>(lo, 0.f) : 0u;
+}
+
+// A key's mask as the kernels keep it in shared memory, one 32-bit word a key: the float for the
+// FFMA bias, or B's pair (m_j, m_j) * kBiasShift in T for the bias by mma (exact: masks come in T).
+template <typename T, bool kBiasMma>
+__device__ __forceinline__ uint32_t keyMaskWord(float mask)
+{
+    if constexpr (kBiasMma)
+    {
+        return pack2<T>(mask * kBiasShift<T>, mask * kBiasShift<T>);
+    }
+    else
+    {
+        return __float_as_uint(mask);
+    }
+}
+
+// c (16 rows x 8 keys of scores) += beta_i m_j: `rowG`, `rowG8` from biasFragment, `mask` the word
+// of key g of the tile.
+template <typename T>
+__device__ __forceinline__ void addBias(float (&c)[4], uint32_t rowG, uint32_t rowG8, uint32_t mask)
+{
+    uint32_t const a[4] = {rowG, rowG8, 0u, 0u};
+    uint32_t const b[2] = {mask, mask};
+    mma16816<T>(c, a, b);
 }
 
 // Four 8x8 16-bit matrices from shared memory in one instruction: lane l gives the address of row
@@ -253,7 +315,8 @@ struct HeadTensors
 //   sm_86/89/120 SM twice at D = 64, and a block's 99 KB there at every head dim.
 // - kStages 2, two of each: the next tile's K and V land during the whole of this tile's math,
 //   one barrier a tile. Twice the K/V memory: for the 164/228 KB of sm_80/90.
-template <int kHeadDim_, int kBlockN_, int kMTiles_, int kWarps_ = 4, int kStages_ = 1>
+// kBiasMma: the bias by the tensor cores (addBias: one mma a score tile) instead of one FFMA a score.
+template <int kHeadDim_, int kBlockN_, int kMTiles_, int kWarps_ = 4, int kStages_ = 1, bool kBiasMma_ = false>
 struct MmaConfig
 {
     static constexpr int kHeadDim = kHeadDim_;
@@ -261,6 +324,7 @@ struct MmaConfig
     static constexpr int kMTiles = kMTiles_;
     static constexpr int kWarps = kWarps_;
     static constexpr int kStages = kStages_;
+    static constexpr bool kBiasMma = kBiasMma_;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kWarpRows = kMTiles * 16;
     static constexpr int kBlockM = kWarps * kWarpRows;
@@ -310,7 +374,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     T* qs = reinterpret_cast<T*>(smemRaw);
     T* ks = qs + kBlockM * kStride;          // kStages K buffers
     T* vs = ks + kStages * Cfg::kKvElems;   // kStages V buffers
-    float* mks = reinterpret_cast<float*>(vs + kStages * Cfg::kKvElems); // kStages x kBlockN key masks
+    auto* mks = reinterpret_cast<uint32_t*>(vs + kStages * Cfg::kKvElems); // kStages x kBlockN keyMaskWords
 
     int const warp = threadIdx.x / 32;
     int const lane = threadIdx.x % 32;
@@ -330,7 +394,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     commitAsync();
     if (threadIdx.x < kBlockN)
     {
-        mks[threadIdx.x] = keyMask(head.mk, threadIdx.x, p.seqlen_k);
+        mks[threadIdx.x] = keyMaskWord<T, Cfg::kBiasMma>(keyMask(head.mk, threadIdx.x, p.seqlen_k));
     }
     // The row sums come out of P V: every V row gets a 1 in the first padding column (cp.async
     // never writes past kHeadDim), so P times that column is each row's sum of P, the same rounded
@@ -350,7 +414,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
     // scale is positive: checkParams): three ALU instructions a score where the log2-domain order
     // (scale, bias product, max, subtraction) took four.
     int row[kMTiles][2];
-    float beta[kMTiles][2]; // beta(m_i) / scale
+    float beta[kMTiles][2];     // beta(m_i) / scale
+    uint32_t biasA[kMTiles][2]; // kBiasMma: their biasFragments
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
     {
@@ -359,6 +424,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         {
             row[mt][r] = m0 + warp * Cfg::kWarpRows + mt * 16 + g + 8 * r;
             beta[mt][r] = head.beta(row[mt][r], p.seqlen_q) / p.scale;
+            biasA[mt][r] = Cfg::kBiasMma ? biasFragment<T>(beta[mt][r], t) : 0u;
         }
     }
     float const scaleLog2 = p.scale * kLog2e;
@@ -390,7 +456,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
         int const stage = kStages == 1 ? 0 : tile & 1; // this tile's buffers
         T const* kTile = ks + stage * Cfg::kKvElems;
         T const* vTile = vs + stage * Cfg::kKvElems;
-        float const* mTile = mks + stage * kBlockN;
+        uint32_t const* mTile = mks + stage * kBlockN;
         waitAsync<0>();
         __syncthreads(); // this tile's K (and V) and masks are visible; every warp is done with the last tile
         if constexpr (kStages == 1)
@@ -409,9 +475,10 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             commitAsync();
         }
         // the next tile's masks, read now and stored once every warp is done with that buffer
-        float const maskNext = threadIdx.x < kBlockN ? keyMask(head.mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f;
+        uint32_t const maskNext = keyMaskWord<T, Cfg::kBiasMma>(
+            threadIdx.x < kBlockN ? keyMask(head.mk, n0 + kBlockN + threadIdx.x, p.seqlen_k) : 0.f);
 
-        // S = Q K^T for this warp's rows and kBlockN keys
+        // S = Q K^T for this warp's rows and kBlockN keys (kBiasMma: plus the bias, first)
         float s[kMTiles][kNTiles][4];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
@@ -420,6 +487,10 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
             for (int n = 0; n < kNTiles; ++n)
             {
                 s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+                if constexpr (Cfg::kBiasMma)
+                {
+                    addBias<T>(s[mt][n], biasA[mt][0], biasA[mt][1], mTile[n * 8 + g]);
+                }
             }
         }
 #pragma unroll
@@ -459,16 +530,21 @@ __global__ void __launch_bounds__(Cfg::kThreads) smaForwardMma(Params const p)
 #pragma unroll
             for (int n = 0; n < kNTiles; ++n)
             {
-                float2 const mask = *reinterpret_cast<float2 const*>(mTile + n * 8 + 2 * t);
+                if constexpr (!Cfg::kBiasMma) // the bias by one FFMA a score, the masks as floats
+                {
+                    float2 const mask = *reinterpret_cast<float2 const*>(mTile + n * 8 + 2 * t);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                    {
+                        s[mt][n][e] = fmaf(beta[mt][e >> 1], (e & 1) ? mask.y : mask.x, s[mt][n][e]);
+                    }
+                }
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                 {
-                    float const x = fmaf(beta[mt][e >> 1], (e & 1) ? mask.y : mask.x, s[mt][n][e]);
-                    s[mt][n][e] = x;
-                    tileMax[e >> 1] = fmaxf(tileMax[e >> 1], x);
+                    tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[mt][n][e]);
                 }
             }
-#pragma unroll
             float shift[2]; // -max * scale * log2(e)
 #pragma unroll
             for (int r = 0; r < 2; ++r)

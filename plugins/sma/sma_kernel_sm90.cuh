@@ -47,7 +47,7 @@ namespace detail
 // thread: two CTAs of two warpgroups get 128 registers, so one CTA's softmax hides behind the
 // other's tensor-core work.
 // kBiasMma: the bias beta(m_i) * m_j added by the tensor cores (one mma.sync per 8 keys of 16 rows,
-// SoftmaxRows::addBias) instead of one FFMA a score: at D = 64 the ALU work a score is what bounds
+// addBias in sma_kernel.cuh) instead of one FFMA a score: at D = 64 the ALU work a score is what bounds
 // the kernel (bench/RESULTS.md, calls E-G), and this is a fifth of it.
 template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kMinBlocks_ = 1, bool kBiasMma_ = false>
 struct WgmmaConfig
@@ -281,42 +281,6 @@ __device__ __forceinline__ void issuePV(float (&o)[32], uint32_t const (&pa)[kBl
 #undef MILD_ACC32
 #undef MILD_ACC8
 
-// x rounded to T and back: the parts of the bias's three-way split.
-template <typename T>
-__device__ __forceinline__ float roundedTo(float x);
-template <>
-__device__ __forceinline__ float roundedTo<__half>(float x)
-{
-    return __half2float(__float2half_rn(x));
-}
-template <>
-__device__ __forceinline__ float roundedTo<__nv_bfloat16>(float x)
-{
-    return __bfloat162float(__float2bfloat16_rn(x));
-}
-
-// The bias by the tensor cores (WgmmaConfig::kBiasMma) multiplies the key masks by this power of
-// two and beta by its inverse: exact both ways, and it keeps beta / scale inside fp16's range
-// (|beta| up to about 2e6 at D = 64) while the masks, at most 1, stay below 256. bf16 has fp32's range.
-template <typename T>
-constexpr float kBiasShift = WgmmaType<T>::kHalf ? 256.f : 1.f;
-
-// A key tile's masks as the kernel keeps them in shared memory, one 32-bit word a key: the float
-// for the FFMA bias, or the B fragment's pair (m_j, m_j) * kBiasShift in T for the bias by mma.sync
-// (exact: the masks come in T).
-template <typename T, bool kBiasMma>
-__device__ __forceinline__ uint32_t keyMaskWord(float mask)
-{
-    if constexpr (kBiasMma)
-    {
-        return pack2<T>(mask * kBiasShift<T>, mask * kBiasShift<T>);
-    }
-    else
-    {
-        return __float_as_uint(mask);
-    }
-}
-
 // This thread's share of the online softmax: rows g and g + 8 of its warp's 16. The logits stay in
 // units of q.k until the exponential, x = q.k + (beta(m_i) / scale) * m_j (one FFMA a score, or a
 // quarter of an mma.sync), and exp2((x - max) * scale * log2(e)) is one more FFMA before ex2 (the
@@ -327,40 +291,17 @@ struct SoftmaxRows
     float max[2];    // running max of x
     float sum[2];    // running sum of P over this thread's columns; the quad adds them at the end
     float scaleLog2; // scale * log2(e)
-    // kBiasMma: the A fragment (rows g, g + 8) of the bias's mma: k 0..2 hold beta / scale /
-    // kBiasShift as three parts of T (hi + mid + lo carry 24 mantissa bits or more: what an fp32
-    // FFMA keeps), the rest zeros; thread t holds k 2t, 2t + 1.
-    uint32_t biasA[2];
+    uint32_t biasA[2]; // kBiasMma: this thread's biasFragment of rows g and g + 8
 
-    template <typename T>
-    __device__ __forceinline__ void splitBias(int t)
-    {
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-        {
-            float const b = beta[r] / kBiasShift<T>;
-            float const hi = roundedTo<T>(b);
-            float const mid = roundedTo<T>(b - hi);
-            float const lo = b - hi - mid;
-            biasA[r] = t == 0 ? pack2<T>(hi, mid) : t == 1 ? pack2<T>(lo, 0.f) : 0u;
-        }
-    }
-
-    // s += beta_i m_j for 8 keys at a time: one m16n8k16 whose C is the scores' accumulator layout
-    // (wgmma's rows g, g + 8 and columns 8 i8 + 2t.. are mma.sync's c0..c3). Every B element is its
-    // key's mask (m_j, times kBiasShift): A is zero past k 2, so the product is (hi + mid + lo) m_j,
-    // accumulated in fp32, and no thread selects what it loads.
+    // s += beta_i m_j for the tile, 8 keys at a time (addBias; mTile holds keyMaskWord<T, true>).
     template <typename T, int kScores>
-    __device__ __forceinline__ void addBias(float (&s)[kScores], uint32_t const* mTile, int g) const
+    __device__ __forceinline__ void addTileBias(float (&s)[kScores], uint32_t const* mTile, int g) const
     {
-        uint32_t const a[4] = {biasA[0], biasA[1], 0u, 0u};
 #pragma unroll
         for (int i8 = 0; i8 < kScores / 4; ++i8)
         {
-            uint32_t const mask = mTile[i8 * 8 + g];
-            uint32_t const b[2] = {mask, mask};
             float c[4] = {s[4 * i8], s[4 * i8 + 1], s[4 * i8 + 2], s[4 * i8 + 3]};
-            mma16816<T>(c, a, b);
+            addBias<T>(c, biasA[0], biasA[1], mTile[i8 * 8 + g]);
 #pragma unroll
             for (int e = 0; e < 4; ++e)
             {
@@ -378,7 +319,7 @@ struct SoftmaxRows
     {
         if constexpr (kBiasMma)
         {
-            addBias<T>(s, mTile, g);
+            addTileBias<T>(s, mTile, g);
         }
         if (valid < 2 * kScores)
         {
@@ -482,7 +423,11 @@ __device__ __forceinline__ SoftmaxRows startRows(
     rows.scaleLog2 = p.scale * kLog2e;
     if constexpr (kBiasMma)
     {
-        rows.splitBias<T>(t);
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+        {
+            rows.biasA[r] = biasFragment<T>(rows.beta[r], t);
+        }
     }
     return rows;
 }
