@@ -19,6 +19,7 @@ from reference.backend import Backend
 from reference.pipeline import ErasePipeline
 
 ROWS = 30  # operators listed, the most expensive first
+TOP_PER_KIND = 8  # kernels listed by full name under each kind: what to fuse or replace next
 # What a device kernel does, by its name (lower case), the first kind whose words it contains:
 # Inductor's kernels first (their names carry the ops they fused), convolutions before matmuls
 # (cuDNN's are implicit GEMMs). Call C's SDXL profiles (bench/RESULTS.md) gave the names.
@@ -41,6 +42,7 @@ class KernelProfile:
     device_busy_ms: float  # 0 on a CPU
     table: str
     by_kind: list[tuple[str, float, int]]  # (kind, device ms, kernels), the most expensive first
+    top: dict[str, list[tuple[str, float, int]]]  # kind -> its costliest (name, device ms, calls)
 
     def kind_table(self) -> str:
         """Device time by what the kernels do: where a step's time goes, against the floor's GEMMs."""
@@ -49,6 +51,17 @@ class KernelProfile:
             f"{kind:<20} {ms:>10.1f} {ms / self.device_busy_ms:>6.0%} {calls:>7}"
             for kind, ms, calls in self.by_kind
         ]
+        return "\n".join(lines)
+
+    def top_table(self) -> str:
+        """Each kind's costliest kernels by full name (the operator table cuts names short)."""
+        lines = []
+        for kind, _, _ in self.by_kind:
+            lines.append(f"{kind}:")
+            lines += [
+                f"  {ms:>8.2f} ms {calls:>6} calls {1e3 * ms / calls:>8.1f} us  {name}"
+                for name, ms, calls in self.top[kind]
+            ]
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -74,7 +87,8 @@ def profile_image(backend: Backend, case: Case) -> KernelProfile:
     sort_by = "self_device_time_total" if on_gpu else "self_cpu_time_total"
     device = [(e.key, e.self_device_time_total, e.count) for e in events if e.self_device_time_total > 0]
     table = events.table(sort_by=sort_by, row_limit=ROWS)
-    return KernelProfile(case.label, wall_s * 1e3, busy_us / 1e3, table, time_by_kind(device))
+    top = top_by_kind(device, TOP_PER_KIND)
+    return KernelProfile(case.label, wall_s * 1e3, busy_us / 1e3, table, time_by_kind(device), top)
 
 
 def kernel_kind(name: str) -> str:
@@ -91,7 +105,17 @@ def time_by_kind(events: list[tuple[str, float, int]]) -> list[tuple[str, float,
     return sorted(((kind, ms, calls) for kind, (ms, calls) in totals.items()), key=lambda row: -row[1])
 
 
+def top_by_kind(events: list[tuple[str, float, int]], count: int) -> dict[str, list[tuple[str, float, int]]]:
+    """(name, device us, calls) of each kernel -> kind: its `count` costliest (name, device ms, calls)."""
+    top: dict[str, list[tuple[str, float, int]]] = {}
+    for name, us, calls in sorted(events, key=lambda event: -event[1]):
+        kernels = top.setdefault(kernel_kind(name), [])
+        if len(kernels) < count:
+            kernels.append((name, us / 1e3, calls))
+    return top
+
+
 def write_profile(path: Path, profile: KernelProfile, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    kinds = f"{profile.kind_table()}\n\n" if profile.by_kind else ""  # none on a CPU
+    kinds = f"{profile.kind_table()}\n\n{profile.top_table()}\n\n" if profile.by_kind else ""  # none on a CPU
     path.write_text(f"{title}\n{profile.summary()}\n\n{kinds}{profile.table}\n")

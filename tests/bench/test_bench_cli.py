@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mild_export.bench.cases import STAGES, run_case
-from mild_export.bench.kernel_profile import kernel_kind, time_by_kind
+from mild_export.bench.kernel_profile import kernel_kind, time_by_kind, top_by_kind
 from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
 
@@ -186,3 +186,12 @@ def test_device_time_sums_by_kind_largest_first():
         ("Inductor (Triton)", 0.5, 4),
         ("layout and copies", 0.25, 1),
     ]
+
+
+def test_each_kinds_costliest_kernels_by_full_name():
+    events = [("nvjet_a", 3000.0, 10), ("triton_poi_fused_gelu_mul_7", 500.0, 4), ("nvjet_b", 1000.0, 2)]
+    events.append(("nvjet_c", 10.0, 1))
+    assert top_by_kind(events, 2) == {
+        "matmul": [("nvjet_a", 3.0, 10), ("nvjet_b", 1.0, 2)],
+        "Inductor (Triton)": [("triton_poi_fused_gelu_mul_7", 0.5, 4)],
+    }
