@@ -47,9 +47,11 @@ namespace detail
 // thread: two CTAs of two warpgroups get 128 registers, so one CTA's softmax hides behind the
 // other's tensor-core work.
 // kBiasMma: the bias beta(m_i) * m_j added by the tensor cores (one mma.sync per 8 keys of 16 rows,
-// addBias in sma_kernel.cuh) instead of one FFMA a score: at D = 64 the ALU work a score is what bounds
-// the kernel (bench/RESULTS.md, calls E-G), and this is a fifth of it.
-template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kMinBlocks_ = 1, bool kBiasMma_ = false>
+// addBias in sma_kernel.cuh) instead of one FFMA a score; kSumMma: the row sums too (one mma.sync of
+// P by ones per 16 keys, SoftmaxRows::addRowSums) instead of one FADD a score. At D = 64 the ALU
+// work a score is what bounds the kernel (bench/RESULTS.md, calls E-G): each is a fifth of it.
+template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kMinBlocks_ = 1, bool kBiasMma_ = false,
+    bool kSumMma_ = false>
 struct WgmmaConfig
 {
     static constexpr int kHeadDim = 64;
@@ -58,6 +60,7 @@ struct WgmmaConfig
     static constexpr bool kOverlap = kOverlap_;
     static constexpr int kMinBlocks = kMinBlocks_;
     static constexpr bool kBiasMma = kBiasMma_;
+    static constexpr bool kSumMma = kSumMma_;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = kWarpGroups * 64;
     static constexpr int kRowBytes = 128;
@@ -290,6 +293,7 @@ struct SoftmaxRows
     float beta[2];   // beta(m_i) / scale
     float max[2];    // running max of x
     float sum[2];    // running sum of P over this thread's columns; the quad adds them at the end
+    float sumC[4];   // kSumMma instead: the rows' whole sums as the C of P times ones (row g in 0, 1; g + 8 in 2, 3)
     float scaleLog2; // scale * log2(e)
     uint32_t biasA[2]; // kBiasMma: this thread's biasFragment of rows g and g + 8
 
@@ -312,8 +316,9 @@ struct SoftmaxRows
 
     // Turns one tile of scores into P in place (keys from `valid` on get none), folds the tile into
     // the running max and sums, and gives the factor O must be rescaled by (exactly 1 where a row's
-    // max held). mTile: the tile's key masks (keyMaskWord); kBiasMma as in WgmmaConfig.
-    template <typename T, bool kBiasMma, int kScores>
+    // max held). mTile: the tile's key masks (keyMaskWord); kBiasMma and kSumMma as in WgmmaConfig
+    // (with kSumMma the tile's P joins the sums in addRowSums, once packed).
+    template <typename T, bool kBiasMma, bool kSumMma, int kScores>
     __device__ __forceinline__ void tile(
         float (&s)[kScores], uint32_t const* mTile, int valid, int g, int t, float (&correction)[2])
     {
@@ -365,12 +370,52 @@ struct SoftmaxRows
         {
             float const x = fmaf(s[i], scaleLog2, shift[(i >> 1) & 1]);
             s[i] = exp2Fast(x);
-            tileSum[(i >> 1) & 1] += s[i];
+            if constexpr (!kSumMma)
+            {
+                tileSum[(i >> 1) & 1] += s[i];
+            }
         }
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
+        for (int e = 0; e < 4; ++e)
         {
-            sum[r] = sum[r] * correction[r] + tileSum[r];
+            if constexpr (kSumMma)
+            {
+                sumC[e] *= correction[e >> 1];
+            }
+            else if (e < 2)
+            {
+                sum[e] = sum[e] * correction[e] + tileSum[e];
+            }
+        }
+    }
+
+    // kSumMma: the rows' sums += P's, by P (packP's A fragments, the rounded P that P V sums) times
+    // a 16 x 8 matrix of ones: every column of C is the row's sum, so the quad needs no shuffles.
+    template <typename T, int kBlockN>
+    __device__ __forceinline__ void addRowSums(uint32_t const (&pa)[kBlockN / 16][4])
+    {
+        uint32_t const ones[2] = {pack2<T>(1.f, 1.f), pack2<T>(1.f, 1.f)};
+#pragma unroll
+        for (int kc = 0; kc < kBlockN / 16; ++kc)
+        {
+            mma16816<T>(sumC, pa[kc], ones);
+        }
+    }
+
+    // The whole sum of row g (r = 0) or g + 8 (r = 1).
+    template <bool kSumMma>
+    __device__ __forceinline__ float rowSum(int r) const
+    {
+        if constexpr (kSumMma)
+        {
+            return sumC[2 * r];
+        }
+        else
+        {
+            float total = sum[r];
+            total += __shfl_xor_sync(0xffffffffu, total, 1);
+            total += __shfl_xor_sync(0xffffffffu, total, 2);
+            return total;
         }
     }
 };
@@ -419,6 +464,7 @@ __device__ __forceinline__ SoftmaxRows startRows(
         rows.beta[r] = head.beta(row[r], p.seqlen_q) / p.scale;
         rows.max[r] = -INFINITY;
         rows.sum[r] = 0.f;
+        rows.sumC[2 * r] = rows.sumC[2 * r + 1] = 0.f;
     }
     rows.scaleLog2 = p.scale * kLog2e;
     if constexpr (kBiasMma)
@@ -432,19 +478,16 @@ __device__ __forceinline__ SoftmaxRows startRows(
     return rows;
 }
 
-// O divided by its rows' sums (the quad's partial sums added), stored in the input type; rows past
-// the queries and channels past the head dim are not stored.
-template <typename T>
+// O divided by its rows' sums, stored in the input type; rows past the queries and channels past
+// the head dim are not stored.
+template <typename T, bool kSumMma>
 __device__ __forceinline__ void storeRows(
     float const (&o)[32], SoftmaxRows const& rows, int const (&row)[2], HeadTensors<T> const& head, Params const& p, int t)
 {
 #pragma unroll
     for (int r = 0; r < 2; ++r)
     {
-        float sum = rows.sum[r];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        float const inv = 1.f / sum;
+        float const inv = 1.f / rows.rowSum<kSumMma>(r);
         if (row[r] < p.seqlen_q)
         {
             T* outRow = head.out + row[r] * p.out_row_stride;
@@ -582,10 +625,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             }
             wgmmaWait<0>();
             fenceRegisters(s);
-            rows.tile<T, Cfg::kBiasMma>(
+            rows.tile<T, Cfg::kBiasMma, Cfg::kSumMma>(
                 s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             rescale(o, correction);
             packP<T, kBlockN>(s, pa);
+            if constexpr (Cfg::kSumMma)
+            {
+                rows.addRowSums<T, kBlockN>(pa);
+            }
             fenceRegisters(o);
             wgmmaFence();
             issuePV<T, kBlockN>(o, pa, vDescriptor(tile));
@@ -608,8 +655,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(0));
         wgmmaWait<0>();
         fenceRegisters(s);
-        rows.tile<T, Cfg::kBiasMma>(s, mks, seqlenK, g, t, correction);
+        rows.tile<T, Cfg::kBiasMma, Cfg::kSumMma>(s, mks, seqlenK, g, t, correction);
         packP<T, kBlockN>(s, pa);
+        if constexpr (Cfg::kSumMma)
+        {
+            rows.addRowSums<T, kBlockN>(pa);
+        }
         // tile n: Q K_n^T, then (it and P_{n-2} V_{n-2} done) O rescaled by tile n - 1's correction
         // and P_{n-1} V_{n-1} issued; tile n's softmax runs and P_n is packed into the buffer P V is
         // not reading, all beside P V, which only the next tile's wait covers. (A wait for P V within
@@ -636,9 +687,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             wgmmaFence();
             issuePV<T, kBlockN>(o, last, vDescriptor(tile - 1));
             storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
-            rows.tile<T, Cfg::kBiasMma>(
+            rows.tile<T, Cfg::kBiasMma, Cfg::kSumMma>(
                 s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             packP<T, kBlockN>(s, next);
+            if constexpr (Cfg::kSumMma)
+            {
+                rows.addRowSums<T, kBlockN>(next);
+            }
         };
         for (int tile = 1; tile < tiles; tile += 2) // two tiles a trip: the P buffers stay registers
         {
@@ -656,7 +711,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         fenceRegisters(o);
     }
 
-    storeRows(o, rows, row, head, p, t);
+    storeRows<T, Cfg::kSumMma>(o, rows, row, head, p, t);
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
