@@ -25,14 +25,15 @@ def token_mask_pyramid(mask: Tensor, levels: int) -> list[Tensor]:
     """Branch mask [B, 1, h, w] on every level's token grid, flattened to [B, S_level].
 
     Max-pooling (ceil mode, matching the UNet's stride-2 convolutions) marks a token as inside
-    when any latent pixel it covers touches the mask.
+    when any latent pixel it covers touches the mask. Level i pools the mask once by 2^i, which
+    equals pooling by 2 i times (ceil mode included): torch.compile recomputed a chain of pools
+    into a copy for every attention layer reading it (180 small kernels a step in SDXL's compiled
+    profile, bench/RESULTS.md call H), where it computes one pool once.
     """
-    pyramid, level = [], mask
-    for i in range(levels):
-        if i:
-            level = F.max_pool2d(level, kernel_size=2, stride=2, ceil_mode=True)
-        pyramid.append(level.flatten(1))
-    return pyramid
+    return [
+        (F.max_pool2d(mask, kernel_size=2**i, stride=2**i, ceil_mode=True) if i else mask).flatten(1)
+        for i in range(levels)
+    ]
 
 
 class LayeredUNet(nn.Module):

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reference.branch_attention import processors
 from reference.config import ModelConfig
@@ -105,6 +106,18 @@ def test_token_mask_pyramid_marks_touching_tokens_and_matches_odd_grids():
     assert [lv.shape[1] for lv in levels] == [35, 3 * 4, 2 * 2]
     assert levels[1].view(3, 4)[2, 3] == 1 and levels[1].sum() == 1
     assert levels[2].view(2, 2)[1, 1] == 1 and levels[2].sum() == 1
+
+
+@pytest.mark.parametrize("size", [(64, 64), (5, 7), (9, 2), (1, 3)])
+def test_token_mask_pyramid_equals_pooling_by_two_level_by_level(size):
+    """Each level is one pool by 2^i (torch.compile reuses it; a chain it recomputes per reader):
+    the same tokens as the UNet's stride-2 halvings, soft values included."""
+    mask = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(0))
+    chained = mask
+    for i, level in enumerate(token_mask_pyramid(mask, 4)):
+        if i:
+            chained = F.max_pool2d(chained, kernel_size=2, stride=2, ceil_mode=True)
+        assert torch.equal(level, chained.flatten(1))
 
 
 def test_rejects_a_unet_without_inpainting_channels():
