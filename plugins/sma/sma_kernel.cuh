@@ -87,7 +87,7 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(
 }
 
 // The bias by the tensor cores (a config's kBiasMma): for 8 keys of a warp's 16 query rows, one
-// m16n8k16 adds beta_i m_j to the scores, whose registers are its C (the Q K^T accumulator layout
+// m16n8k8 adds beta_i m_j to the scores, whose registers are its C (the Q K^T accumulator layout
 // of mma.sync and of wgmma alike). A holds beta / scale in k 0..2 as three parts of T (hi + mid + lo
 // carry 24 mantissa bits or more: an fp32 FFMA's precision) and zeros past them; B holds the key's
 // mask in every element, so no thread selects what it loads. fp16's range is kept by a factor 256
@@ -138,13 +138,25 @@ __device__ __forceinline__ uint32_t keyMaskWord(float mask)
 }
 
 // c (16 rows x 8 keys of scores) += beta_i m_j: `rowG`, `rowG8` from biasFragment, `mask` the word
-// of key g of the tile.
+// of key g of the tile. One m16n8k8 (k 0..7 hold all of A's nonzeros): its A fragment is the two
+// registers biasFragment gives (row g, row g + 8; k 2t, 2t + 1) and its B fragment the one mask word.
 template <typename T>
 __device__ __forceinline__ void addBias(float (&c)[4], uint32_t rowG, uint32_t rowG8, uint32_t mask)
 {
-    uint32_t const a[4] = {rowG, rowG8, 0u, 0u};
-    uint32_t const b[2] = {mask, mask};
-    mma16816<T>(c, a, b);
+    if constexpr (std::is_same_v<T, __half>)
+    {
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+                     "{%0, %1, %2, %3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(rowG), "r"(rowG8), "r"(mask));
+    }
+    else
+    {
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+                     "{%0, %1, %2, %3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(rowG), "r"(rowG8), "r"(mask));
+    }
 }
 
 // Four 8x8 16-bit matrices from shared memory in one instruction: lane l gives the address of row
