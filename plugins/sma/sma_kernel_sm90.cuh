@@ -292,8 +292,8 @@ struct SoftmaxRows
 {
     float beta[2];   // beta(m_i) / scale
     float max[2];    // running max of x
-    float sum[2];    // running sum of P over this thread's columns; the quad adds them at the end
-    float sumC[4];   // kSumMma instead: the rows' whole sums as the C of P times ones (row g in 0, 1; g + 8 in 2, 3)
+    float sum[2];    // running sum of P over this thread's columns (the quad adds them at the end), or
+                     // with kSumMma the rows' whole sums
     float scaleLog2; // scale * log2(e)
     uint32_t biasA[2]; // kBiasMma: this thread's biasFragment of rows g and g + 8
 
@@ -376,30 +376,27 @@ struct SoftmaxRows
             }
         }
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
+        for (int r = 0; r < 2; ++r)
         {
-            if constexpr (kSumMma)
-            {
-                sumC[e] *= correction[e >> 1];
-            }
-            else if (e < 2)
-            {
-                sum[e] = sum[e] * correction[e] + tileSum[e];
-            }
+            sum[r] = kSumMma ? sum[r] * correction[r] : sum[r] * correction[r] + tileSum[r];
         }
     }
 
     // kSumMma: the rows' sums += P's, by P (packP's A fragments, the rounded P that P V sums) times
-    // a 16 x 8 matrix of ones: every column of C is the row's sum, so the quad needs no shuffles.
+    // a 16 x 8 matrix of ones: every column of C is a row's whole sum, so the quad needs no shuffles
+    // and only two of C's four registers outlive the tile.
     template <typename T, int kBlockN>
     __device__ __forceinline__ void addRowSums(uint32_t const (&pa)[kBlockN / 16][4])
     {
         uint32_t const ones[2] = {pack2<T>(1.f, 1.f), pack2<T>(1.f, 1.f)};
+        float c[4] = {sum[0], sum[0], sum[1], sum[1]};
 #pragma unroll
         for (int kc = 0; kc < kBlockN / 16; ++kc)
         {
-            mma16816<T>(sumC, pa[kc], ones);
+            mma16816<T>(c, pa[kc], ones);
         }
+        sum[0] = c[0];
+        sum[1] = c[2];
     }
 
     // The whole sum of row g (r = 0) or g + 8 (r = 1).
@@ -408,7 +405,7 @@ struct SoftmaxRows
     {
         if constexpr (kSumMma)
         {
-            return sumC[2 * r];
+            return sum[r];
         }
         else
         {
@@ -464,7 +461,6 @@ __device__ __forceinline__ SoftmaxRows startRows(
         rows.beta[r] = head.beta(row[r], p.seqlen_q) / p.scale;
         rows.max[r] = -INFINITY;
         rows.sum[r] = 0.f;
-        rows.sumC[2 * r] = rows.sumC[2 * r + 1] = 0.f;
     }
     rows.scaleLog2 = p.scale * kLog2e;
     if constexpr (kBiasMma)
