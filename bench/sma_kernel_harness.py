@@ -90,7 +90,7 @@ def validate(lines: list[str], pipeline: str = "auto") -> int:
     cases += [(3, 2, sq, sk, 64, soft) for sq, sk in LENGTHS for soft in (False, True)]
     for dtype_name in DTYPES:
         for i, (b, h, sq, sk, d, soft) in enumerate(cases):
-            if pipeline.startswith("wgmma") and not wgmma_runs(d, dtype_name):
+            if pipeline == "wgmma" and not wgmma_runs(d, dtype_name):
                 continue
             ok, ours, theirs = check(b, h, sq, sk, d, dtype_name, soft, seed=i, pipeline=pipeline)
             failures += not ok

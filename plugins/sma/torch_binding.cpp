@@ -150,6 +150,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
     m.def("sma_forward", &smaForward, "Fused spatially-modulated attention (forward)", py::arg("q"), py::arg("k"),
         py::arg("v"), py::arg("m_q"), py::arg("m_k"), py::arg("alpha"), py::arg("out") = py::none(),
         py::arg("pipeline") = 0);
-    m.def("wgmma_runs", &wgmmaRuns, "Whether pipelines 3 and 4 (wgmma) run here for this head_dim and dtype",
+    m.def("wgmma_runs", &wgmmaRuns, "Whether pipeline 3 (wgmma) runs here for this head_dim and dtype",
         py::arg("head_dim"), py::arg("dtype"));
 }
