@@ -57,6 +57,12 @@
 # (call I on an H200: 512 took 89 s and 1024 more than the 142 s left; 1024 alone in a call of its
 # own: `bash bench/gpu_session.sh matrix 1024`, same timeout and carry)
 #
+# Inductor's autotuning (Triton GEMM templates with fused epilogues, tuned launches) on bench's
+# compiled case, a call of its own after bench on the same warm machine (bench's compiled row is
+# its baseline; compiling with autotuning takes minutes more, not yet measured):
+#
+#   run(command="bash bench/gpu_session.sh tune", timeout_s=600, carry=[".gpu-carry/small"])
+#
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
@@ -65,6 +71,8 @@
 #           bench-sdxl-torch-kernel.json  profile-sdxl-torch-compile.txt  profile-sdxl-torch.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #   matrix: summary-matrix.md  session-matrix.log  bench-sdxl-torch-matrix-{512,1024}.{json,png}
+#   tune:   summary-tune.md  session-tune.log  bench-sdxl-torch-kernel-compile-tuned.json
+#           profile-sdxl-torch-compile-tuned.txt
 #
 # stage1 (no TensorRT): GPU and tool versions; part1 kept in /tmp/mild-gpu; diffusers installed;
 #   the plugin library built for sm_90 (build/plugins, where the tests look; its sm_90a wgmma
@@ -99,7 +107,8 @@ case "$STAGE" in
     bench) BUDGET=${MILD_GPU_STAGE_SECONDS:-420} ;;
     kernel) BUDGET=${MILD_GPU_STAGE_SECONDS:-230} ;;
     matrix) BUDGET=${MILD_GPU_STAGE_SECONDS:-270} ;;
-    *) echo "usage: bash bench/gpu_session.sh stage1|bench|kernel|stage2|prepare|matrix (see the comment at the top)" >&2
+    tune) BUDGET=${MILD_GPU_STAGE_SECONDS:-570} ;;
+    *) echo "usage: bash bench/gpu_session.sh stage1|bench|kernel|stage2|prepare|matrix|tune (see the comment at the top)" >&2
        exit 2 ;;
 esac
 START=$(date +%s)
@@ -231,6 +240,17 @@ sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line
     echo "$PY -m mild_export.cli.bench --model sdxl-inpaint --backend $1 --sma $2 --device cuda \
         --precision fp16 --instances 2 --resolution 512 --steps 25 --guidance 1 --repeats 3 --warmup 1 \
         --json $OUT/bench-sdxl-$1-$2${3:+-$3}.json"
+}
+
+tune() {  # bench's compiled case with Inductor's autotuning on; its baseline is bench's first step
+    step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.cuda.get_device_name())'"
+    install_diffusers
+    # GEMMs as Triton templates (epilogues fused) where they beat cuBLAS, and the pointwise and
+    # reduction kernels' launches tuned: the compiled step's matmuls were 38% of its device time
+    # and Inductor's own kernels 32% (call H); compiling takes minutes longer (not yet measured)
+    step bench-sdxl-torch-compile-tuned 560 "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 \
+        TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 $(sdxl_bench torch kernel compile-tuned) --compile \
+        --profile $OUT/profile-sdxl-torch-compile-tuned.txt"
 }
 
 matrix() {  # the issue's whole table (N = 1..4, 512 and 1024, with and without guidance) on the torch backend

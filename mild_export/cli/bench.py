@@ -28,6 +28,7 @@ from mild_export.bench.weights import UNetWeights, model_unet_weights, unet_weig
 from mild_export.cli.logs import run_command
 from mild_export.engine import sma_torch_ext
 from mild_export.export.contracts import ExportShapes, check_resolutions
+from mild_export.runtime.torch_backend import inductor_tuning
 
 log = logging.getLogger("mild")
 
@@ -71,7 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compile",
         action="store_true",
         help="--backend torch: torch.compile the UNet and the VAE (fewer, fused kernels; compiles for "
-        "minutes at the first call of each shape, inside the warm-up runs)",
+        "minutes at the first call of each shape, inside the warm-up runs; PyTorch's "
+        "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 and TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 tune it "
+        "further, and --json records them)",
     )
     p.add_argument("--json", type=Path, help="write every timing and the environment here (after each case)")
     p.add_argument("--plot", type=Path, help="write a PNG of time per stage here")
@@ -156,9 +159,11 @@ def run(args: argparse.Namespace) -> None:
     counter = FlopCounter(target.config)
     timed = TimedBackend(target.backend)
     env = environment(device, target.name, target.precision, target.sma)
+    inductor = inductor_tuning() if args.compile else None
     title = (
         f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
         + (", UNet and VAE compiled" if args.compile else "")
+        + "".join(f", {name}" for name, on in (inductor or {}).items() if on)
     )
     weights: UNetWeights | None = None
     if args.engines:
@@ -171,6 +176,7 @@ def run(args: argparse.Namespace) -> None:
         "warmup": warmup,
         "cases": len(cases),
         "compile": args.compile,
+        "inductor": inductor,
         "unet_weights": None if weights is None else asdict(weights),
     }
     results: list[CaseResult] = []

@@ -36,6 +36,10 @@ log = logging.getLogger("mild")
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MAX_CAPTURES = 8  # shape sets kept captured; the least recently used goes first
+# Inductor's autotuning switches, each set by PyTorch's own environment variable (for example
+# TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1): GEMMs as Triton templates with their epilogues fused where
+# one beats cuBLAS, pointwise and reduction launches tuned. Off by default: minutes more compiling.
+INDUCTOR_TUNING = ("max_autotune", "max_autotune_gemm", "max_autotune_pointwise", "coordinate_descent_tuning")
 
 
 def default_sma(device: torch.device) -> str:
@@ -108,9 +112,21 @@ def compile_parts(model: MildModel) -> None:
     fp32 VAE's norms took 40 ms of its 97 (call A's profile, bench/RESULTS.md); Inductor splits
     such reductions across the GPU and fuses the SiLU that follows. The encoder and decoder, not
     the VAE: its `encode` and `decode` are not `forward`, which is what `compile` wraps."""
-    log.info("torch: the UNet and the VAE compile (torch.compile) at their first call of each shape set")
+    tuning = [name for name, on in inductor_tuning().items() if on]
+    log.info(
+        "torch: the UNet and the VAE compile (torch.compile) at their first call of each shape set%s",
+        f" (Inductor: {', '.join(tuning)})" if tuning else "",
+    )
     for part in (model.unet, model.vae.encoder, model.vae.decoder):
         part.compile(dynamic=False)
+
+
+def inductor_tuning() -> dict[str, bool]:
+    """Which of Inductor's autotuning switches (`INDUCTOR_TUNING`) are on, so that a compiled
+    timing records how it was compiled."""
+    from torch._inductor import config
+
+    return {name: bool(getattr(config, name)) for name in INDUCTOR_TUNING}
 
 
 def backend_model(backend: Backend) -> MildModel:

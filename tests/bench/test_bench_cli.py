@@ -6,11 +6,14 @@ import json
 
 import pytest
 from PIL import Image
+from torch._inductor import config as inductor_config
 
 from mild_export.bench.cases import STAGES, run_case
 from mild_export.bench.kernel_profile import kernel_kind, time_by_kind, top_by_kind
 from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
+from mild_export.runtime import torch_backend
+from mild_export.runtime.torch_backend import INDUCTOR_TUNING
 
 CASES = {(1, 1.0), (2, 1.0), (1, 7.5), (2, 7.5)}
 
@@ -195,3 +198,17 @@ def test_each_kinds_costliest_kernels_by_full_name():
         "matmul": [("nvjet_a", 3.0, 10), ("nvjet_b", 1.0, 2)],
         "Inductor (Triton)": [("triton_poi_fused_gelu_mul_7", 0.5, 4)],
     }
+
+
+def test_a_compiled_run_records_inductors_tuning(tmp_path, monkeypatch, capsys):
+    """PyTorch's TORCHINDUCTOR_* switches change what --compile builds: the JSON and the title say
+    which were on. (Compiling itself is the slow test of tests/runtime; skipped here.)"""
+    monkeypatch.setattr(torch_backend, "compile_parts", lambda model: None)
+    argv = ["--model", "tiny", "--backend", "torch", "--compile", "--instances", "1", "--steps", "1"]
+    argv += ["--guidance", "1", "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "r.json")]
+    with inductor_config.patch(coordinate_descent_tuning=True):
+        assert main(argv) == 0
+    assert "UNet and VAE compiled, coordinate_descent_tuning" in capsys.readouterr().out
+    settings = json.loads((tmp_path / "r.json").read_text())["settings"]
+    assert settings["compile"] is True
+    assert settings["inductor"] == {name: name == "coordinate_descent_tuning" for name in INDUCTOR_TUNING}
