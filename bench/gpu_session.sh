@@ -9,6 +9,10 @@
 #   bash scripts/setup-tensorrt-rtx.sh    # TensorRT 10.14 headers in third_party/tensorrt/include
 #   bash bench/prepare_gpu_wheels.sh      # .gpu-carry/part1, part2 (TRT-RTX libs wheel), small/
 #
+# The issues' targets name an H100 and every figure so far is an H200's (its memory is faster;
+# the small kernels of a step read memory more than they compute): name kind="nvidia-h100-x1"
+# in the first call where status offers it, and compare figures only within one card.
+#
 # On the lent H100/H200 (sm_90: no stage2) run stage1, then bench at once, then give the machine
 # back. stage1 is the SMA kernel and the GPU tests; bench is the SDXL end-to-end figures (call G
 # and H on an H200, 2026-11-27: 308 s and 240 s, the machine's first start about 30 s). Both fit
