@@ -108,6 +108,16 @@ class FusedBranchLinear(BranchLinear):
         return super().forward(x, n_fg).split(self.sizes, dim=-1)
 
 
+@torch.library.custom_op("mild::accumulate_matmul", mutates_args=("out",))
+def accumulate_matmul(out: Tensor, a: Tensor, b: Tensor) -> None:
+    """out += a @ b, in place, where `out` may be a view into a larger buffer (rows with a
+    leading stride: the GEMM accumulates into them where they lie). An op of its own for
+    torch.compile: Inductor functionalises an in-place `addmm_` on a view into an out-of-place
+    GEMM and a kernel copying its result back into the view (one a fused projection, 140 a
+    compiled SDXL step), while a custom op that declares its mutation is reinplaced."""
+    out.addmm_(a, b)
+
+
 class FusedLowRankBranchLinear(nn.Module):
     """The low-rank form fused (`LowRankBranchLinear`: W_bg = W_fg + up @ down), for the PyTorch
     deployment. The fg weights and the downs are one matrix, so one GEMM gives every row its fg
@@ -145,7 +155,7 @@ class FusedLowRankBranchLinear(nn.Module):
         out, low = y.narrow(-1, 0, self.width), y.narrow(-1, self.width, extra)
         bg_rows = x.shape[0] - n_fg
         out_bg, low_bg = out.narrow(0, n_fg, bg_rows), low.narrow(0, n_fg, bg_rows)
-        out_bg.view(-1, self.width).addmm_(low_bg.view(-1, extra), self.up.T)
+        accumulate_matmul(out_bg.view(-1, self.width), low_bg.view(-1, extra), self.up.T)
         return out.split(self.sizes, dim=-1)
 
 

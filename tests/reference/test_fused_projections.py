@@ -87,3 +87,33 @@ def test_low_rank_fused_equals_its_parts(bias):
     for w, o in zip(want, got, strict=True):
         torch.testing.assert_close(o, w, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(got[0][n_fg:], F.linear(x[n_fg:], parts[0].weight_fg, parts[0].bias), atol=1e-3)
+
+
+def test_compiled_low_rank_adds_the_bg_term_where_the_rows_lie():
+    """Under torch.compile the bg rows' up(down x) accumulates into the projection's output in
+    place (mild::accumulate_matmul): Inductor made an in-place `addmm_` on that view an
+    out-of-place GEMM plus a kernel copying it back, 140 kernels a compiled SDXL step."""
+    from torch._inductor.utils import run_and_get_code
+
+    from reference.branch_attention import LowRankBranchLinear
+
+    g = torch.Generator().manual_seed(1)
+    width_in, rank = 32, 4
+    parts = tuple(
+        LowRankBranchLinear(
+            torch.randn(32, width_in, generator=g),
+            torch.randn(32, rank, generator=g),
+            torch.randn(rank, width_in, generator=g),
+        )
+        for _ in range(3)
+    )
+    fused, x = FusedLowRankBranchLinear(parts), torch.randn(3, 8, width_in, generator=g)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        want = fused(x, 2)
+        got, code = run_and_get_code(torch.compile(fused, dynamic=False), x, 2)
+    for w, o in zip(want, got, strict=True):
+        torch.testing.assert_close(o, w, rtol=1e-5, atol=1e-5)
+    (wrapper,) = code
+    assert wrapper.count("torch.ops.mild.accumulate_matmul.default(") == 1
+    assert "cpp_fused" not in wrapper  # no kernel of Inductor's own: nothing is copied
