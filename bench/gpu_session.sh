@@ -26,7 +26,9 @@
 #
 # (After call I: stage1's sweep times the softmax's bias and row sums by the tensor cores, options
 # not yet in the launcher. Where a row beats the launcher's, make it the launcher's here and run
-# `kernel` for its GPU tests: bench/RESULTS.md, "Not measured yet".)
+# `kernel` for its GPU tests: bench/RESULTS.md, "Not measured yet". bench's compiled row then
+# measures two changes made without a GPU: the mask pyramid pooled once a level and the bg rows'
+# low-rank term accumulated in place; its profile lists each kind's costliest kernels by name.)
 #
 # With about 4 device minutes (a start and 230 s), the SMA kernels alone: their GPU tests and the
 # sweeps (no plugin build, no harness, no other tests):
