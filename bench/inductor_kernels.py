@@ -1,0 +1,79 @@
+"""What Inductor makes of the torch backend's UNet, on any machine: the kernels of its own that one
+compiled UNet call launches, grouped by the ops they fuse, and its calls out (GEMMs, convolutions,
+attention, custom ops). On a CPU it shows a change to the compiled graph (a copy gone, a fusion
+made) before a GPU session times it; the GPU's Triton kernels group the same ops (bench/RESULTS.md,
+CPU). Convolutions and linears lower as on a GPU (mkldnn off); SMA runs in the fold form.
+
+    python bench/inductor_kernels.py [--model tiny] [--instances 2] [--resolution 64] [--code FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch._inductor.utils import run_and_get_code
+
+from mild_export.export.contracts import ExportShapes, contracts
+from mild_export.runtime.torch_backend import torch_backend
+from reference.model import load_model
+
+KERNEL_CALL = re.compile(r"^\s+((?:cpp|triton)_\w+?)(?:_\d+)?(?:\.run)?\(", re.MULTILINE)
+EXTERN_CALL = re.compile(r"(extern_kernels\.\w+|torch\.ops\.\w+\.\w+)(?:\.default)?\(")
+
+
+@dataclass
+class CompiledUNet:
+    kernels: Counter[str]  # launches of Inductor's own kernels, by name less the index
+    externs: Counter[str]  # calls out of the generated code
+    code: str
+
+    @property
+    def launches(self) -> int:
+        return sum(self.kernels.values())
+
+    def report(self) -> str:
+        lines = [f"{self.launches} launches of Inductor's own kernels, {sum(self.externs.values())} calls out"]
+        lines += [f"{n:5d}  {name}" for name, n in self.kernels.most_common()]
+        lines += [f"{n:5d}  {name}" for name, n in self.externs.most_common()]
+        return "\n".join(lines)
+
+
+def compile_unet(model: str, instances: int, resolution: int) -> CompiledUNet:
+    """One UNet call of `model` through the torch backend with --compile, on the CPU in fp32."""
+    mild = load_model(model)
+    shapes = ExportShapes(resolutions=(resolution,), max_instances=instances)
+    inputs = contracts(mild.config, shapes)["unet"].sample_inputs(torch.float32, torch.Generator().manual_seed(0))
+    backend = torch_backend(mild, torch.device("cpu"), "fp32", "fold", compile_model=True)
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # it would take the convolutions and linears on a CPU
+    try:
+        with torch.no_grad():
+            _, codes = run_and_get_code(lambda: backend.run("unet", inputs))
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+    code = "\n".join(codes)
+    return CompiledUNet(Counter(KERNEL_CALL.findall(code)), Counter(EXTERN_CALL.findall(code)), code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--instances", type=int, default=2, help="fg rows (people) of the call")
+    p.add_argument("--resolution", type=int, default=64, help="image side (the latent is an eighth)")
+    p.add_argument("--code", type=Path, help="also write Inductor's generated code here")
+    args = p.parse_args(argv)
+    compiled = compile_unet(args.model, args.instances, args.resolution)
+    print(compiled.report())
+    if args.code:
+        args.code.write_text(compiled.code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
