@@ -38,7 +38,8 @@ class CompiledUNet:
         return sum(self.kernels.values())
 
     def report(self) -> str:
-        lines = [f"{self.launches} launches of Inductor's own kernels, {sum(self.externs.values())} calls out"]
+        calls_out = sum(self.externs.values())
+        lines = [f"{self.launches} launches of Inductor's own kernels, {calls_out} calls out"]
         lines += [f"{n:5d}  {name}" for name, n in self.kernels.most_common()]
         lines += [f"{n:5d}  {name}" for name, n in self.externs.most_common()]
         return "\n".join(lines)
@@ -48,7 +49,8 @@ def compile_unet(model: str, instances: int, resolution: int) -> CompiledUNet:
     """One UNet call of `model` through the torch backend with --compile, on the CPU in fp32."""
     mild = load_model(model)
     shapes = ExportShapes(resolutions=(resolution,), max_instances=instances)
-    inputs = contracts(mild.config, shapes)["unet"].sample_inputs(torch.float32, torch.Generator().manual_seed(0))
+    contract = contracts(mild.config, shapes)["unet"]
+    inputs = contract.sample_inputs(torch.float32, torch.Generator().manual_seed(0))
     backend = torch_backend(mild, torch.device("cpu"), "fp32", "fold", compile_model=True)
     mkldnn = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False  # it would take the convolutions and linears on a CPU

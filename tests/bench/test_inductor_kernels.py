@@ -9,9 +9,11 @@ from diffusers.models.attention_processor import Attention
 from mild_export.engine.trt_shim import REPO_ROOT
 from reference.model import load_model
 
+SCRIPT = REPO_ROOT / "bench" / "inductor_kernels.py"
+
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("inductor_kernels", REPO_ROOT / "bench" / "inductor_kernels.py")
+    spec = importlib.util.spec_from_file_location("inductor_kernels", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
