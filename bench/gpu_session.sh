@@ -24,8 +24,8 @@
 #       carry=[".gpu-carry/small", "third_party/tensorrt"])
 #   run(command="bash bench/gpu_session.sh bench", timeout_s=450, carry=[".gpu-carry/small"])
 #
-# (After call I: stage1's sweep times the softmax's bias and row sums by the tensor cores, options
-# not yet in the launcher. Where a row beats the launcher's, make it the launcher's here and run
+# (After call I: stage1's sweep times the softmax's bias (by mma.sync, or by a fifth wgmma step of
+# Q K^T) and row sums by the tensor cores, options not yet in the launcher. Where a row beats the launcher's, make it the launcher's here and run
 # `kernel` for its GPU tests: bench/RESULTS.md, "Not measured yet". bench's compiled row then
 # measures two changes made without a GPU: the mask pyramid pooled once a level and the bg rows'
 # low-rank term accumulated in place; its profile lists each kind's costliest kernels by name.)

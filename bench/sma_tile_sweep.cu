@@ -96,16 +96,23 @@ cudaError_t launchWgmma(Params const& p)
     return mild::sma::detail::launchWgmmaConfig<__half, Cfg>(p, nullptr);
 }
 
-template <int kWarpGroups, int kBlockN, bool kOverlap = true, int kMinBlocks = 1, bool kBiasMma = false,
+using mild::sma::detail::BiasBy;
+
+std::string biasLabel(BiasBy bias)
+{
+    return bias == BiasBy::kMmaSync ? ", bias by mma.sync" : bias == BiasBy::kWgmma ? ", bias by wgmma" : "";
+}
+
+template <int kWarpGroups, int kBlockN, bool kOverlap = true, int kMinBlocks = 1, BiasBy kBias = BiasBy::kFfma,
     bool kSumMma = false>
 Variant wgmmaVariant()
 {
-    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kMinBlocks, kBiasMma, kSumMma>;
+    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kMinBlocks, kBias, kSumMma>;
     auto kernel = mild::sma::detail::smaForwardWgmma<__half, Cfg>;
     Variant v{"wgmma: keys " + std::to_string(kBlockN) + ", warpgroups " + std::to_string(kWarpGroups)
             + (kOverlap ? ", softmax beside P V" : ", in turns")
             + (kMinBlocks > 1 ? ", at least " + std::to_string(kMinBlocks) + " CTAs an SM" : "")
-            + (kBiasMma ? ", bias by mma.sync" : "") + (kSumMma ? ", row sums by mma.sync" : ""),
+            + biasLabel(kBias) + (kSumMma ? ", row sums by mma.sync" : ""),
         &launchWgmma<Cfg>};
     return withResources<Cfg>(v, kernel);
 }
@@ -141,12 +148,16 @@ std::vector<Variant> variantsFor(int headDim)
         {
             // the launcher's first (the softmax beside P V at two CTAs an SM: 128 registers, no
             // spills; at 128-key tiles that spills 728 bytes and serialises the wgmma: not swept),
-            // then the same with the bias, the row sums or both by the tensor cores, then the shapes
-            // calls E-F measured within 10% of it
-            for (Variant v : {wgmmaVariant<2, 64, true, 2>(), wgmmaVariant<2, 64, true, 2, true>(),
-                     wgmmaVariant<2, 64, true, 2, false, true>(), wgmmaVariant<2, 64, true, 2, true, true>(),
-                     wgmmaVariant<2, 64, false, 1, true>(), wgmmaVariant<2, 64, false, 1, true, true>(),
-                     wgmmaVariant<2, 128, true, 1, true, true>(),
+            // then the same with the bias (by mma.sync or by a fifth wgmma step), the row sums or
+            // both by the tensor cores, then the shapes calls E-F measured within 10% of it
+            constexpr BiasBy kSync = BiasBy::kMmaSync;
+            constexpr BiasBy kStep = BiasBy::kWgmma;
+            for (Variant v : {wgmmaVariant<2, 64, true, 2>(), wgmmaVariant<2, 64, true, 2, kSync>(),
+                     wgmmaVariant<2, 64, true, 2, kStep>(), wgmmaVariant<2, 64, true, 2, BiasBy::kFfma, true>(),
+                     wgmmaVariant<2, 64, true, 2, kSync, true>(), wgmmaVariant<2, 64, true, 2, kStep, true>(),
+                     wgmmaVariant<2, 64, false, 1, kSync>(), wgmmaVariant<2, 64, false, 1, kStep>(),
+                     wgmmaVariant<2, 64, false, 1, kSync, true>(), wgmmaVariant<2, 64, false, 1, kStep, true>(),
+                     wgmmaVariant<2, 128, true, 1, kSync, true>(), wgmmaVariant<2, 128, true, 1, kStep, true>(),
                      wgmmaVariant<2, 64, false>(), wgmmaVariant<2, 128>(), wgmmaVariant<3, 128, false>(),
                      wgmmaVariant<4, 64, false>(), wgmmaVariant<1, 64, true>()})
             {

@@ -46,11 +46,19 @@ namespace detail
 // kMinBlocks: the CTAs an SM must hold (the launch bounds' minimum), which caps the registers a
 // thread: two CTAs of two warpgroups get 128 registers, so one CTA's softmax hides behind the
 // other's tensor-core work.
-// kBiasMma: the bias beta(m_i) * m_j added by the tensor cores (one mma.sync per 8 keys of 16 rows,
-// addBias in sma_kernel.cuh) instead of one FFMA a score; kSumMma: the row sums too (one mma.sync of
-// P by ones per 16 keys, SoftmaxRows::addRowSums) instead of one FADD a score. At D = 64 the ALU
-// work a score is what bounds the kernel (bench/RESULTS.md, calls E-G): each is a fifth of it.
-template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kMinBlocks_ = 1, bool kBiasMma_ = false,
+// kBias: where the bias beta(m_i) * m_j joins the scores (BiasBy); kSumMma: the row sums by the
+// tensor cores (one mma.sync of P by ones per 16 keys, SoftmaxRows::addRowSums) instead of one FADD
+// a score. At D = 64 the ALU work a score is what bounds the kernel (bench/RESULTS.md, calls E-G):
+// the bias and the sum are each a fifth of it.
+enum class BiasBy
+{
+    kFfma,    // one FFMA a score, the key masks as floats in shared memory
+    kMmaSync, // one mma.sync per 8 keys of a warp's 16 rows on the scores (addBias in sma_kernel.cuh)
+    kWgmma,   // a fifth 16-channel step of Q K^T's wgmma: beta's parts from registers (biasFragment)
+              // times a tile of the keys' masks (biasTileOffset), asynchronous like the other four
+};
+
+template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kMinBlocks_ = 1, BiasBy kBias_ = BiasBy::kFfma,
     bool kSumMma_ = false>
 struct WgmmaConfig
 {
@@ -59,15 +67,17 @@ struct WgmmaConfig
     static constexpr int kBlockN = kBlockN_;
     static constexpr bool kOverlap = kOverlap_;
     static constexpr int kMinBlocks = kMinBlocks_;
-    static constexpr bool kBiasMma = kBiasMma_;
+    static constexpr BiasBy kBias = kBias_;
     static constexpr bool kSumMma = kSumMma_;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = kWarpGroups * 64;
     static constexpr int kRowBytes = 128;
     static constexpr int kQBytes = kBlockM * kRowBytes;
     static constexpr int kKvBytes = kBlockN * kRowBytes; // one K or V stage
-    // 1024 bytes of slack to align the tiles, Q, two K stages, three V stages, two stages of key masks
-    static constexpr int kSmemBytes = 1024 + kQBytes + 5 * kKvBytes + 2 * kBlockN * 4;
+    static constexpr int kBiasTileBytes = kBias == BiasBy::kWgmma ? kBlockN * 32 : 0; // a stage of biasTileOffset
+    // 1024 bytes of slack to align the tiles, Q, two K stages, three V stages, two stages of key
+    // masks, and with BiasBy::kWgmma two stages of the bias step's B tile
+    static constexpr int kSmemBytes = 1024 + kQBytes + 5 * kKvBytes + 2 * kBlockN * 4 + 2 * kBiasTileBytes;
     static_assert(kBlockN == 64 || kBlockN == 128, "Q K^T is m64n64k16 or m64n128k16");
     static_assert(kBlockN <= kThreads, "one thread loads each key's mask");
     static_assert(kSmemBytes <= 227 * 1024, "an sm_90 block gets at most 227 KB of shared memory");
@@ -77,6 +87,14 @@ struct WgmmaConfig
 __device__ __forceinline__ uint32_t swizzledOffset(int row, int chunk)
 {
     return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+// The byte offset of key `key`'s row in a stage of the bias step's B tile (BiasBy::kWgmma): 16
+// channels a key, K-major without swizzle, in core matrices of 8 keys x 16 bytes: channels 0..7 of
+// keys 8i..8i+7 at 256i, a key a 16-byte row; their channels 8..15, zeros, 128 bytes further.
+__device__ __forceinline__ uint32_t biasTileOffset(int key)
+{
+    return static_cast<uint32_t>((key / 8) * 256 + (key % 8) * 16);
 }
 
 // Starts copying rows [row0, row0 + kRows) x channels [0, 64) of a [S, D] matrix into a swizzled
@@ -114,6 +132,14 @@ __device__ __forceinline__ uint64_t tileDescriptor(void const* tile)
     uint64_t const address = static_cast<uint32_t>(__cvta_generic_to_shared(tile));
     constexpr uint64_t kEightRows = 1024 >> 4;
     return ((address & 0x3FFFF) >> 4) | (kEightRows << 16) | (kEightRows << 32) | (uint64_t{1} << 62);
+}
+
+// The descriptor of a stage of the bias step's B tile (biasTileOffset): no swizzle (mode 0), the
+// leading byte offset 128 (the next 8 channels), the stride byte offset 256 (the next 8 keys).
+__device__ __forceinline__ uint64_t biasTileDescriptor(void const* tile)
+{
+    uint64_t const address = static_cast<uint32_t>(__cvta_generic_to_shared(tile));
+    return ((address & 0x3FFFF) >> 4) | (uint64_t{128 >> 4} << 16) | (uint64_t{256 >> 4} << 32);
 }
 
 __device__ __forceinline__ void wgmmaFence()
@@ -230,6 +256,42 @@ __device__ __forceinline__ void wgmmaQK(float (&d)[kN / 2], uint64_t a, uint64_t
     }
 }
 
+// S += A B^T for one 16-channel step, A from registers (each warp's 16 rows as mma.m16n8k16's A
+// fragment) and B K-major in shared memory: the bias step of BiasBy::kWgmma.
+#define MILD_WGMMA_RS_K(SHAPE, REGS, OPERANDS, A, B, TYPE)                                                           \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                          \
+                 "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " {" REGS "}, {" A "}, " B             \
+                 ", p, 1, 1, 0;\n}\n"                                                                                \
+                 : OPERANDS                                                                                            \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
+
+template <typename T, int kN>
+__device__ __forceinline__ void wgmmaBias(float (&d)[kN / 2], uint32_t const (&a)[4], uint64_t b)
+{
+    if constexpr (kN == 64)
+    {
+        if constexpr (WgmmaType<T>::kHalf)
+        {
+            MILD_WGMMA_RS_K("m64n64k16", MILD_REGS32, MILD_ACC32(d), "%32, %33, %34, %35", "%36", "f16");
+        }
+        else
+        {
+            MILD_WGMMA_RS_K("m64n64k16", MILD_REGS32, MILD_ACC32(d), "%32, %33, %34, %35", "%36", "bf16");
+        }
+    }
+    else
+    {
+        if constexpr (WgmmaType<T>::kHalf)
+        {
+            MILD_WGMMA_RS_K("m64n128k16", MILD_REGS64, MILD_ACC64(d), "%64, %65, %66, %67", "%68", "f16");
+        }
+        else
+        {
+            MILD_WGMMA_RS_K("m64n128k16", MILD_REGS64, MILD_ACC64(d), "%64, %65, %66, %67", "%68", "bf16");
+        }
+    }
+}
+
 // O (64 x 64, fp32) += P V for 16 keys: P's A fragment in registers (a0: row g, keys 2t..2t+1; a1:
 // row g + 8; a2, a3: keys + 8, as mma.m16n8k16), V MN-major in shared memory (imm-trans-b 1).
 #define MILD_WGMMA_RS(TYPE)                                                                                            \
@@ -252,14 +314,20 @@ __device__ __forceinline__ void wgmmaPV(float (&d)[32], uint32_t const (&a)[4], 
     }
 }
 
-// S = Q K^T for one key tile: four 16-channel steps, each descriptor 32 bytes further along the rows.
-template <typename T, int kBlockN>
-__device__ __forceinline__ void issueQK(float (&s)[kBlockN / 2], uint64_t qDescriptor, uint64_t kDescriptor)
+// S = Q K^T for one key tile: four 16-channel steps, each descriptor 32 bytes further along the
+// rows; with BiasBy::kWgmma a fifth adds the bias (biasA: this thread's biasFragments, then zeros).
+template <typename T, int kBlockN, BiasBy kBias>
+__device__ __forceinline__ void issueQK(float (&s)[kBlockN / 2], uint64_t qDescriptor, uint64_t kDescriptor,
+    uint32_t const (&biasA)[4], uint64_t biasDescriptor)
 {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
     {
         wgmmaQK<T, kBlockN>(s, qDescriptor + 2 * kk, kDescriptor + 2 * kk, kk > 0);
+    }
+    if constexpr (kBias == BiasBy::kWgmma)
+    {
+        wgmmaBias<T, kBlockN>(s, biasA, biasDescriptor);
     }
     wgmmaCommit();
 }
@@ -277,6 +345,7 @@ __device__ __forceinline__ void issuePV(float (&o)[32], uint32_t const (&pa)[kBl
 }
 
 #undef MILD_WGMMA_RS
+#undef MILD_WGMMA_RS_K
 #undef MILD_WGMMA_SS
 #undef MILD_REGS64
 #undef MILD_REGS32
@@ -295,7 +364,7 @@ struct SoftmaxRows
     float sum[2];    // running sum of P over this thread's columns (the quad adds them at the end), or
                      // with kSumMma the rows' whole sums
     float scaleLog2; // scale * log2(e)
-    uint32_t biasA[2]; // kBiasMma: this thread's biasFragment of rows g and g + 8
+    uint32_t biasA[2]; // BiasBy::kMmaSync or kWgmma: this thread's biasFragment of rows g and g + 8
 
     // s += beta_i m_j for the tile, 8 keys at a time (addBias; mTile holds keyMaskWord<T, true>).
     template <typename T, int kScores>
@@ -316,13 +385,14 @@ struct SoftmaxRows
 
     // Turns one tile of scores into P in place (keys from `valid` on get none), folds the tile into
     // the running max and sums, and gives the factor O must be rescaled by (exactly 1 where a row's
-    // max held). mTile: the tile's key masks (keyMaskWord); kBiasMma and kSumMma as in WgmmaConfig
-    // (with kSumMma the tile's P joins the sums in addRowSums, once packed).
-    template <typename T, bool kBiasMma, bool kSumMma, int kScores>
+    // max held). mTile: the tile's key masks (keyMaskWord); kBias and kSumMma as in WgmmaConfig
+    // (with BiasBy::kWgmma the scores hold the bias already; with kSumMma the tile's P joins the
+    // sums in addRowSums, once packed).
+    template <typename T, BiasBy kBias, bool kSumMma, int kScores>
     __device__ __forceinline__ void tile(
         float (&s)[kScores], uint32_t const* mTile, int valid, int g, int t, float (&correction)[2])
     {
-        if constexpr (kBiasMma)
+        if constexpr (kBias == BiasBy::kMmaSync)
         {
             addTileBias<T>(s, mTile, g);
         }
@@ -338,7 +408,7 @@ struct SoftmaxRows
 #pragma unroll
         for (int i8 = 0; i8 < kScores / 4; ++i8)
         {
-            if constexpr (!kBiasMma) // the bias by one FFMA a score, the masks as floats
+            if constexpr (kBias == BiasBy::kFfma) // the bias by one FFMA a score, the masks as floats
             {
                 float2 const mask = *reinterpret_cast<float2 const*>(mTile + i8 * 8 + 2 * t);
 #pragma unroll
@@ -448,8 +518,8 @@ __device__ __forceinline__ void packP(float const (&s)[kBlockN / 2], uint32_t (&
 }
 
 // The softmax state of this thread's rows g and g + 8 of the 16 from `rowBase` (its warp's), and
-// their indices in `row`.
-template <typename T, bool kBiasMma>
+// their indices in `row`; kFragments: their biasFragments too.
+template <typename T, bool kFragments>
 __device__ __forceinline__ SoftmaxRows startRows(
     HeadTensors<T> const& head, Params const& p, int rowBase, int g, int t, int (&row)[2])
 {
@@ -463,13 +533,10 @@ __device__ __forceinline__ SoftmaxRows startRows(
         rows.sum[r] = 0.f;
     }
     rows.scaleLog2 = p.scale * kLog2e;
-    if constexpr (kBiasMma)
-    {
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
-        {
-            rows.biasA[r] = biasFragment<T>(rows.beta[r], t);
-        }
+    for (int r = 0; r < 2; ++r)
+    {
+        rows.biasA[r] = kFragments ? biasFragment<T>(rows.beta[r], t) : 0u;
     }
     return rows;
 }
@@ -536,6 +603,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     unsigned char* ks = qs + Cfg::kQBytes;                                // two K stages
     unsigned char* vs = ks + 2 * kKvBytes;                                // three V stages
     auto* mks = reinterpret_cast<uint32_t*>(vs + 3 * kKvBytes);          // two stages of key masks
+    unsigned char* bs = reinterpret_cast<unsigned char*>(mks + 2 * kBlockN); // BiasBy::kWgmma: two B tiles
+    constexpr bool kBiasFragments = Cfg::kBias != BiasBy::kFfma;
 
     int const warpGroup = threadIdx.x / 128;
     int const warp = (threadIdx.x / 32) % 4; // within its warpgroup: rows 16 warp .. 16 warp + 15
@@ -558,12 +627,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     // a tile's key masks go to their stage after the barrier that freed it; read before it, here
     auto keyMasks = [&](int tile) {
         float const mask = threadIdx.x < kBlockN ? keyMask(head.mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f;
-        return keyMaskWord<T, Cfg::kBiasMma>(mask);
+        return keyMaskWord<T, kBiasFragments>(mask);
     };
     auto storeKeyMasks = [&](int tile, uint32_t masks) {
         if (threadIdx.x < kBlockN)
         {
-            mks[(tile & 1) * kBlockN + threadIdx.x] = masks;
+            if constexpr (Cfg::kBias == BiasBy::kWgmma) // channels 0..3 of the key's row (A's k >= 3 are 0)
+            {
+                *reinterpret_cast<uint2*>(bs + (tile & 1) * Cfg::kBiasTileBytes + biasTileOffset(threadIdx.x))
+                    = make_uint2(masks, masks);
+            }
+            else
+            {
+                mks[(tile & 1) * kBlockN + threadIdx.x] = masks;
+            }
         }
     };
     // makes the landed copies visible to wgmma (async proxy) and every thread's; frees the buffers
@@ -581,10 +658,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         loadV(0);
     }
     commitAsync();
+    if constexpr (Cfg::kBias == BiasBy::kWgmma) // zeros where no mask goes: B times A's zeros must be 0
+    {
+        for (int i = threadIdx.x; i < 2 * Cfg::kBiasTileBytes / 16; i += Cfg::kThreads)
+        {
+            reinterpret_cast<uint4*>(bs)[i] = make_uint4(0u, 0u, 0u, 0u);
+        }
+        __syncthreads(); // before any thread writes masks into them
+    }
     storeKeyMasks(0, keyMasks(0));
 
     int row[2];
-    SoftmaxRows rows = startRows<T, Cfg::kBiasMma>(head, p, m0 + warpGroup * 64 + warp * 16, g, t, row);
+    SoftmaxRows rows = startRows<T, kBiasFragments>(head, p, m0 + warpGroup * 64 + warp * 16, g, t, row);
+    uint32_t const biasA[4] = {rows.biasA[0], rows.biasA[1], 0u, 0u}; // the bias step's A fragment
 
     float o[32]; // O: o[4i + e] = row g + 8 (e / 2), channel 8i + 2t + e % 2
 #pragma unroll
@@ -595,6 +681,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     uint64_t const qDescriptor = tileDescriptor(qs + warpGroup * 64 * Cfg::kRowBytes);
     auto kDescriptor = [&](int tile) { return tileDescriptor(ks + (tile & 1) * kKvBytes); };
     auto vDescriptor = [&](int tile) { return tileDescriptor(vs + (tile % 3) * kKvBytes); };
+    auto biasDescriptor = [&](int tile) { return biasTileDescriptor(bs + (tile & 1) * Cfg::kBiasTileBytes); };
     float s[kBlockN / 2];
     uint32_t pa[kBlockN / 16][4];
     float correction[2];
@@ -614,14 +701,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             }
             uint32_t const masksNext = keyMasks(tile + 1);
             wgmmaFence();
-            issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
+            issueQK<T, kBlockN, Cfg::kBias>(s, qDescriptor, kDescriptor(tile), biasA, biasDescriptor(tile));
             if (more)
             {
                 storeKeyMasks(tile + 1, masksNext);
             }
             wgmmaWait<0>();
             fenceRegisters(s);
-            rows.tile<T, Cfg::kBiasMma, Cfg::kSumMma>(
+            rows.tile<T, Cfg::kBias, Cfg::kSumMma>(
                 s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             rescale(o, correction);
             packP<T, kBlockN>(s, pa);
@@ -648,10 +735,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         commitAsync();
         storeKeyMasks(1, keyMasks(1)); // stage 1 is unused yet
         wgmmaFence();
-        issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(0));
+        issueQK<T, kBlockN, Cfg::kBias>(s, qDescriptor, kDescriptor(0), biasA, biasDescriptor(0));
         wgmmaWait<0>();
         fenceRegisters(s);
-        rows.tile<T, Cfg::kBiasMma, Cfg::kSumMma>(s, mks, seqlenK, g, t, correction);
+        rows.tile<T, Cfg::kBias, Cfg::kSumMma>(s, mks, seqlenK, g, t, correction);
         packP<T, kBlockN>(s, pa);
         if constexpr (Cfg::kSumMma)
         {
@@ -673,7 +760,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             commitAsync();
             uint32_t const masksNext = keyMasks(tile + 1);
             wgmmaFence();
-            issueQK<T, kBlockN>(s, qDescriptor, kDescriptor(tile));
+            issueQK<T, kBlockN, Cfg::kBias>(s, qDescriptor, kDescriptor(tile), biasA, biasDescriptor(tile));
             wgmmaWait<0>(); // Q K_n^T and P_{n-2} V_{n-2}
             fenceRegisters(s);
             fenceRegisters(o);
@@ -683,7 +770,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             wgmmaFence();
             issuePV<T, kBlockN>(o, last, vDescriptor(tile - 1));
             storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
-            rows.tile<T, Cfg::kBiasMma, Cfg::kSumMma>(
+            rows.tile<T, Cfg::kBias, Cfg::kSumMma>(
                 s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             packP<T, kBlockN>(s, next);
             if constexpr (Cfg::kSumMma)
