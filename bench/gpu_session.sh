@@ -65,7 +65,9 @@
 #
 # Inductor's autotuning (Triton GEMM templates with fused epilogues, tuned launches) on bench's
 # compiled case, a call of its own after bench on the same warm machine (bench's compiled row is
-# its baseline; compiling with autotuning takes minutes more, not yet measured):
+# its baseline; compiling with autotuning takes minutes more, not yet measured). With stage1 and
+# bench it does not fit one session's 15 device minutes: run bench then tune in a session whose
+# kernel work is done, or tune in the next:
 #
 #   run(command="bash bench/gpu_session.sh tune", timeout_s=600, carry=[".gpu-carry/small"])
 #
