@@ -88,11 +88,12 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(
 
 // The bias by mma.sync (MmaConfig::kBiasMma, WgmmaConfig's BiasBy::kMmaSync): for 8 keys of a
 // warp's 16 query rows, one m16n8k8 adds beta_i m_j to the scores, whose registers are its C (the
-// Q K^T accumulator layout of mma.sync and of wgmma alike). A holds beta / scale in k 0..2 as three parts of T (hi + mid + lo
-// carry 24 mantissa bits or more: an fp32 FFMA's precision) and zeros past them; B holds the key's
-// mask in every element, so no thread selects what it loads. fp16's range is kept by a factor 256
-// moved from beta to the masks, exact both ways (|beta| up to about 2e6 at D = 64; masks at most 1
-// stay below 256); bf16 has fp32's range. One mma a score tile instead of one FFMA a score.
+// Q K^T accumulator layout of mma.sync and of wgmma alike). A holds beta / scale in k 0..2 as
+// three parts of T (hi + mid + lo carry 24 mantissa bits or more: an fp32 FFMA's precision) and
+// zeros past them; B holds the key's mask in every element, so no thread selects what it loads.
+// fp16's range is kept by a factor 256 moved from beta to the masks, exact both ways (|beta| up to
+// about 2e6 at D = 64; masks at most 1 stay below 256); bf16 has fp32's range. One mma a score
+// tile instead of one FFMA a score.
 template <typename T>
 constexpr float kBiasShift = std::is_same_v<T, __half> ? 256.f : 1.f;
 
