@@ -132,7 +132,13 @@ class ContextKVBackend:
         return _Projected(self._project(static), contexts, versions, static)
 
     def _project(self, contexts: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor]]:
+        """K and V of every cross-attention, each packed: the fused projection gives them as views
+        of one [K | V | low-rank downs] output, rows 2C + 2r apart, and an attention kernel that
+        wants packed rows would copy them at every step; here they are copied once a context."""
         context_fg, context_bg = contexts
         context = torch.cat([context_fg, context_bg])
         with torch.no_grad():
-            return [p.context_projections(a, context, context_fg.shape[0]) for a, p in self.layers]
+            return [
+                tuple(t.contiguous() for t in p.context_projections(a, context, context_fg.shape[0]))
+                for a, p in self.layers
+            ]

@@ -62,6 +62,8 @@ def test_projects_once_per_context_with_the_same_outputs(counted):
     check(third, layers)
     check(second, 0)  # its shape set still holds its projections
     assert all(p.context_kv is None for _, p in cross_attentions(backend_model(backend)))
+    # packed, not views into the fused projection's [K | V | downs] rows
+    assert all(t.is_contiguous() for held in cached.projected.values() for kv in held.kv for t in kv)
 
 
 def test_the_pipeline_erases_as_the_reference_does():
