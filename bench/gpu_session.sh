@@ -71,6 +71,9 @@
 #
 #   run(command="bash bench/gpu_session.sh tune", timeout_s=600, carry=[".gpu-carry/small"])
 #
+# (If its deadline cuts it while compiling, run it again at once on the same warm machine:
+# Inductor keeps what it compiled and the autotuning results in its cache under /tmp.)
+#
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
