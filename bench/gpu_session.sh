@@ -80,6 +80,7 @@
 #   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md
 #   bench:  summary-bench.md  session-bench.log  bench-sdxl-torch-kernel-compile.json
 #           bench-sdxl-torch-kernel.json  profile-sdxl-torch-compile.txt  profile-sdxl-torch.txt
+#           inductor-kernels-sdxl.txt
 #   stage2: summary-stage2.md  session-stage2.log  bench-tiny-trt.json  golden-trt.txt
 #   matrix: summary-matrix.md  session-matrix.log  bench-sdxl-torch-matrix-{512,1024}.{json,png}
 #   tune:   summary-tune.md  session-tune.log  bench-sdxl-torch-kernel-compile-tuned.json
@@ -95,7 +96,7 @@
 # bench: mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25 steps, no
 #   guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet replayed as CUDA
 #   graphs) with SMA by the plugin's kernel, the UNet and VAE compiled (--compile), then eager, each
-#   profiled. (SMA by the fold form was measured on 2026-11-27 and is slower than the kernel at
+#   profiled; last, the compiled UNet's Inductor kernels by name (bench/inductor_kernels.py). (SMA by the fold form was measured on 2026-11-27 and is slower than the kernel at
 #   every SDXL shape: not again.)
 # stage2 (TensorRT for RTX): the libs wheel joined (sha256 checked) and installed with the cp312
 #   bindings; first of all, whether a TensorRT-RTX engine builds and runs on this GPU (tiny model:
@@ -245,6 +246,10 @@ bench() {  # issue 6's target case on the torch backend: compiled first (the iss
     step bench-sdxl-torch-compile 300 "$(sdxl_bench torch kernel compile) --compile \
         --profile $OUT/profile-sdxl-torch-compile.txt"
     step bench-sdxl-torch 150 "$(sdxl_bench torch kernel) --profile $OUT/profile-sdxl-torch.txt"
+    # the compiled step's own kernels by name (Inductor's cache holds the compile by now): what the
+    # profile of a replayed graph cannot attribute
+    step inductor-kernels-sdxl 150 "$PY bench/inductor_kernels.py --model sdxl-inpaint --instances 2 \
+        --resolution 512 --device cuda >$OUT/inductor-kernels-sdxl.txt && head -n 40 $OUT/inductor-kernels-sdxl.txt"
 }
 
 sdxl_bench() {  # sdxl_bench BACKEND SMA_FORM [TAG]: the mild-bench command line for issue 6's target case

@@ -1,10 +1,12 @@
-"""What Inductor makes of the torch backend's UNet, on any machine: the kernels of its own that one
-compiled UNet call launches, grouped by the ops they fuse, and its calls out (GEMMs, convolutions,
-attention, custom ops). On a CPU it shows a change to the compiled graph (a copy gone, a fusion
-made) before a GPU session times it; the GPU's Triton kernels group the same ops (bench/RESULTS.md,
-CPU). Convolutions and linears lower as on a GPU (mkldnn off); SMA runs in the fold form.
+"""What Inductor makes of the torch backend's UNet (`mild-bench --backend torch --compile`): the
+kernels of its own that one compiled UNet call launches, grouped by the ops they fuse, and its
+calls out (GEMMs, convolutions, attention, custom ops). On a CPU it shows a change to the compiled
+graph (a copy gone, a fusion made) before a GPU session times it (bench/RESULTS.md, CPU); on a GPU
+it names the Triton kernels a profile of the replayed step cannot attribute. On a CPU convolutions
+and linears lower as on a GPU (mkldnn off).
 
     python bench/inductor_kernels.py [--model tiny] [--instances 2] [--resolution 64] [--code FILE]
+    python bench/inductor_kernels.py --model sdxl-inpaint --resolution 512 --device cuda
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from pathlib import Path
 import torch
 from torch._inductor.utils import run_and_get_code
 
+from mild_export.bench.backends import PRECISIONS, BenchOptions, make_target
 from mild_export.export.contracts import ExportShapes, contracts
-from mild_export.runtime.torch_backend import torch_backend
-from reference.model import load_model
 
 KERNEL_CALL = re.compile(r"^\s+((?:cpp|triton)_\w+?)(?:_\d+)?(?:\.run)?\(", re.MULTILINE)
 EXTERN_CALL = re.compile(r"(extern_kernels\.\w+|torch\.ops\.\w+\.\w+)(?:\.default)?\(")
@@ -45,18 +46,20 @@ class CompiledUNet:
         return "\n".join(lines)
 
 
-def compile_unet(model: str, instances: int, resolution: int) -> CompiledUNet:
-    """One UNet call of `model` through the torch backend with --compile, on the CPU in fp32."""
-    mild = load_model(model)
+def compile_unet(
+    model: str, instances: int, resolution: int, device: str = "cpu", precision: str | None = None
+) -> CompiledUNet:
+    """One UNet call of `model` through the torch backend with --compile, as mild-bench builds it
+    (its default precision and SMA form for `device`)."""
+    options = BenchOptions(model, None, torch.device(device), precision, compile_model=True)
+    target = make_target("torch", options)
     shapes = ExportShapes(resolutions=(resolution,), max_instances=instances)
-    contract = contracts(mild.config, shapes)["unet"]
+    contract = contracts(target.config, shapes)["unet"]
     inputs = contract.sample_inputs(torch.float32, torch.Generator().manual_seed(0))
-    backend = torch_backend(mild, torch.device("cpu"), "fp32", "fold", compile_model=True)
     mkldnn = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False  # it would take the convolutions and linears on a CPU
     try:
-        with torch.no_grad():
-            _, codes = run_and_get_code(lambda: backend.run("unet", inputs))
+        _, codes = run_and_get_code(lambda: target.backend.run("unet", inputs))
     finally:
         torch.backends.mkldnn.enabled = mkldnn
     code = "\n".join(codes)
@@ -68,9 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tiny")
     p.add_argument("--instances", type=int, default=2, help="fg rows (people) of the call")
     p.add_argument("--resolution", type=int, default=64, help="image side (the latent is an eighth)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=list(PRECISIONS), help="default: mild-bench's for the device")
     p.add_argument("--code", type=Path, help="also write Inductor's generated code here")
     args = p.parse_args(argv)
-    compiled = compile_unet(args.model, args.instances, args.resolution)
+    try:
+        compiled = compile_unet(args.model, args.instances, args.resolution, args.device, args.precision)
+    except ValueError as err:  # bad input, as mild-bench words it
+        print(f"inductor_kernels: error: {err}", file=sys.stderr)
+        return 2
     print(compiled.report())
     if args.code:
         args.code.write_text(compiled.code)
