@@ -15,27 +15,30 @@
 #
 # On the lent H100/H200 (sm_90: no stage2) run stage1, then bench at once, then give the machine
 # back. stage1 is the SMA kernel and the GPU tests; bench is the SDXL end-to-end figures (call G
-# and H on an H200, 2026-11-27: 308 s and 240 s, the machine's first start about 30 s). Both fit
-# the session's 15 device minutes with time for `matrix` after; if the machine went back in
-# between, bench on a fresh one installs diffusers itself and rebuilds the extension (about a
+# and H on an H200, 2026-11-27: 308 s and 240 s, the machine's first start about 30 s; since then
+# stage1 runs ncu and bench lists the compiled UNet's kernels, about a minute more each, not yet
+# timed). Both fit the session's 15 device minutes, `matrix` no longer; if the machine went back
+# in between, bench on a fresh one installs diffusers itself and rebuilds the extension (about a
 # minute more):
 #
 #   run(command="bash bench/gpu_session.sh stage1", timeout_s=420,
 #       carry=[".gpu-carry/small", "third_party/tensorrt"])
-#   run(command="bash bench/gpu_session.sh bench", timeout_s=450, carry=[".gpu-carry/small"])
+#   run(command="bash bench/gpu_session.sh bench", timeout_s=430, carry=[".gpu-carry/small"])
 #
 # (After call I: stage1's sweep times the softmax's bias (by mma.sync, or by a fifth wgmma step of
-# Q K^T) and row sums by the tensor cores, options not yet in the launcher. Where a row beats the launcher's, make it the launcher's here and run
+# Q K^T) and row sums by the tensor cores, options not yet in the launcher, and ncu profiles them
+# beside SDPA's kernel (stall samples by instruction: what holds the kernel at 1.30x). Where a row
+# beats the launcher's, make it the launcher's here and run
 # `kernel` for its GPU tests: bench/RESULTS.md, "Not measured yet". bench's compiled row then
 # measures two changes made without a GPU: the mask pyramid pooled once a level and the bg rows'
 # low-rank term accumulated in place; its profile lists each kind's costliest kernels by name.)
 #
-# With about 4 device minutes (a start and 230 s), the SMA kernels alone: their GPU tests and the
-# sweeps (no plugin build, no harness, no other tests):
+# With about 4 device minutes (a start and 230 s), the SMA kernels alone: their GPU tests, the
+# sweep and ncu (no plugin build, no harness, no other tests):
 #
 #   run(command="bash bench/gpu_session.sh kernel", timeout_s=250, carry=[".gpu-carry/small"])
 #
-#   kernel: summary-kernel.md  session-kernel.log  sma_tile_sweep.md
+#   kernel: summary-kernel.md  session-kernel.log  sma_tile_sweep.md  sma_ncu.txt  sma_ncu_sass_*.csv.gz
 #
 # On an RTX-target GPU carry .gpu-carry/part1 too, for the stage2 that follows. With less device
 # time left, MILD_GPU_STAGE_SECONDS=N cuts a stage at N seconds (its steps run in the order below
@@ -77,7 +80,8 @@
 # Never name part1 in the second call: it would travel again and pass the 64 MiB a call carries.
 # Give the machine back after the last call. What comes back in $OUT (8 files at most):
 #
-#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md
+#   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md  sma_ncu.txt
+#           sma_ncu_sass_launcher.csv.gz  sma_ncu_sass_sdpa.csv.gz
 #   bench:  summary-bench.md  session-bench.log  bench-sdxl-torch-kernel-compile.json
 #           bench-sdxl-torch-kernel.json  profile-sdxl-torch-compile.txt  profile-sdxl-torch.txt
 #           inductor-kernels-sdxl.txt
@@ -90,9 +94,10 @@
 #   the plugin library built for sm_90 (build/plugins, where the tests look; its sm_90a wgmma
 #   object too); the GPU tests of Hopper's wgmma SMA kernel (the launcher's on sm_90) in a process
 #   of their own; the SMA kernel harness (parity, timing against SDPA and the mma.sync kernel,
-#   compute-sanitizer); the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
-#   torch.compile, the context's K/V graphs); last, the kernel's tile-shape sweep
-#   (bench/sma_tile_sweep.cu, wgmma shapes included).
+#   compute-sanitizer); the kernel's tile-shape sweep (bench/sma_tile_sweep.cu, wgmma shapes
+#   included) and Nsight Compute on the wgmma shapes and SDPA (bench/sma_ncu.sh: stall samples,
+#   pipe counters); last, the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
+#   torch.compile, the context's K/V graphs), the first thing the stage's deadline may cut.
 # bench: mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25 steps, no
 #   guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet replayed as CUDA
 #   graphs) with SMA by the plugin's kernel, the UNet and VAE compiled (--compile), then eager, each
@@ -113,10 +118,10 @@ cd "$(dirname "$0")/.." || exit 2
 STAGE=${1:-}
 MATRIX_SIDES=${2:-}  # matrix only: the image sides, e.g. "1024" (default "512 1024")
 case "$STAGE" in
-    stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
+    stage1) BUDGET=${MILD_GPU_STAGE_SECONDS:-390} ;;
     stage2) BUDGET=${MILD_GPU_STAGE_SECONDS:-360} ;;
     prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
-    bench) BUDGET=${MILD_GPU_STAGE_SECONDS:-420} ;;
+    bench) BUDGET=${MILD_GPU_STAGE_SECONDS:-400} ;;
     kernel) BUDGET=${MILD_GPU_STAGE_SECONDS:-230} ;;
     matrix) BUDGET=${MILD_GPU_STAGE_SECONDS:-270} ;;
     tune) BUDGET=${MILD_GPU_STAGE_SECONDS:-570} ;;
@@ -207,9 +212,10 @@ kernel_tests() {  # the wgmma kernel's GPU tests, in a process of their own
         -p no:cacheprovider"
 }
 
-sweeps() {  # the tile sweep, once its background build is done
+sweeps() {  # the tile sweep, once its background build is done, then Nsight Compute on its kernels
     step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
         $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
+    step sma-ncu 120 "bash bench/sma_ncu.sh $STASH/sma_tile_sweep $OUT"
 }
 
 kernel() {  # the SMA kernels alone, for a session with about 4 device minutes left
@@ -229,15 +235,16 @@ stage1() {
     # The SMA kernel first: Hopper's wgmma kernel's tests in a pytest process of their own (a
     # kernel changed without a GPU can end the CUDA context; the other tests must not go with it),
     # which also builds the extension; the kernel harness (parity of the launcher's kernel, the wgmma
-    # kernel on sm_90, and of the mma.sync kernel; timing against SDPA; the sanitizer);
-    # the other GPU tests; the tile sweeps last, the first thing a stage deadline may cut (call F
-    # measured them for the kernels as they are). The end-to-end figures are the `bench` stage's.
+    # kernel on sm_90, and of the mma.sync kernel; timing against SDPA; the sanitizer); the tile
+    # sweep and ncu (issue 5's open question: which option beats the launcher, and why SDPA is
+    # faster); the other GPU tests last (call G: all passed; the bench stage runs the same paths
+    # end to end). The end-to-end figures are the `bench` stage's.
     kernel_tests
     step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
-    step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
-        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
     wait "$sweep_build"
     sweeps
+    step gpu-tests 240 "$PY -m pytest -q -m gpu -rs tests/plugins tests/runtime/test_torch_backend.py \
+        tests/runtime/test_context_kv.py -p no:cacheprovider -k 'not wgmma'"
 }
 
 bench() {  # issue 6's target case on the torch backend: compiled first (the issue's figure), then eager

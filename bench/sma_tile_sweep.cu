@@ -14,11 +14,17 @@
 //
 // Columns: registers and spilled bytes a thread (ptxas), CTAs an SM can hold (occupancy API),
 // median time of one launch over 3 x 20 launches, fp16 tensor rate, error relative to max|ref|.
+//
+// Options narrow it for a profiler: `--shape B,H,S,D` that shape alone, `--only TEXT` the variants
+// whose name holds TEXT, `--once` one untimed launch a variant (its parity still checked), so that
+// `ncu -k regex:smaForward(Wgmma|Mma) sma_tile_sweep --once ...` profiles each variant once (the
+// fp32 reference is smaForwardFp32).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -295,32 +301,105 @@ struct Problem
     }
 };
 
+// The SDXL shapes (S = 256, 1024, 4096 at D = 64) and SD1.5's head dims, a query and key tail first
+// (300 = 2 x 128 + 44 = 4 x 64 + 44): parity where the tiles end.
+std::vector<Shape> const kShapes{{3, 4, 300, 64}, {3, 20, 256, 64}, {3, 10, 256, 64}, {6, 20, 256, 64},
+    {3, 10, 4096, 64}, {6, 10, 4096, 64}, {3, 20, 1024, 64}, {6, 20, 1024, 64}, {3, 8, 4096, 40}, {3, 8, 1024, 80}};
+
+struct Options
+{
+    std::vector<Shape> shapes = kShapes;
+    std::string only; // variants whose name holds this; empty: all
+    bool once = false;
+};
+
+[[noreturn]] void usage(std::string const& problem)
+{
+    std::fprintf(stderr,
+        "sma_tile_sweep: %s\nusage: sma_tile_sweep [--shape B,H,S,D] [--only TEXT] [--once]\n"
+        "  e.g. --shape 3,10,4096,64 --only 'bias by wgmma' --once\n",
+        problem.c_str());
+    std::exit(2);
+}
+
+Shape parseShape(std::string const& text)
+{
+    Shape s{};
+    char c1 = 0, c2 = 0, c3 = 0;
+    std::istringstream in(text);
+    if (!(in >> s.batch >> c1 >> s.heads >> c2 >> s.seqlen >> c3 >> s.headDim) || c1 != ',' || c2 != ','
+        || c3 != ',' || !in.eof() || s.batch < 1 || s.heads < 1 || s.seqlen < 1 || s.headDim < 8 || s.headDim > 256
+        || s.headDim % 8 != 0)
+    {
+        usage("--shape '" + text + "' must be four positive integers B,H,S,D with D a multiple of 8 up to 256");
+    }
+    return s;
+}
+
+Options parse(int argc, char** argv)
+{
+    Options o;
+    for (int i = 1; i < argc; ++i)
+    {
+        std::string const arg = argv[i];
+        bool const hasValue = i + 1 < argc;
+        if (arg == "--once")
+        {
+            o.once = true;
+        }
+        else if (arg == "--shape" && hasValue)
+        {
+            o.shapes = {parseShape(argv[++i])};
+        }
+        else if (arg == "--only" && hasValue)
+        {
+            o.only = argv[++i];
+        }
+        else
+        {
+            usage("unknown or incomplete option '" + arg + "'");
+        }
+    }
+    return o;
+}
+
+// "ms | TFLOP/s" of one launch of `v`
+std::string timing(Problem const& problem, Variant const& v, double flops)
+{
+    double const ms = problem.milliseconds(v);
+    char cell[64];
+    std::snprintf(cell, sizeof cell, "%.3f | %.0f", ms, flops / ms / 1e9);
+    return cell;
+}
+
 } // namespace
 
-int main()
+int main(int argc, char** argv)
 {
+    Options const options = parse(argc, argv);
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
     std::printf("# SMA tile sweep on %s (sm_%d%d, %d SMs), fp16, soft masks\n\n", prop.name, prop.major,
         prop.minor, prop.multiProcessorCount);
     std::printf("| B H S D | tile shape | regs | spill B | CTAs/SM | ms | TFLOP/s | err/max|ref| | ok |\n");
     std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    // a query and key tail first (300 = 2 x 128 + 44 = 4 x 64 + 44): parity where the tiles end
-    Shape const shapes[] = {{3, 4, 300, 64}, {3, 20, 256, 64}, {3, 10, 256, 64}, {6, 20, 256, 64}, {3, 10, 4096, 64},
-        {6, 10, 4096, 64}, {3, 20, 1024, 64}, {6, 20, 1024, 64}, {3, 8, 4096, 40}, {3, 8, 1024, 80}};
-    for (Shape const& s : shapes)
+    for (Shape const& s : options.shapes)
     {
         Problem const problem(s);
         double const flops = 4.0 * s.batch * s.heads * static_cast<double>(s.seqlen) * s.seqlen * s.headDim;
         for (Variant const& v : variantsFor(s.headDim))
         {
+            if (v.name.find(options.only) == std::string::npos)
+            {
+                continue;
+            }
             double const err = problem.error(v);
-            double const ms = problem.milliseconds(v);
+            std::string const timed = options.once ? "- | -" : timing(problem, v, flops);
             std::string const resources = v.regs == 0 ? "- | - | -"
                                                       : std::to_string(v.regs) + " | " + std::to_string(v.spill)
                     + " | " + std::to_string(v.ctasPerSm);
-            std::printf("| %d %d %d %d | %s | %s | %.3f | %.0f | %.1e | %s |\n", s.batch, s.heads, s.seqlen,
-                s.headDim, v.name.c_str(), resources.c_str(), ms, flops / ms / 1e9, err, err < 5e-3 ? "ok" : "WRONG");
+            std::printf("| %d %d %d %d | %s | %s | %s | %.1e | %s |\n", s.batch, s.heads, s.seqlen, s.headDim,
+                v.name.c_str(), resources.c_str(), timed.c_str(), err, err < 5e-3 ? "ok" : "WRONG");
             std::fflush(stdout);
         }
     }
