@@ -97,28 +97,53 @@ __device__ __forceinline__ uint32_t biasTileOffset(int key)
     return static_cast<uint32_t>((key / 8) * 256 + (key % 8) * 16);
 }
 
-// Starts copying rows [row0, row0 + kRows) x channels [0, 64) of a [S, D] matrix into a swizzled
-// tile, zero-filling rows >= seqlen and channels >= head_dim. The caller commits.
+// One thread's share of copying tiles of kRows rows x channels [0, 64) of [S, D] matrices into
+// swizzled shared-memory tiles, zero-filling rows >= seqlen and channels >= head_dim, tile after
+// tile. A thread's 16-byte chunks sit at the same place in every tile (one channel chunk, rows
+// kThreads / 8 apart), so where they go is worked out once and a tile costs an address and a
+// bound check a chunk (ptxas had redone each chunk's 64-bit address arithmetic at every tile).
+// One loader serves every matrix of the same head dim (K and V): it holds no stride, so no
+// register more a matrix. The caller commits.
 template <typename T, int kRows, int kThreads>
-__device__ __forceinline__ void loadSwizzledTileAsync(
-    unsigned char* smem, T const* gmem, int64_t rowStride, int row0, int seqlen, int headDim)
+struct SwizzledTileLoader
 {
-    constexpr int kChunks = kRows * 8; // 8 x 16 bytes a row
-    T const* tile = gmem + row0 * rowStride;
-    int const rows = seqlen - row0;
-    int const stride = static_cast<int>(rowStride);
-#pragma unroll
-    for (int i0 = 0; i0 < kChunks; i0 += kThreads)
+    static constexpr int kChunks = kRows * 8; // 8 x 16 bytes a row
+    static constexpr int kRowStep = kThreads / 8;
+    static_assert(kRowStep % 8 == 0, "a thread's chunks share their swizzle (it repeats every 8 rows)");
+
+    int row;       // the first chunk's row in a tile
+    int channel;   // its first channel
+    uint32_t smem; // its byte offset in a swizzled tile
+    bool inHead;   // its channels are within the head dim
+
+    __device__ __forceinline__ explicit SwizzledTileLoader(int headDim)
+        : row(static_cast<int>(threadIdx.x) / 8)
+        , channel(static_cast<int>(threadIdx.x) % 8 * 8)
+        , smem(swizzledOffset(row, channel / 8))
+        , inHead(channel < headDim)
     {
-        int const i = i0 + static_cast<int>(threadIdx.x);
-        if (kChunks % kThreads == 0 || i < kChunks)
+    }
+
+    // rows [row0, row0 + kRows) of `gmem` (`rowStride` elements a row) into `tile`
+    __device__ __forceinline__ void load(
+        unsigned char* tile, T const* gmem, int64_t rowStride, int row0, int seqlen) const
+    {
+        int const stride = static_cast<int>(rowStride);
+        T const* first = gmem + static_cast<int64_t>(row0) * stride;
+        int const element = row * stride + channel;
+        int const rows = seqlen - row0;
+#pragma unroll
+        for (int j = 0; j * kThreads < kChunks; ++j)
         {
-            int const r = i / 8;
-            int const c = i % 8;
-            copyAsync16(smem + swizzledOffset(r, c), tile + (r * stride + c * 8), r < rows && c * 8 < headDim);
+            int const r = row + j * kRowStep;
+            if (kChunks % kThreads == 0 || r < kRows)
+            {
+                copyAsync16(tile + smem + j * kRowStep * 128, first + (element + j * kRowStep * stride),
+                    inHead && r < rows);
+            }
         }
     }
-}
+};
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -606,7 +631,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     unsigned char* bs = reinterpret_cast<unsigned char*>(mks + 2 * kBlockN); // BiasBy::kWgmma: two B tiles
     constexpr bool kBiasFragments = Cfg::kBias != BiasBy::kFfma;
 
-    int const warpGroup = threadIdx.x / 128;
+    // warp-uniform to ptxas by the shuffle: taken from threadIdx, the Q descriptor built from it was
+    // rebuilt in per-thread registers and moved to uniform ones (R2UR) at every tile, 20 instructions
+    int const warpGroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
     int const warp = (threadIdx.x / 32) % 4; // within its warpgroup: rows 16 warp .. 16 warp + 15
     int const lane = threadIdx.x % 32;
     int const g = lane / 4;
@@ -616,13 +643,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     int const seqlenK = p.seqlen_k;
     HeadTensors<T> const head(p, blockIdx.z, blockIdx.y);
 
+    SwizzledTileLoader<T, kBlockN, Cfg::kThreads> const kvLoader(headDim);
     auto loadK = [&](int tile) {
-        loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
-            ks + (tile & 1) * kKvBytes, head.k, p.k_row_stride, tile * kBlockN, seqlenK, headDim);
+        kvLoader.load(ks + (tile & 1) * kKvBytes, head.k, p.k_row_stride, tile * kBlockN, seqlenK);
     };
     auto loadV = [&](int tile) {
-        loadSwizzledTileAsync<T, kBlockN, Cfg::kThreads>(
-            vs + (tile % 3) * kKvBytes, head.v, p.v_row_stride, tile * kBlockN, seqlenK, headDim);
+        kvLoader.load(vs + (tile % 3) * kKvBytes, head.v, p.v_row_stride, tile * kBlockN, seqlenK);
     };
     // a tile's key masks go to their stage after the barrier that freed it; read before it, here
     auto keyMasks = [&](int tile) {
@@ -651,7 +677,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         __syncthreads();
     };
 
-    loadSwizzledTileAsync<T, kBlockM, Cfg::kThreads>(qs, head.q, p.q_row_stride, m0, p.seqlen_q, headDim);
+    SwizzledTileLoader<T, kBlockM, Cfg::kThreads>(headDim).load(qs, head.q, p.q_row_stride, m0, p.seqlen_q);
     loadK(0);
     if constexpr (!Cfg::kOverlap)
     {
