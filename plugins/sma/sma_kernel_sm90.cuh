@@ -124,14 +124,11 @@ struct SwizzledTileLoader
     {
     }
 
-    // rows [row0, row0 + kRows) of `gmem` (`rowStride` elements a row) into `tile`
-    __device__ __forceinline__ void load(
-        unsigned char* tile, T const* gmem, int64_t rowStride, int row0, int seqlen) const
+    // `rows` rows (kRows at most are read) from `first` (`rowStride` elements a row) into `tile`
+    __device__ __forceinline__ void load(unsigned char* tile, T const* first, int64_t rowStride, int rows) const
     {
         int const stride = static_cast<int>(rowStride);
-        T const* first = gmem + static_cast<int64_t>(row0) * stride;
         int const element = row * stride + channel;
-        int const rows = seqlen - row0;
 #pragma unroll
         for (int j = 0; j * kThreads < kChunks; ++j)
         {
@@ -643,12 +640,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
     int const seqlenK = p.seqlen_k;
     HeadTensors<T> const head(p, blockIdx.z, blockIdx.y);
 
+    // K and V tiles load in order (both schedules below), so a tile's first row is the last one's
+    // plus a tile of rows: no 64-bit multiply a tile (launcher: 420 instructions a tile against 440)
     SwizzledTileLoader<T, kBlockN, Cfg::kThreads> const kvLoader(headDim);
+    T const* kNext = head.k;
+    T const* vNext = head.v;
     auto loadK = [&](int tile) {
-        kvLoader.load(ks + (tile & 1) * kKvBytes, head.k, p.k_row_stride, tile * kBlockN, seqlenK);
+        kvLoader.load(ks + (tile & 1) * kKvBytes, kNext, p.k_row_stride, seqlenK - tile * kBlockN);
+        kNext += kBlockN * p.k_row_stride;
     };
     auto loadV = [&](int tile) {
-        kvLoader.load(vs + (tile % 3) * kKvBytes, head.v, p.v_row_stride, tile * kBlockN, seqlenK);
+        kvLoader.load(vs + (tile % 3) * kKvBytes, vNext, p.v_row_stride, seqlenK - tile * kBlockN);
+        vNext += kBlockN * p.v_row_stride;
     };
     // a tile's key masks go to their stage after the barrier that freed it; read before it, here
     auto keyMasks = [&](int tile) {
@@ -677,7 +680,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         __syncthreads();
     };
 
-    SwizzledTileLoader<T, kBlockM, Cfg::kThreads>(headDim).load(qs, head.q, p.q_row_stride, m0, p.seqlen_q);
+    SwizzledTileLoader<T, kBlockM, Cfg::kThreads>(headDim).load(
+        qs, head.q + m0 * p.q_row_stride, p.q_row_stride, p.seqlen_q - m0);
     loadK(0);
     if constexpr (!Cfg::kOverlap)
     {
