@@ -25,7 +25,9 @@
 #       carry=[".gpu-carry/small", "third_party/tensorrt"])
 #   run(command="bash bench/gpu_session.sh bench", timeout_s=430, carry=[".gpu-carry/small"])
 #
-# (After call I: stage1's sweep times the softmax's bias (by mma.sync, or by a fifth wgmma step of
+# (After call I: the wgmma kernel's tile loop lost 52 of its 472 instructions a thread, unmeasured:
+# stage1's first step, its GPU tests, checks it, and the harness times it against call G's 1.30-1.37x
+# SDPA. stage1's sweep times the softmax's bias (by mma.sync, or by a fifth wgmma step of
 # Q K^T) and row sums by the tensor cores, options not yet in the launcher, and ncu profiles them
 # beside SDPA's kernel (stall samples by instruction: what holds the kernel at 1.30x). Where a row
 # beats the launcher's, make it the launcher's here and run
