@@ -328,10 +328,11 @@ Shape parseShape(std::string const& text)
     char c1 = 0, c2 = 0, c3 = 0;
     std::istringstream in(text);
     if (!(in >> s.batch >> c1 >> s.heads >> c2 >> s.seqlen >> c3 >> s.headDim) || c1 != ',' || c2 != ','
-        || c3 != ',' || !in.eof() || s.batch < 1 || s.heads < 1 || s.seqlen < 1 || s.headDim < 8 || s.headDim > 256
+        || c3 != ',' || !in.eof() || s.batch < 1 || s.heads < 1 || s.seqlen < 1 || s.headDim < 8 || s.headDim > 96
         || s.headDim % 8 != 0)
     {
-        usage("--shape '" + text + "' must be four positive integers B,H,S,D with D a multiple of 8 up to 256");
+        // the sweep's tile shapes are the 64 and 96 buckets' (variantsFor)
+        usage("--shape '" + text + "' must be four positive integers B,H,S,D with D a multiple of 8 up to 96");
     }
     return s;
 }

@@ -15,6 +15,7 @@ from mild_export.engine.trt_shim import REPO_ROOT
 BAD_OPTIONS = [
     (["--shape", "3,10"], "--shape '3,10' must be four positive integers B,H,S,D"),
     (["--shape", "3,10,4096,60"], "--shape '3,10,4096,60' must be four positive integers"),
+    (["--shape", "3,10,4096,128"], "--shape '3,10,4096,128' must be four positive integers B,H,S,D with D a"),
     (["--only"], "unknown or incomplete option '--only'"),
     (["--fast"], "unknown or incomplete option '--fast'"),
 ]
