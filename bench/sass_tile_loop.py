@@ -1,9 +1,9 @@
 """Instructions a key tile in the wgmma SMA kernel's main loop, from its SASS (no GPU needed).
 
 At D = 64 a warpgroup's 64 x 64 key tile is about 256 SM cycles of tensor work and 256 of
-exponentials, while its four warps' instructions take one scheduler cycle each: the instruction
-count a thread a tile is the kernel's likely bound (plugins/sma/README.md), and this is how it is
-counted. For each `smaForwardWgmma` instantiation in a cubin: the longest loop holding wgmma
+exponentials, and each instruction a thread is a scheduler cycle of each of its four warps: the
+instructions a thread a tile are the length of the softmax a warp runs between its waits on the
+tensor cores (plugins/sma/README.md), and this is how they are counted. For each `smaForwardWgmma` instantiation in a cubin: the longest loop holding wgmma
 instructions (HGMMA), the key tiles one trip of it covers (its HGMMA over a tile's: Q K^T's four
 16-channel steps, P V's kBlockN / 16, one more for the bias by wgmma), and its instructions by
 opcode. Static counts: a branch that a full tile skips (the tail's masking) still counts.
