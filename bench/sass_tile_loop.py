@@ -3,10 +3,11 @@
 At D = 64 a warpgroup's 64 x 64 key tile is about 256 SM cycles of tensor work and 256 of
 exponentials, and each instruction a thread is a scheduler cycle of each of its four warps: the
 instructions a thread a tile are the length of the softmax a warp runs between its waits on the
-tensor cores (plugins/sma/README.md), and this is how they are counted. For each `smaForwardWgmma` instantiation in a cubin: the longest loop holding wgmma
-instructions (HGMMA), the key tiles one trip of it covers (its HGMMA over a tile's: Q K^T's four
-16-channel steps, P V's kBlockN / 16, one more for the bias by wgmma), and its instructions by
-opcode. Static counts: a branch that a full tile skips (the tail's masking) still counts.
+tensor cores (plugins/sma/README.md), and this is how they are counted. For each
+`smaForwardWgmma` instantiation in a cubin: the longest loop holding wgmma instructions (HGMMA),
+the key tiles one trip of it covers (its HGMMA over a tile's: Q K^T's four 16-channel steps, P V's
+kBlockN / 16, one more for the bias by wgmma), and its instructions by opcode. Static counts: a
+branch that a full tile skips (the tail's masking) still counts.
 
     nvcc -std=c++17 -O3 -arch=sm_90a -DMILD_SMA_SM90A -Iplugins/sma -cubin \\
         plugins/sma/sma_kernel_sm90.cu -o /tmp/sma.cubin            # or bench/sma_tile_sweep.cu
