@@ -1,28 +1,14 @@
 """bench/inductor_kernels.py: what Inductor generates for the torch backend's compiled UNet."""
 
-import importlib.util
-import sys
-
 import pytest
 from diffusers.models.attention_processor import Attention
 
-from mild_export.engine.trt_shim import REPO_ROOT
 from reference.model import load_model
-
-SCRIPT = REPO_ROOT / "bench" / "inductor_kernels.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("inductor_kernels", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow  # Inductor compiles the tiny UNet's C++ kernels (seconds when its cache has them)
-def test_counts_the_compiled_unets_kernels_and_calls_out():
-    compiled = load_script().compile_unet("tiny", instances=2, resolution=64)
+def test_counts_the_compiled_unets_kernels_and_calls_out(bench_script):
+    compiled = bench_script("inductor_kernels").compile_unet("tiny", instances=2, resolution=64)
     attentions = sum(isinstance(m, Attention) for m in load_model("tiny").unet.modules())
     assert compiled.launches == sum(compiled.kernels.values()) > 0
     assert all(name.startswith("cpp_fused_") for name in compiled.kernels)
@@ -35,8 +21,8 @@ def test_counts_the_compiled_unets_kernels_and_calls_out():
     assert f"{attentions:5d}  torch.ops.mild.accumulate_matmul" in report
 
 
-def test_bad_input_is_one_line_on_stderr(capsys):
-    assert load_script().main(["--resolution", "60"]) == 2
+def test_bad_input_is_one_line_on_stderr(bench_script, capsys):
+    assert bench_script("inductor_kernels").main(["--resolution", "60"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("inductor_kernels: error: resolution 60 is not supported by tiny")
     assert "\n" not in err

@@ -3,14 +3,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
-from mild_export.engine.trt_shim import REPO_ROOT
-
-SCRIPT = REPO_ROOT / "bench" / "sass_tile_loop.py"
 WGMMA = "_ZN4mild3sma6detail15smaForwardWgmmaI"
 LAUNCHER = WGMMA + "6__halfNS1_11WgmmaConfigILi2ELi64ELb1ELi2ELNS1_6BiasByE0ELb0EEEEEvNS0_6ParamsE"
 BIAS_STEP = WGMMA + "13__nv_bfloat16NS1_11WgmmaConfigILi2ELi128ELb0ELi1ELNS1_6BiasByE2ELb1EEEEEvNS0_6ParamsE"
@@ -19,15 +13,9 @@ MMA_SYNC = (
 )
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("sass_tile_loop", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sass_tile_loop = load_script()
+@pytest.fixture(scope="module")
+def sass_tile_loop(bench_script):
+    return bench_script("sass_tile_loop")
 
 
 def listing(name: str, body: list[str]) -> str:
@@ -49,7 +37,7 @@ def kernel(hgmma_a_trip: int, ffma_a_trip: int) -> list[str]:
     return body
 
 
-def test_instructions_a_tile_of_each_wgmma_kernel():
+def test_instructions_a_tile_of_each_wgmma_kernel(sass_tile_loop):
     sass = (
         listing(LAUNCHER, kernel(16, 132))
         + listing(MMA_SYNC, ["HMMA.16816.F32 R4, R8, R12, R4", "BRA 0x0"])
@@ -70,18 +58,18 @@ def test_instructions_a_tile_of_each_wgmma_kernel():
     assert launcher.row().startswith(row)
 
 
-def test_kernel_filter_and_no_loop():
+def test_kernel_filter_and_no_loop(sass_tile_loop):
     unlooped = ["HGMMA.64x128x16.F32 R24, gdesc[UR4], RZ", "EXIT"]  # its HGMMA is in no loop
     sass = listing(LAUNCHER, kernel(16, 4)) + listing(BIAS_STEP, unlooped)
     assert sass_tile_loop.tile_loops(sass, "bfloat16") == []
     assert len(sass_tile_loop.tile_loops(sass, "6__half")) == 1
 
 
-def test_bad_input_names_the_fix(tmp_path, capsys):
+def test_bad_input_names_the_fix(sass_tile_loop, tmp_path, capsys):
     assert sass_tile_loop.main([str(tmp_path / "missing.cubin")]) == 2
     assert "missing.cubin is not a file: build it with nvcc -cubin" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["@P0 BRA 0x40", "@!UP1 BRA 0x40", "BRA 0x40"])
-def test_predicates_do_not_hide_the_opcode(text):
+def test_predicates_do_not_hide_the_opcode(sass_tile_loop, text):
     assert sass_tile_loop.opcode(text) == "BRA"
