@@ -28,7 +28,7 @@ from mild_export.bench.weights import UNetWeights, model_unet_weights, unet_weig
 from mild_export.cli.logs import run_command
 from mild_export.engine import sma_torch_ext
 from mild_export.export.contracts import ExportShapes, check_resolutions
-from mild_export.runtime.torch_backend import inductor_tuning
+from mild_export.runtime.torch_backend import inductor_tuning, tuning_on
 
 log = logging.getLogger("mild")
 
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> None:
     title = (
         f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
         + (", UNet and VAE compiled" if args.compile else "")
-        + "".join(f", {name}" for name, on in (inductor or {}).items() if on)
+        + "".join(f", {name}" for name in tuning_on(inductor or {}))
     )
     weights: UNetWeights | None = None
     if args.engines:

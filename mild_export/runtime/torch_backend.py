@@ -112,7 +112,7 @@ def compile_parts(model: MildModel) -> None:
     fp32 VAE's norms took 40 ms of its 97 (call A's profile, bench/RESULTS.md); Inductor splits
     such reductions across the GPU and fuses the SiLU that follows. The encoder and decoder, not
     the VAE: its `encode` and `decode` are not `forward`, which is what `compile` wraps."""
-    tuning = [name for name, on in inductor_tuning().items() if on]
+    tuning = tuning_on(inductor_tuning())
     log.info(
         "torch: the UNet and the VAE compile (torch.compile) at their first call of each shape set%s",
         f" (Inductor: {', '.join(tuning)})" if tuning else "",
@@ -127,6 +127,11 @@ def inductor_tuning() -> dict[str, bool]:
     from torch._inductor import config
 
     return {name: bool(getattr(config, name)) for name in INDUCTOR_TUNING}
+
+
+def tuning_on(tuning: dict[str, bool]) -> list[str]:
+    """The switches of `inductor_tuning()` that are on, for a log line or a title."""
+    return [name for name, on in tuning.items() if on]
 
 
 def backend_model(backend: Backend) -> MildModel:
