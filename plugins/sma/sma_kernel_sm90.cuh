@@ -48,8 +48,8 @@ namespace detail
 // other's tensor-core work.
 // kBias: where the bias beta(m_i) * m_j joins the scores (BiasBy); kSumMma: the row sums by the
 // tensor cores (one mma.sync of P by ones per 16 keys, SoftmaxRows::addRowSums) instead of one FADD
-// a score. At D = 64 the ALU work a score is what bounds the kernel (bench/RESULTS.md, calls E-G):
-// the bias and the sum are each a fifth of it.
+// a score. At D = 64 the ALU work a score is most of what a warp runs between its waits on the
+// tensor cores (plugins/sma/README.md): the bias and the sum are each a fifth of it.
 enum class BiasBy
 {
     kFfma,    // one FFMA a score, the key masks as floats in shared memory
