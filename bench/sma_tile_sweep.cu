@@ -32,6 +32,7 @@
 #include <cuda_runtime.h>
 
 #include "sma_kernel.cuh"
+#include "sma_kernel_fp32.cuh"
 #include "sma_kernel_sm90.cuh"
 #include "sma_params.h"
 

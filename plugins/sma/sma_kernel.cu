@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "sma_kernel.cuh"
+#include "sma_kernel_fp32.cuh"
 #include "sma_kernel_sm90.cuh"
 #include "sma_params.h"
 #include "static_switch.h"
