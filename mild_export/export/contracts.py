@@ -145,78 +145,94 @@ def contracts(config: ModelConfig, shapes: ExportShapes) -> dict[str, GraphContr
     """The five graphs of `config`, sized for `shapes`."""
     check_resolutions(config, shapes)
     specs = graph_specs(config.has_added_conditions)
-    c, n_max = shapes.copies, shapes.max_instances
-    latent_multiple = 2 ** (unet_levels(config) - 1)
-    latent = _spatial(shapes, LATENT_FACTOR, latent_multiple)
-    image = Range(latent.min * LATENT_FACTOR, latent.opt * LATENT_FACTOR, latent.max * LATENT_FACTOR, 8)
-    L, width, tokens, side = (
-        config.context_length,
-        config.cross_attention_dim,
-        config.text.max_length,
-        config.hmg.map_size,
+    latent = _spatial(shapes, LATENT_FACTOR, 2 ** (unet_levels(config) - 1))
+    branches = Range(2, 3, shapes.max_instances + 1)  # the N fg branches and the bg one
+    graphs = [
+        _text_encoder(specs["text_encoder"], config, shapes),
+        _conditioner(specs["conditioner"], config, branches),
+        _vae_encoder(specs["vae_encoder"], latent, branches),
+        _vae_decoder(specs["vae_decoder"], latent, shapes),
+        _unet(specs["unet"], config, latent, shapes),
+    ]
+    return {g.name: g for g in graphs}
+
+
+def _text_encoder(spec: GraphSpec, config: ModelConfig, shapes: ExportShapes) -> GraphContract:
+    inputs: dict[str, Dims] = {name: ("prompts", config.text.max_length) for name in spec.inputs}
+    return GraphContract(
+        spec,
+        inputs,
+        {name: torch.int64 for name in inputs},
+        {"prompts": Range(1, shapes.copies, shapes.copies)},
+        {name: {0: "prompts"} for name in spec.outputs},
     )
-    rows = {
+
+
+def _conditioner(spec: GraphSpec, config: ModelConfig, branches: Range) -> GraphContract:
+    side = config.hmg.map_size
+    return GraphContract(
+        spec,
+        {
+            "pose_maps": (1, POSE_CHANNELS, side, side),
+            "parsing_maps": (1, PARSING_CLASSES, side, side),
+            "mask_maps": ("branches", 1, side, side),
+        },
+        {},
+        {"branches": branches},
+        {"mask_tokens": {0: "branches"}},
+    )
+
+
+def _vae_encoder(spec: GraphSpec, latent: Range, branches: Range) -> GraphContract:
+    image = Range(latent.min * LATENT_FACTOR, latent.opt * LATENT_FACTOR, latent.max * LATENT_FACTOR, 8)
+    return GraphContract(
+        spec,
+        {"images": ("branches", 3, "image_height", "image_width")},
+        {},
+        {"branches": branches, "image_height": image, "image_width": image},
+        {"latents": {0: "branches", 2: "height", 3: "width"}},
+    )
+
+
+def _vae_decoder(spec: GraphSpec, latent: Range, shapes: ExportShapes) -> GraphContract:
+    return GraphContract(
+        spec,
+        {"latents": ("layers", 4, "height", "width")},
+        {},
+        {"layers": Range(1, 2, shapes.max_instances + 1), "height": latent, "width": latent},
+        {"images": {0: "layers", 2: "image_height", 3: "image_width"}},
+    )
+
+
+def _unet(spec: GraphSpec, config: ModelConfig, latent: Range, shapes: ExportShapes) -> GraphContract:
+    """One call denoises every branch: the fg rows (N of them, x2 with guidance) and the bg rows."""
+    c, n_max = shapes.copies, shapes.max_instances
+    length, width = config.context_length, config.cross_attention_dim
+    inputs: dict[str, Dims] = {
+        "sample_fg": ("batch_fg", 9, "height", "width"),
+        "sample_bg": ("batch_bg", 9, "height", "width"),
+        "mask_fg": ("batch_fg", 1, "height", "width"),
+        "mask_bg": ("batch_bg", 1, "height", "width"),
+        "context_fg": ("batch_fg", length, width),
+        "context_bg": ("batch_bg", length, width),
+        "timestep": ("rows",),
+    }
+    if config.has_added_conditions:
+        inputs |= {"text_embeds": ("rows", config.text.pooled_dim), "time_ids": ("rows", 6)}
+    symbols = {
         "batch_fg": Range(1, 2 * c, n_max * c),  # guidance engines also serve unguided runs
         "batch_bg": Range(1, c, c),
         "rows": Range(2, 3 * c, (n_max + 1) * c),
         "height": latent,
         "width": latent,
     }
-    unet_inputs: dict[str, Dims] = {
-        "sample_fg": ("batch_fg", 9, "height", "width"),
-        "sample_bg": ("batch_bg", 9, "height", "width"),
-        "mask_fg": ("batch_fg", 1, "height", "width"),
-        "mask_bg": ("batch_bg", 1, "height", "width"),
-        "context_fg": ("batch_fg", L, width),
-        "context_bg": ("batch_bg", L, width),
-        "timestep": ("rows",),
-    }
-    if config.has_added_conditions:
-        unet_inputs |= {"text_embeds": ("rows", config.text.pooled_dim), "time_ids": ("rows", 6)}
-    text_inputs: dict[str, Dims] = {name: ("prompts", tokens) for name in specs["text_encoder"].inputs}
-    branches = Range(2, 3, n_max + 1)
-    graphs = [
-        GraphContract(
-            specs["text_encoder"],
-            text_inputs,
-            {name: torch.int64 for name in text_inputs},
-            {"prompts": Range(1, c, c)},
-            {name: {0: "prompts"} for name in specs["text_encoder"].outputs},
-        ),
-        GraphContract(
-            specs["conditioner"],
-            {
-                "pose_maps": (1, POSE_CHANNELS, side, side),
-                "parsing_maps": (1, PARSING_CLASSES, side, side),
-                "mask_maps": ("branches", 1, side, side),
-            },
-            {},
-            {"branches": branches},
-            {"mask_tokens": {0: "branches"}},
-        ),
-        GraphContract(
-            specs["vae_encoder"],
-            {"images": ("branches", 3, "image_height", "image_width")},
-            {},
-            {"branches": branches, "image_height": image, "image_width": image},
-            {"latents": {0: "branches", 2: "height", 3: "width"}},
-        ),
-        GraphContract(
-            specs["vae_decoder"],
-            {"latents": ("layers", 4, "height", "width")},
-            {},
-            {"layers": Range(1, 2, n_max + 1), "height": latent, "width": latent},
-            {"images": {0: "layers", 2: "image_height", 3: "image_width"}},
-        ),
-        GraphContract(
-            specs["unet"],
-            unet_inputs,
-            {"timestep": torch.float32},
-            rows,
-            {
-                "eps_fg": {0: "batch_fg", 2: "height", 3: "width"},
-                "eps_bg": {0: "batch_bg", 2: "height", 3: "width"},
-            },
-        ),
-    ]
-    return {g.name: g for g in graphs}
+    return GraphContract(
+        spec,
+        inputs,
+        {"timestep": torch.float32},
+        symbols,
+        {
+            "eps_fg": {0: "batch_fg", 2: "height", 3: "width"},
+            "eps_bg": {0: "batch_bg", 2: "height", 3: "width"},
+        },
+    )
