@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mild_export.cli import checks
 from mild_export.cli.logs import run_command
 from mild_export.engine import sma_torch_ext
 from reference.backend import Backend
@@ -35,9 +36,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt", default="", help="text prompt (default empty)")
     p.add_argument("--remove", help="1-based instances to remove, e.g. 1,3 (default: all)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale; 1 = off")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="tiny", help="tiny, sd15-inpaint, sdxl-inpaint or a model folder")
+    p.add_argument(
+        "--guidance", type=float, default=1.0, help="classifier-free guidance scale; 1 = off (default)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument(
+        "--model",
+        help="reference and torch backends: tiny (default), sd15-inpaint, sdxl-inpaint or a model folder",
+    )
     p.add_argument(
         "--compose",
         choices=[m.value for m in ComposeMode],
@@ -63,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "as flash attention over the fold form (torch's default on a CPU), or by the plugin's CUDA "
         "kernel (torch's default on a GPU; kernel: --device cuda, builds it)",
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", help="cpu or cuda (default: cuda where PyTorch sees a GPU, else cpu)")
     p.add_argument("--demo", action="store_true", help="run on a built-in synthetic photo")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     args = p.parse_args(argv)
@@ -71,9 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--demo replaces IMAGE and --mask: give one or the other")
     if not args.demo and (args.image is None or not args.mask):
         p.error("give IMAGE and at least one --mask (or --demo)")
+    if args.steps < 1:
+        p.error(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance < 0:
+        p.error(f"--guidance must be >= 0 (1 turns guidance off), got {args.guidance:g}")
     runs_a_model = args.backend in ("reference", "torch")
     if not runs_a_model and args.engines is None:
         p.error(f"--backend {args.backend} runs exported graphs: give --engines DIR (made by mild-export)")
+    if not runs_a_model and args.model is not None:
+        p.error(
+            f"--model chooses the model of --backend reference or torch; --backend {args.backend} runs "
+            f"the graphs in --engines, exported from their own model"
+        )
     if not runs_a_model and args.sma is not None:
         p.error(
             f"--sma chooses the SMA form of --backend reference or torch; --backend {args.backend} "
@@ -93,6 +108,8 @@ def parse_remove(text: str | None, n: int) -> list[int] | None:
     bad = [k for k in indices if not 1 <= k <= n]
     if bad:
         raise ValueError(f"--remove {text!r}: instance {bad[0]} does not exist; there are {n} masks (1..{n})")
+    if len(set(indices)) < len(indices):
+        raise ValueError(f"--remove {text!r}: an instance is named twice; name each once")
     return [k - 1 for k in indices]
 
 
@@ -107,38 +124,40 @@ def demo_inputs(out: Path) -> ErasureInputs:
     return ErasureInputs(**inputs, original_size=tuple(inputs["image"].shape[1:]))
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
+def make_backend(args: argparse.Namespace, device: torch.device) -> Backend:
     if args.backend == "tensorrt":
         from mild_export.runtime.tensorrt_backend import TensorRTBackend
 
         log.info("running the engines of %s on TensorRT", args.engines)
-        return TensorRTBackend(args.engines, device=args.device, cuda_graph=args.cuda_graph)
+        return TensorRTBackend(args.engines, device=device, cuda_graph=args.cuda_graph)
     if args.backend == "onnxruntime":
         from mild_export.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         log.info("running the graphs of %s on ONNX Runtime", args.engines)
-        return OnnxRuntimeBackend(args.engines, device=args.device)
+        return OnnxRuntimeBackend(args.engines, device=str(device))
     from reference.backend import TorchBackend
     from reference.model import load_model
 
-    device = torch.device(args.device)
+    model = args.model or "tiny"
     if args.backend == "torch":
         from mild_export.runtime.torch_backend import default_precision, default_sma, torch_backend
 
         sma_form = sma_torch_ext.prepare_form(args.sma or default_sma(device), device)
         precision = default_precision(device)
-        log.info("loading model %s on %s, merged, in %s (SMA: %s)", args.model, device, precision, sma_form)
-        return torch_backend(load_model(args.model), device, precision, sma_form)
+        log.info("loading model %s on %s, merged, in %s (SMA: %s)", model, device, precision, sma_form)
+        return torch_backend(load_model(model), device, precision, sma_form)
     sma_form = sma_torch_ext.prepare_form(args.sma or "reference", device)
-    log.info("loading model %s on %s (SMA: %s)", args.model, device, sma_form)
-    return TorchBackend(load_model(args.model), device, sma_form)
+    log.info("loading model %s on %s (SMA: %s)", model, device, sma_form)
+    return TorchBackend(load_model(model), device, sma_form)
 
 
 def run(args: argparse.Namespace) -> None:
     from reference.pipeline import ErasePipeline
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    checks.output_folder(args.out)
+    device = checks.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.demo:
+        args.out.mkdir(parents=True, exist_ok=True)
         inputs = demo_inputs(args.out)
     else:
         inputs = load_inputs(args.image, args.mask, pose=args.pose, parsing=args.parsing, prompt=args.prompt)
@@ -146,7 +165,7 @@ def run(args: argparse.Namespace) -> None:
     image, size = pad_to_multiple(inputs.image)
     masks, _ = pad_to_multiple(inputs.masks, edge=False)
     parsing = None if inputs.parsing is None else pad_to_multiple(inputs.parsing, edge=False)[0]
-    pipeline = ErasePipeline(make_backend(args), progress=True)
+    pipeline = ErasePipeline(make_backend(args, device), progress=True)
     result = pipeline.erase(
         image,
         masks,
@@ -160,12 +179,28 @@ def run(args: argparse.Namespace) -> None:
         compose_mode=ComposeMode(args.compose),
         all_layers=True,
     )
+    args.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_layers(args.out, len(result.layers))
     save_png(args.out / "composite.png", crop_to(result.composite.cpu(), size))
     save_png(args.out / "background.png", crop_to(result.background.cpu(), size))
     for k, layer in result.layers.items():
         rgba = cutout_rgba(crop_to(layer.cpu(), size), inputs.masks[k])
         save_png(args.out / f"layer_{k + 1}.png", rgba)
     log.info("wrote %s (removed instances %s)", args.out, ",".join(str(k + 1) for k in result.remove))
+
+
+def remove_stale_layers(out: Path, layers: int) -> None:
+    """An earlier run into `out` with more people left layer files this run does not write: they
+    would read as this photo's layers."""
+    stale = [
+        path
+        for path in sorted(out.glob("layer_*.png"))
+        if path.stem.removeprefix("layer_").isdigit() and int(path.stem.removeprefix("layer_")) > layers
+    ]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.info("removed %s, left in %s by an earlier run", ", ".join(p.name for p in stale), out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mild_export.cli import checks
 from mild_export.cli.logs import run_command
 from mild_export.engine.trt_shim import TensorRTError
 from mild_export.export.branch_weights import BranchWeights
@@ -25,21 +26,23 @@ from mild_export.export.precision import Precision, SMAForm
 
 if TYPE_CHECKING:
     from mild_export.engine.build import Toolchain
+    from mild_export.export.manifest import Manifest
 
 log = logging.getLogger("mild")
 
 
-def parse_resolutions(values: list[str] | None, default: int) -> tuple[int, ...]:
-    """'512' or '512-1024' (a range: its ends become the profile's min and max)."""
+def parse_resolutions(values: list[str] | None) -> tuple[int, ...] | None:
+    """'512', '512,1024' or '512-1024' (a range: its ends become the profiles' min and max); None
+    when not given (the model's own resolution)."""
     if not values:
-        return (default,)
+        return None
     sides: list[int] = []
     for value in values:
         try:
-            sides += [int(part) for part in value.split("-")]
+            sides += [int(part) for part in value.replace(",", "-").split("-")]
         except ValueError:
             raise ValueError(
-                f"--resolution {value!r}: give a side in pixels (512) or a range (512-1024)"
+                f"--resolution {value!r}: give a side in pixels (512), sides (512,1024) or a range (512-1024)"
             ) from None
     return tuple(dict.fromkeys(sides))
 
@@ -52,7 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     precision.add_argument("--bf16", action="store_true", help="bf16 weights and activations")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
-        "--resolution", action="append", help="image side to serve (repeatable, or a range 512-1024)"
+        "--resolution",
+        action="append",
+        help="image sides to serve: 512, 512,1024 or a range 512-1024 (repeatable; default: the model's)",
     )
     p.add_argument("--max-instances", type=int, default=8, help="most people per image (default 8)")
     p.add_argument("--guidance", action="store_true", help="serve classifier-free guidance (doubles batches)")
@@ -118,12 +123,14 @@ def run(args: argparse.Namespace) -> None:
 
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
+    checks.output_folder(args.out)
+    sides = parse_resolutions(args.resolution)
     tools = engine_toolchain(args)  # bad --targets or --plugin fail here, before the export
     precision = Precision.FP16 if args.fp16 else Precision.BF16 if args.bf16 else Precision.FP32
     log.info("loading model %s", args.model)
     model = load_model(args.model)
     shapes = ExportShapes(
-        resolutions=parse_resolutions(args.resolution, model.config.resolution),
+        resolutions=sides or (model.config.resolution,),
         max_instances=args.max_instances,
         guidance=args.guidance,
     )
@@ -134,10 +141,19 @@ def run(args: argparse.Namespace) -> None:
         force=args.force,
         branch_weights=BranchWeights(args.bg_weights),
     )
-    previous = previous_engines(args.out)
+    previous = previous_manifest(args.out)
     manifest = export_model(model, str(args.model), args.out, settings)
-    log.info("wrote %d graphs and manifest.json to %s (%s)", len(manifest.graphs), args.out, precision.value)
-    prune_stale_engines(args.out, manifest, previous)
+    reused = sum(
+        previous is not None and previous.graphs.get(name) == entry for name, entry in manifest.graphs.items()
+    )
+    log.info(
+        "graphs: %d written, %d up to date in %s (%s); manifest.json written",
+        len(manifest.graphs) - reused,
+        reused,
+        args.out,
+        precision.value,
+    )
+    prune_stale_engines(args.out, manifest, dict(previous.engines) if previous else {})
     manifest.write(args.out)
     if tools is None:
         log.info(
@@ -157,14 +173,14 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
-def previous_engines(out: Path) -> dict:
-    """The engines section of an earlier run in `out`, or {}."""
+def previous_manifest(out: Path) -> Manifest | None:
+    """The manifest of an earlier run in `out`, if any."""
     from mild_export.export.manifest import Manifest
 
     try:
-        return dict(Manifest.read(out).engines)
+        return Manifest.read(out)
     except ValueError:
-        return {}
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,9 @@ def run_command(
 ) -> int:
     """A command's `main`: logging set up, arguments parsed, `run`. Every input check raises
     ValueError naming the input and the fix: one line and exit code 2, no traceback. `failures`
-    adds (error type, exit code) pairs for a command's own failures, reported the same way."""
+    adds (error type, exit code) pairs for a command's own failures, reported the same way. Ctrl-C
+    ends with one line too (exit code 130, the shell's): its message, where a command gives one,
+    says what was kept and how to go on."""
     setup_logging(prog)
     args = parse_args(argv)
     try:
@@ -33,6 +35,9 @@ def run_command(
     except ValueError as err:
         log.error("error: %s", err)
         return 2
+    except KeyboardInterrupt as err:
+        log.error("interrupted%s", f": {err}" if str(err) else "")
+        return 130
     except tuple(kind for kind, _ in failures) as err:
         log.error("error: %s", err)
         return next(code for kind, code in failures if isinstance(err, kind))

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mild_export.cli import checks
 from mild_export.cli.logs import run_command
 
 log = logging.getLogger("mild")
@@ -27,8 +28,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from reference.merge import merge_checkpoint
+    from reference.merge import MANIFEST, merge_checkpoint
 
+    if not args.checkpoint.exists():
+        raise ValueError(
+            f"--checkpoint {args.checkpoint} does not exist: give a mild-train run folder or one of its "
+            "checkpoints/step-*/ folders"
+        )
+    checks.output_folder(args.out)
+    if args.out.is_dir() and any(args.out.iterdir()) and not (args.out / MANIFEST).is_file():
+        raise ValueError(
+            f"--out {args.out} is not empty and holds no merged model: choose a new folder (a merged "
+            "model folder is replaced)"
+        )
+    log.info("merging %s: loading the training model and folding both LoRA sets", args.checkpoint)
     log.info("wrote %s", merge_checkpoint(args.checkpoint, args.out))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mild_export.cli import checks
 from mild_export.cli.logs import run_command
 
 log = logging.getLogger("mild")
@@ -71,8 +72,7 @@ def prepare_out(out: Path, force: bool) -> None:
     """An empty or new folder; with `force`, a non-empty one loses its dataset files only."""
     from reference.data.folder import PROMPTS, SUBFOLDERS
 
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file: choose a folder")
+    checks.output_folder(out)
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise ValueError(

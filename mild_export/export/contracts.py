@@ -137,7 +137,7 @@ def check_resolutions(config: ModelConfig, shapes: ExportShapes) -> None:
         raise ValueError(
             f"resolution {bad[0]} is not supported by {config.name}: image sides must be positive "
             f"multiples of {step} (the VAE's factor {LATENT_FACTOR} times the UNet's "
-            f"{2 ** (unet_levels(config) - 1)}), e.g. {max(step, (bad[0] // step) * step)}"
+            f"{2 ** (unet_levels(config) - 1)}), e.g. {max(step, round(bad[0] / step) * step)}"
         )
 
 

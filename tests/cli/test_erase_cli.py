@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mild_export.cli.erase import main
@@ -105,3 +106,75 @@ def test_sma_is_the_reference_backends_choice(photo, capsys):
         "--sma chooses the SMA form of --backend reference or torch; --backend onnxruntime runs the "
         "exported form" in err
     )
+
+
+def test_out_that_is_a_file_fails_before_the_model_loads(photo, caplog):
+    (photo / "notes.txt").write_text("mine")
+    code = main(
+        [str(photo / "photo.png"), "--mask", str(photo / "m1.png"), "--out", str(photo / "notes.txt")]
+    )
+    assert code == 2
+    assert f"--out {photo / 'notes.txt'} is a file: choose a folder" in caplog.text
+    assert "loading model" not in caplog.text and (photo / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("foo", "--device 'foo': give cpu or cuda"),
+        ("meta", "--device 'meta': give cpu or cuda"),
+        ("cuda", "--device cuda: no CUDA device is visible to PyTorch here; use --device cpu"),
+    ],
+)
+def test_device_is_checked_before_anything_is_written(photo, caplog, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: --device cuda is valid here")
+    code, out = run(photo, "--device", device)
+    assert code == 2 and f"error: {message}" in caplog.text
+    assert not out.exists()  # bad input leaves no empty output folder behind
+
+
+def test_instance_named_twice_in_remove(photo, caplog):
+    code, out = run(photo, "--remove", "1,1")
+    assert code == 2
+    assert "--remove '1,1': an instance is named twice; name each once" in caplog.text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--steps", "0", "--steps must be at least 1, got 0"),
+        ("--guidance", "-1", "--guidance must be >= 0 (1 turns guidance off), got -1"),
+    ],
+)
+def test_steps_and_guidance_are_checked_with_the_arguments(photo, capsys, option, value, message):
+    with pytest.raises(SystemExit) as stop:
+        run(photo, option, value)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_model_with_exported_graphs_is_refused(photo, capsys):
+    with pytest.raises(SystemExit):
+        run(photo, "--backend", "onnxruntime", "--engines", str(photo), "--model", "sd15-inpaint")
+    assert (
+        "--model chooses the model of --backend reference or torch; --backend onnxruntime runs the graphs "
+        "in --engines, exported from their own model" in capsys.readouterr().err
+    )
+
+
+def test_layers_of_an_earlier_run_with_more_people_are_removed(photo, caplog):
+    caplog.set_level(logging.INFO, logger="mild")
+    out = photo / "out"
+    out.mkdir()
+    for k in (1, 2, 3):
+        (out / f"layer_{k}.png").write_bytes(b"old")
+    (out / "layer_notes.png").write_bytes(b"mine")
+    code, _ = run(photo)
+    assert code == 0
+    assert sorted(p.name for p in out.glob("layer_*.png")) == [
+        "layer_1.png",
+        "layer_2.png",
+        "layer_notes.png",
+    ]
+    assert f"removed layer_3.png, left in {out} by an earlier run" in caplog.text

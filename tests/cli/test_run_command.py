@@ -14,7 +14,9 @@ from mild_export.engine.trt_shim import TensorRTError
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="mild-test")
-    p.add_argument("--fail", choices=["none", "input", "tensorrt", "bug"], default="none")
+    p.add_argument(
+        "--fail", choices=["none", "input", "tensorrt", "bug", "ctrl-c", "ctrl-c-said"], default="none"
+    )
     return p.parse_args(argv)
 
 
@@ -25,6 +27,10 @@ def run(args):
         raise TensorRTError("the engine did not build")
     if args.fail == "bug":
         raise KeyError("not an input error")
+    if args.fail == "ctrl-c":
+        raise KeyboardInterrupt
+    if args.fail == "ctrl-c-said":
+        raise KeyboardInterrupt("at step 5; continue with --resume")
 
 
 FAILURES = ((TensorRTError, 1),)
@@ -36,6 +42,8 @@ FAILURES = ((TensorRTError, 1),)
         ("none", 0, None),
         ("input", 2, "error: --fail input: give --fail none"),
         ("tensorrt", 1, "error: the engine did not build"),
+        ("ctrl-c", 130, "interrupted"),
+        ("ctrl-c-said", 130, "interrupted: at step 5; continue with --resume"),
     ],
 )
 def test_exit_codes_and_one_line(caplog, fail, code, line):

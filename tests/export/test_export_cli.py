@@ -1,6 +1,7 @@
 """mild-export end to end on the tiny model: files, manifest, reuse, and bad input."""
 
 import json
+import logging
 
 import onnx
 import pytest
@@ -34,9 +35,11 @@ def test_writes_every_graph_and_the_manifest(exported):
 
 
 def test_second_run_reuses_and_force_rebuilds(exported, caplog):
+    caplog.set_level(logging.INFO, logger="mild")
     before = {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")}
     assert main([*ONNX_ONLY, "--out", str(exported), "--max-instances", "3", "--guidance"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")} == before
+    assert f"graphs: 0 written, 5 up to date in {exported} (fp32); manifest.json written" in caplog.text
     assert main([*ONNX_ONLY, "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
     after = {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")}
     assert after["unet.onnx"] != before["unet.onnx"]  # wider profile: new contract, new file
@@ -75,11 +78,30 @@ def test_model_that_does_not_exist(tmp_path, caplog):
     assert "neither a configuration (tiny, tiny-xl, sd15-inpaint, sdxl-inpaint) nor a folder" in caplog.text
 
 
-def test_resolution_ranges():
-    assert parse_resolutions(["512", "768-1024"], 64) == (512, 768, 1024)
-    assert parse_resolutions(None, 64) == (64,)
-    with pytest.raises(ValueError, match="give a side in pixels"):
-        parse_resolutions(["big"], 64)
+def test_resolution_lists_and_ranges():
+    assert parse_resolutions(["512", "768-1024"]) == (512, 768, 1024)
+    assert parse_resolutions(["512,1024", "512"]) == (512, 1024)
+    assert parse_resolutions(None) is None
+
+
+def test_a_resolution_typo_fails_before_the_model_loads(tmp_path, caplog):
+    assert main(["--model", "tiny", "--out", str(tmp_path / "o"), "--resolution", "abc"]) == 2
+    assert (
+        "--resolution 'abc': give a side in pixels (512), sides (512,1024) or a range (512-1024)"
+        in caplog.text
+    )
+    assert "loading model" not in caplog.text and not (tmp_path / "o").exists()
+
+
+def test_the_nearest_supported_resolution_is_suggested(tmp_path, caplog):
+    assert main(["--model", "tiny", "--out", str(tmp_path / "o"), "--resolution", "60"]) == 2
+    assert "resolution 60 is not supported by tiny" in caplog.text and "e.g. 64" in caplog.text
+
+
+def test_out_that_is_a_file(tmp_path, caplog):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["--model", "tiny", "--out", str(tmp_path / "notes.txt")]) == 2
+    assert f"--out {tmp_path / 'notes.txt'} is a file: choose a folder" in caplog.text
 
 
 @pytest.fixture()
