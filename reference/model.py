@@ -48,10 +48,12 @@ class MildModel(nn.Module):
 
     def cast(self, dtype: torch.dtype, vae_upcast: torch.dtype = torch.float32) -> MildModel:
         """In place, like `to`: every part in `dtype`, the VAE in the type `graph_dtypes` gives it
-        (cast on its own: a float32 VAE never passes through `dtype`, which would round it)."""
+        (cast on its own: a float32 VAE never passes through `dtype`, which would round it). By
+        nn.Module.to: diffusers' override warns at every cast of a model that keeps no module in
+        float32 (its list of them empty), a false alarm for each user of the torch backend."""
         vae_dtype = graph_dtypes(self.config, dtype, vae_upcast)[VAE_DECODER.name]
         for part in self.children():
-            part.to(vae_dtype if part is self.vae else dtype)
+            nn.Module.to(part, vae_dtype if part is self.vae else dtype)
         return self
 
     def mild_state_dict(self) -> dict[str, Tensor]:

@@ -26,8 +26,16 @@ PAPER_NOTE = (
     f"paper: Table 5, MILD {PAPER['mild_s']} s and plain SDXL-inpaint {PAPER['sdxl_inpaint_s']} s per image "
     f"on an {PAPER['gpu']} at {PAPER['resolution']}x{PAPER['resolution']}, {PAPER['steps']} steps "
     "(an average over its test images, N not stated);\n"
-    "       xpaper = image / 1.91 s, comparable only for 512px, 25-step cases"
+    "       xpaper = image / 1.91 s, given for 512px, 25-step cases only (the paper's setting)"
 )
+
+
+def paper_ratio(result: CaseResult) -> float | None:
+    """The image time over Table 5's, for a case in the paper's setting; None for any other."""
+    case = result.case
+    if (case.resolution, case.steps) != (PAPER["resolution"], PAPER["steps"]):
+        return None
+    return result.image_s / PAPER["mild_s"]
 HEADERS = {
     "text_encoder": "text",
     "conditioner": "cond",
@@ -85,7 +93,7 @@ def table(results: list[CaseResult], rate: MatrixRate) -> str:
                 f"{r.floor_s:.4f}",
                 f"{r.ratio:.1f}",
                 f"{PAPER['mild_s']:.2f}",
-                f"{r.image_s / PAPER['mild_s']:.2f}",
+                "-" if paper_ratio(r) is None else f"{paper_ratio(r):.2f}",
             ]
         )
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
@@ -124,7 +132,7 @@ def case_json(r: CaseResult) -> dict[str, Any]:
         "flops": r.flops,
         "floor_s": r.floor_s,
         "ratio_to_floor": r.ratio,
-        "ratio_to_paper": r.image_s / PAPER["mild_s"],
+        "ratio_to_paper": paper_ratio(r),
     }
 
 

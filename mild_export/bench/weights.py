@@ -16,6 +16,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from mild_export.engine.trt_shim import PLUGIN_LIBRARY_NAME
 from mild_export.export.onnx_export import initializer_bytes
 from reference.config import ModelConfig
 
@@ -65,7 +66,10 @@ def unet_weights(folder: Path, config: ModelConfig, precision: str) -> UNetWeigh
     held = {"unet.onnx": graph_weight_bytes(folder / "unet.onnx")}
     plan = folder / "unet.plan"
     if plan.is_file():
-        held["unet.plan (file, plugin library included)"] = plan.stat().st_size
+        library = folder / PLUGIN_LIBRARY_NAME
+        embedded = f"{library.stat().st_size / 2**20:.1f} MiB " if library.is_file() else ""
+        # on a small model the library, not the weights, is most of the file
+        held[f"unet.plan (file, the {embedded}plugin library embedded)"] = plan.stat().st_size
     return UNetWeights(unet_params(config), precision, held)
 
 

@@ -25,6 +25,7 @@ from mild_export.bench.kernel_profile import profile_image, write_profile
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
 from mild_export.bench.weights import UNetWeights, model_unet_weights, unet_weights
+from mild_export.cli import checks
 from mild_export.cli.logs import run_command
 from mild_export.engine import sma_torch_ext
 from mild_export.export.contracts import ExportShapes, check_resolutions
@@ -87,11 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def parse_list(option: str, text: str, kind: type) -> list:
+def parse_list(option: str, text: str, kind: type, example: str) -> list:
     try:
         values = [kind(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"{option} {text!r}: give comma-separated numbers, e.g. 1,2,3,4") from None
+        raise ValueError(f"{option} {text!r}: give comma-separated numbers, e.g. {example}") from None
     return list(dict.fromkeys(values))
 
 
@@ -109,19 +110,21 @@ class Request:
 
 def parse_request(args: argparse.Namespace) -> Request:
     """Checks that need no model, so a typo fails before a 14 GB model is built."""
-    instances = parse_list("--instances", args.instances, int)
+    instances = parse_list("--instances", args.instances, int, "1,2,3,4")
     if min(instances) < 1:
         raise ValueError(f"--instances {args.instances!r}: every N must be at least 1")
-    sides = parse_list("--resolution", args.resolution, int) if args.resolution else None
-    scales = parse_list("--guidance", args.guidance, float) if args.guidance else None
+    sides = parse_list("--resolution", args.resolution, int, "512,1024") if args.resolution else None
+    scales = parse_list("--guidance", args.guidance, float, "1,7.5") if args.guidance else None
     if scales and min(scales) < 0:
         raise ValueError(f"--guidance {args.guidance!r}: scales must be >= 0 (1 disables guidance)")
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if (args.repeats is not None and args.repeats < 1) or (args.warmup is not None and args.warmup < 0):
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible to PyTorch here")
+    checks.device(args.device)
+    checks.output_file(args.json, "--json", "bench.json")
+    checks.output_file(args.plot, "--plot", "bench.png")
+    checks.output_file(args.profile, "--profile", "profile.txt")
     return Request(instances, sides, scales, args.steps, args.repeats, args.warmup)
 
 

@@ -6,6 +6,8 @@ import argparse
 import logging
 from collections.abc import Callable
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 log = logging.getLogger("mild")
 
 
@@ -31,7 +33,8 @@ def run_command(
     setup_logging(prog)
     args = parse_args(argv)
     try:
-        run(args)
+        with logging_redirect_tqdm():  # log lines above a progress bar, not through it
+            run(args)
     except ValueError as err:
         log.error("error: %s", err)
         return 2

@@ -115,10 +115,21 @@ class GraphContract:
                     raise ValueError(
                         f"{self.name}: {name} axis {axis} ({want}) is {got}, outside the exported range "
                         f"{r.min}..{r.max} (multiple of {r.multiple}): export again with "
-                        f"{WIDENED_BY.get(want, 'other shapes')}"
+                        f"{_widened_to(want, got)}"
                     )
                 if bound.setdefault(want, got) != got:
                     raise ValueError(f"{self.name}: {want} is {bound[want]} in one input and {got} in {name}")
+
+
+def _widened_to(symbol: str, value: int) -> str:
+    """The mild-export option that serves `value` for `symbol`, with its value where one follows."""
+    if symbol in ("branches", "layers"):  # the N fg branches and the bg one
+        return f"--max-instances {value - 1}"
+    if symbol in ("height", "width"):
+        return f"--resolution {value * LATENT_FACTOR} (beside the sides it serves)"
+    if symbol in ("image_height", "image_width"):
+        return f"--resolution {value} (beside the sides it serves)"
+    return WIDENED_BY.get(symbol, "other shapes")
 
 
 def _spatial(shapes: ExportShapes, factor: int, multiple: int) -> Range:

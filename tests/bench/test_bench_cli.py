@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 from torch._inductor import config as inductor_config
 
-from mild_export.bench.cases import STAGES, run_case
+from mild_export.bench.cases import STAGES, Case, CaseResult, ImageRun, run_case
 from mild_export.bench.kernel_profile import kernel_kind, time_by_kind, top_by_kind
+from mild_export.bench.report import paper_ratio
 from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
 from mild_export.runtime import torch_backend
@@ -46,7 +47,8 @@ def test_prints_the_table(report):
     ):
         assert column in header
     for n, cfg in [(1, "no cfg"), (2, "no cfg"), (1, "cfg 7.5"), (2, "cfg 7.5")]:
-        assert any(line.startswith(f"N={n} 64px 2st {cfg}") for line in lines)
+        row = next(line for line in lines if line.startswith(f"N={n} 64px 2st {cfg}"))
+        assert row.split()[-2:] == ["1.91", "-"]  # 64px, 2 steps: no ratio to the paper's 512px, 25 steps
     assert any("Table 5" in line and "1.91 s" in line and "512x512, 25 steps" in line for line in lines)
 
 
@@ -74,6 +76,7 @@ def test_json_holds_every_case_stage_and_the_environment(report):
         assert set(case["flops"]) == {"text_encoder", "conditioner", "vae_encoder", "unet", "vae_decoder"}
         assert min(case["flops"].values()) > 0
         assert case["floor_s"] > 0 and case["ratio_to_floor"] > 1
+        assert case["ratio_to_paper"] is None  # not the paper's setting
 
 
 def test_plot_is_a_png(report):
@@ -101,7 +104,14 @@ def test_engines_folder_without_manifest(tmp_path, caplog):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--instances", "1,x"], "--instances '1,x': give comma-separated numbers"),
+        (["--instances", "1,x"], "--instances '1,x': give comma-separated numbers, e.g. 1,2,3,4"),
+        (
+            ["--resolution", "512-1024"],
+            "--resolution '512-1024': give comma-separated numbers, e.g. 512,1024",
+        ),
+        (["--guidance", "off"], "--guidance 'off': give comma-separated numbers, e.g. 1,7.5"),
+        (["--json", "."], "--json . is a folder: give a file name, e.g. bench.json"),
+        (["--plot", "."], "--plot . is a folder: give a file name, e.g. bench.png"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--resolution", "60"], "resolution 60 is not supported by tiny"),
         (["--backend", "onnxruntime"], "give --engines DIR"),
@@ -212,3 +222,12 @@ def test_a_compiled_run_records_inductors_tuning(tmp_path, monkeypatch, capsys):
     settings = json.loads((tmp_path / "r.json").read_text())["settings"]
     assert settings["compile"] is True
     assert settings["inductor"] == {name: name == "coordinate_descent_tuning" for name in INDUCTOR_TUNING}
+
+
+@pytest.mark.parametrize(
+    ("resolution", "steps", "ratio"), [(512, 25, 0.5), (1024, 25, None), (512, 10, None)]
+)
+def test_the_paper_ratio_is_given_in_the_papers_setting_only(resolution, steps, ratio):
+    run = ImageRun(image_s=0.955, staged_s=1.0, stages_ms=dict.fromkeys(STAGES, 1.0), unet_steps_ms=[1.0])
+    result = CaseResult(Case(2, resolution, steps, 1.0), [run])
+    assert paper_ratio(result) == ratio

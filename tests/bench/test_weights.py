@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import shutil
 
 import pytest
 
@@ -72,3 +73,11 @@ def test_the_torch_backend_reports_the_unet_it_holds(model, tmp_path):
     ratio = recorded["held"]["torch UNet"] / one
     assert 1.0 < ratio < 1.2, ratio  # whole bg sets would add the Q/K/V again
     assert f"torch UNet {ratio:.3f}x (target: at most 1.2x)" in stdout.getvalue()
+
+
+def test_an_engine_file_is_reported_with_the_plugin_library_it_embeds(model, folders, tmp_path):
+    shutil.copy(folders["low-rank"] / "unet.onnx", tmp_path / "unet.onnx")
+    (tmp_path / "unet.plan").write_bytes(bytes(3 * 2**20))
+    (tmp_path / "libmild_plugins.so").write_bytes(bytes(2 * 2**20))
+    weights = unet_weights(tmp_path, model.config, "fp32")
+    assert weights.held["unet.plan (file, the 2.0 MiB plugin library embedded)"] == 3 * 2**20

@@ -1,5 +1,7 @@
 """Loading models: presets, local diffusers folders, MILD weights that do not match."""
 
+import logging
+
 import pytest
 import torch
 
@@ -43,3 +45,27 @@ def test_mild_weights_round_trip(tmp_path, trained_tiny):
     fresh.load_mild_weights(path)
     for name, tensor in trained_tiny.mild_state_dict().items():
         assert torch.equal(fresh.mild_state_dict()[name], tensor), name
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_cast_gives_the_vae_its_own_type_and_says_nothing():
+    """An SDXL VAE, which overflows fp16, stays float32 (torch.float32 upcast) beside a fp16 model;
+    diffusers' warning about modules to keep in float32, with none to keep, is not raised."""
+    records = Records()
+    diffusers_models = logging.getLogger("diffusers.models.modeling_utils")  # does not propagate
+    diffusers_models.addHandler(records)
+    try:
+        model = load_model("tiny-xl").cast(torch.float16)
+    finally:
+        diffusers_models.removeHandler(records)
+    assert model.unet.unet.conv_in.weight.dtype == torch.float16
+    assert {p.dtype for p in model.vae.parameters()} == {torch.float32}
+    assert not [m for m in records.messages if "should be kept in float32" in m]
