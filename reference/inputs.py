@@ -227,13 +227,18 @@ def _check_inside(path: Path, keypoints: np.ndarray, size: tuple[int, int]) -> N
         )
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def load_keypoints(path: Path, n_instances: int, size: tuple[int, int] | None = None) -> Tensor:
     """OpenPose JSON {"people": [{"pose_keypoints_2d": [x, y, c] * 18}]}, people in mask order ->
     [N, 18, 3] float32. With `size` (H, W) the points are checked against the image."""
     data, people = _read_pose_json(path)
     if len(people) != n_instances:
         raise InputError(
-            f"pose file {path} has {len(people)} people but there are {n_instances} masks: "
+            f"pose file {path} lists {_count(len(people), 'person', 'people')} but there "
+            f"{'is' if n_instances == 1 else 'are'} {_count(n_instances, 'mask', 'masks')}: "
             "give one person per mask, in mask order"
         )
     points = np.stack([_to_openpose18(p, path, k + 1) for k, p in enumerate(people)]).reshape(-1, 18, 3)

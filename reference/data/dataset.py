@@ -2,8 +2,11 @@
 
 The whole folder is checked when the dataset is opened, before any training step: images/ is
 there and not empty, every image has its masks (numbered from 1 without gaps) and, for training,
-its background, and every background, mask and parsing map has the image's size. A bad folder
-fails at once with a ValueError naming the file and the fix, not an hour into a run.
+its background, and every background, mask and parsing map has the image's size. Masks, pose
+files and parsing maps are read in full with the loaders training uses (an empty mask, a pose
+file that is not OpenPose JSON or lists another number of people, a label outside LIP's ids);
+images and backgrounds by their headers. A bad folder fails at once with a ValueError naming the
+file and the fix, not an hour into a run.
 
 Files are read with `reference.inputs`' loaders (the ones `mild-erase` uses), so a mask or pose
 file means the same in training as at inference.
@@ -108,6 +111,46 @@ def _check_same_size(path: Path, what: str, image: Path, size: tuple[int, int]) 
         )
 
 
+def _read_annotations(entry: Entry, size: tuple[int, int]) -> None:
+    """Read the sample's masks, pose file and parsing map as training will: these are small files,
+    and a bad one must fail when the dataset opens, not at the step that first draws it."""
+    for mask in entry.masks:
+        inputs.load_mask(mask, size)
+    if entry.pose is not None:
+        inputs.load_keypoints(entry.pose, len(entry.masks), size)
+    if entry.parsing is not None:
+        inputs.load_parsing(entry.parsing, size)
+
+
+def _entry(root: Path, image: Path, masks: dict[int, Path], train: bool) -> Entry:
+    """One image's files, found and checked (sizes from the headers, then the annotations read)."""
+    stem, size = image.stem, _header_size(image)
+    mask_paths = _masks_of(root, image, masks)
+    background = _find(root / BACKGROUNDS, stem)
+    if background is None and train:
+        raise ValueError(
+            f"image {image} has no clean background: training needs "
+            f"{root / BACKGROUNDS / f'{stem}.png'} (the same scene without the people)"
+        )
+    pose = root / POSE / f"{stem}.json"
+    parsing = root / PARSING / f"{stem}.png"
+    for path, what in [(background, "background"), *((m, "mask") for m in mask_paths)]:
+        if path is not None:
+            _check_same_size(path, what, image, size)
+    if parsing.is_file():
+        _check_same_size(parsing, "parsing map", image, size)
+    entry = Entry(
+        stem=stem,
+        image=image,
+        background=background,
+        masks=mask_paths,
+        pose=pose if pose.is_file() else None,
+        parsing=parsing if parsing.is_file() else None,
+    )
+    _read_annotations(entry, size)
+    return entry
+
+
 def scan_folder(root: Path, train: bool) -> list[Entry]:
     """Every image's files, checked; raises ValueError naming the first bad file and the fix."""
     root = Path(root)
@@ -123,38 +166,11 @@ def scan_folder(root: Path, train: bool) -> list[Entry]:
         dup = next(s for s in stems if stems.count(s) > 1)
         raise ValueError(f"{root / IMAGES} holds two images named {dup}.*: keep one per name")
     masks = _mask_index(root)
-    entries = []
-    for image in images:
-        stem, size = image.stem, _header_size(image)
-        mask_paths = _masks_of(root, image, masks.get(stem, {}))
-        background = _find(root / BACKGROUNDS, stem)
-        if background is None and train:
-            raise ValueError(
-                f"image {image} has no clean background: training needs "
-                f"{root / BACKGROUNDS / f'{stem}.png'} (the same scene without the people)"
-            )
-        pose = root / POSE / f"{stem}.json"
-        parsing = root / PARSING / f"{stem}.png"
-        for path, what in [(background, "background"), *((m, "mask") for m in mask_paths)]:
-            if path is not None:
-                _check_same_size(path, what, image, size)
-        if parsing.is_file():
-            _check_same_size(parsing, "parsing map", image, size)
-        entries.append(
-            Entry(
-                stem=stem,
-                image=image,
-                background=background,
-                masks=mask_paths,
-                pose=pose if pose.is_file() else None,
-                parsing=parsing if parsing.is_file() else None,
-            )
-        )
+    entries = [_entry(root, image, masks.get(image.stem, {}), train) for image in images]
     orphans = sorted(set(masks) - set(stems))
     if orphans:
-        log.info(
-            "%s: masks of %d stems without an image are ignored (%s)", root / MASKS, len(orphans), orphans[0]
-        )
+        stems_text = f"{len(orphans)} stem{'' if len(orphans) == 1 else 's'}"
+        log.info("%s: masks of %s without an image are ignored (%s)", root / MASKS, stems_text, orphans[0])
     return entries
 
 

@@ -113,6 +113,24 @@ def resolve(path: Path) -> Path:
     return found[-1]
 
 
+def _fallback(broken: Path) -> str:
+    """The fix for a broken checkpoint: the run's checkpoint before it, which nothing picks on its
+    own (--resume takes the latest), so the broken one has to go."""
+    names = [p.name for p in list_checkpoints(broken.parent.parent)]
+    if broken.name not in names:
+        return "use another checkpoint"
+    position = names.index(broken.name)
+    if position == 0:
+        return (
+            f"the run has no checkpoint before it: delete {broken} and start the run again without --resume"
+        )
+    earlier = broken.parent / names[position - 1]
+    return (
+        f"delete the folder {broken} to resume from the checkpoint before it, {earlier} "
+        f"(mild-merge --checkpoint {earlier} merges that one as it is)"
+    )
+
+
 def load_meta(path: Path) -> dict[str, Any]:
     meta_path = Path(path) / META
     try:
@@ -121,7 +139,7 @@ def load_meta(path: Path) -> dict[str, Any]:
         dict(meta["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(
-            f"checkpoint file {meta_path} is missing or corrupt ({err}): use an older checkpoint"
+            f"checkpoint file {meta_path} is missing or corrupt ({err}): {_fallback(path)}"
         ) from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} has format {meta.get('format')}, this version reads {FORMAT}")
@@ -135,11 +153,11 @@ def verify_checkpoint(path: Path, with_state: bool = True) -> tuple[Path, dict[s
     for name in (WEIGHTS, STATE) if with_state else (WEIGHTS,):
         file = path / name
         if not file.is_file():
-            raise ValueError(f"checkpoint file {file} is missing: the checkpoint is incomplete")
+            raise ValueError(f"checkpoint file {file} is missing: {_fallback(path)}")
         if file_sha256(file) != meta["sha256"].get(name):
             raise ValueError(
                 f"checkpoint file {file} is corrupt (its sha256 differs from {path / META}): "
-                "use an older checkpoint"
+                f"{_fallback(path)}"
             )
     return path, meta
 
@@ -151,5 +169,5 @@ def load_checkpoint(path: Path, with_state: bool = True) -> Checkpoint:
         weights = load_file(str(path / WEIGHTS))
         state = torch.load(path / STATE, weights_only=True) if with_state else {}
     except (SafetensorError, OSError, RuntimeError, EOFError) as err:
-        raise ValueError(f"checkpoint {path} could not be read ({err})") from None
+        raise ValueError(f"checkpoint {path} could not be read ({err}): {_fallback(path)}") from None
     return Checkpoint(path, meta, weights, state)

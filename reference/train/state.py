@@ -28,10 +28,11 @@ class DataOrder:
 
     def __post_init__(self) -> None:
         if self.batches_per_epoch == 0:
+            samples = f"{self.size} sample{'' if self.size == 1 else 's'}"
+            processes = f"{self.num_processes} process{'' if self.num_processes == 1 else 'es'}"
             raise ValueError(
-                f"the dataset has {self.size} samples, fewer than one global batch "
-                f"({self.batch_size} per process x {self.num_processes} processes): add samples or "
-                "lower the batch size"
+                f"the dataset has {samples}, fewer than one global batch ({self.batch_size} per process "
+                f"x {processes}): add samples or lower the batch size (mild-train --batch-size)"
             )
 
     @property

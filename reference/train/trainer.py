@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -195,6 +196,7 @@ class Trainer:
         records = []
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_run_config()
+        self._trim_log()
         bar = tqdm(
             total=max_steps,
             initial=self.step_count,
@@ -269,15 +271,24 @@ class Trainer:
         self.order.consumed = int(checkpoint.state["data"]["consumed"])
         self.step_count = checkpoint.step
         self._batches = None
-        self._truncate_log(checkpoint.step)
         return checkpoint.step
 
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines of steps after the checkpoint: they are about to be trained again."""
+    def _trim_log(self) -> None:
+        """log.jsonl keeps one line per step, in order: lines of steps after the one training starts
+        from are dropped (all of them for a fresh run, whose folder may hold a failed run's log; those
+        after the checkpoint for a resumed one, as they are trained again)."""
         path = self.run_dir / LOG_FILE
         if self.accelerator.is_main_process and path.is_file():
-            lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            lines = [line for line in path.read_text().splitlines() if _logged_step(line) <= self.step_count]
             path.write_text("".join(line + "\n" for line in lines))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log.jsonl line; a line a kill cut short counts as past every step (dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def train_examples(examples: Sequence[Example]) -> ExampleSource:

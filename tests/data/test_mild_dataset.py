@@ -3,6 +3,7 @@ are named, resize/crop keeps masks, parsing and keypoints aligned, instance subs
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -200,3 +201,14 @@ def test_cli_bad_arguments(tmp_path, capsys, bad):
         synth_cli.main(["--count", "2", "--out", str(tmp_path / "o"), *bad])
     assert exit_info.value.code == 2
     assert "mild-synth: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ghosts", [("ghost",), ("ghost", "spook")])
+def test_masks_without_an_image_are_counted(synth_folder, tmp_path, caplog, ghosts):
+    root = copy(synth_folder, tmp_path)
+    for ghost in ghosts:
+        shutil.copy(root / "masks" / "000001_1.png", root / "masks" / f"{ghost}_1.png")
+    caplog.set_level(logging.INFO, logger="mild")
+    MildDataset(root)
+    count = "1 stem" if len(ghosts) == 1 else f"{len(ghosts)} stems"
+    assert f"{root / 'masks'}: masks of {count} without an image are ignored (ghost)" in caplog.text

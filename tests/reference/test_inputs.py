@@ -294,9 +294,13 @@ def test_bad_pose_files(tmp_path):
     person = {"pose_keypoints_2d": random_person().ravel().tolist()}
     path = pose_file(tmp_path, [person, person])
     with pytest.raises(
-        InputError, match=r"pose.json has 2 people but there are 3 masks: give one person per mask"
+        InputError, match=r"pose.json lists 2 people but there are 3 masks: give one person per mask"
     ):
         load_keypoints(path, 3, SIZE)
+    with pytest.raises(InputError, match=r"pose.json lists 2 people but there is 1 mask"):
+        load_keypoints(path, 1, SIZE)
+    with pytest.raises(InputError, match=r"pose.json lists 1 person but there are 2 masks"):
+        load_keypoints(pose_file(tmp_path, [person]), 2, SIZE)
     path = pose_file(tmp_path, [person, {"pose_keypoints_2d": [0] * 30}])
     with pytest.raises(
         InputError, match=r"pose.json: person 2 has 30 numbers, expected the OpenPose-18 layout"

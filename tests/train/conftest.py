@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from reference.config import LoraConfig
 from reference.data.synth import make_sample
@@ -22,6 +24,24 @@ def toy_examples(count: int, size: int = SIZE, seed: int = 0, max_n: int = 3) ->
     return [
         to_example(make_sample(seed * 100_003 + i, size=size, n_figures=(1, max_n))) for i in range(count)
     ]
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_folder(root: Path, stems=("a", "b", "c", "d"), size: int = 32, instances: int = 2) -> Path:
+    """The dataset layout of DESIGN.md section 2, written by hand (not by the generator)."""
+    rng = np.random.default_rng(0)
+    for stem in stems:
+        write_png(root / "images" / f"{stem}.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        write_png(root / "backgrounds" / f"{stem}.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        for k in range(1, instances + 1):
+            mask = np.zeros((size, size), dtype=np.uint8)
+            mask[4 * k : 4 * k + 10, 6:20] = 255
+            write_png(root / "masks" / f"{stem}_{k}.png", mask)
+    return root
 
 
 def fast_config(**changes) -> TrainConfig:

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from PIL import Image
 
 from mild_export.cli import train as train_cli
+from tests.train.conftest import make_folder, write_png
 
 
-def write_png(path, array):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def make_folder(root, stems=("a", "b", "c", "d"), size=32, instances=2):
-    """The dataset layout of DESIGN.md section 2, written by hand (not by the generator)."""
-    rng = np.random.default_rng(0)
-    for stem in stems:
-        write_png(root / "images" / f"{stem}.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-        write_png(root / "backgrounds" / f"{stem}.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-        for k in range(1, instances + 1):
-            mask = np.zeros((size, size), dtype=np.uint8)
-            mask[4 * k : 4 * k + 10, 6:20] = 255
-            write_png(root / "masks" / f"{stem}_{k}.png", mask)
-    return root
-
-
-def train(root, run, caplog):
+def train(root, run, caplog, *options):
     caplog.clear()
     argv = ["--config", "tiny", "--data", str(root), "--out", str(run), "--steps", "2", "--no-progress"]
-    return train_cli.main(argv), caplog.text
+    return train_cli.main([*argv, *options]), caplog.text
 
 
 def test_good_folder_trains(tmp_path, caplog):
@@ -75,3 +59,54 @@ def test_empty_dataset(tmp_path, caplog, layout):
     code, text = train(root, tmp_path / "run", caplog)
     assert code == 2 and "Traceback" not in text
     assert str(root) in text, text
+
+
+def bad_annotation(root, kind):
+    """One bad per-sample file of the given kind, and the start of the error that names it."""
+    if kind == "pose":
+        path = root / "pose" / "b.json"
+        path.parent.mkdir()
+        path.write_text('{"people": 5}')
+        return f"error: pose file {path} is not OpenPose JSON (TypeError: 'int' object is not iterable): "
+    if kind == "parsing":
+        path = root / "parsing" / "c.png"
+        write_png(path, np.full((32, 32), 25, dtype=np.uint8))
+        return f"error: parsing map {path} has label 25: LIP label ids are 0..19; "
+    path = root / "masks" / "d_2.png"
+    write_png(path, np.zeros((32, 32), dtype=np.uint8))
+    return f"error: mask {path} is empty (no pixel >= 0.5 after scaling to [0, 1]): draw the person in white"
+
+
+@pytest.mark.parametrize("kind", ["pose", "parsing", "empty mask"])
+def test_bad_annotation_fails_before_the_first_step(tmp_path, caplog, kind):
+    """Files read only when a sample is drawn are read once when training starts: the error comes
+    before step 1 (the run folder is not even made), not at the step that draws the sample."""
+    root = make_folder(tmp_path / "data")
+    expected = bad_annotation(root, kind)
+    code, text = train(root, tmp_path / "run", caplog)
+    assert code == 2 and "Traceback" not in text
+    assert expected in text, text
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_size_option_and_too_small_a_dataset(tmp_path, caplog):
+    three = make_folder(tmp_path / "three", stems=("a", "b", "c"))
+    code, text = train(three, tmp_path / "run3", caplog, "--batch-size", "4")
+    assert code == 2
+    assert (
+        "error: the dataset has 3 samples, fewer than one global batch (4 per process x 1 process): "
+        "add samples or lower the batch size (mild-train --batch-size)"
+    ) in text, text
+    one = make_folder(tmp_path / "one", stems=("a",))
+    code, text = train(one, tmp_path / "run1", caplog)
+    assert code == 2
+    assert "error: the dataset has 1 sample, fewer than one global batch (2 per process x 1 process)" in text
+    code, text = train(one, tmp_path / "run1", caplog, "--batch-size", "1")
+    assert code == 0, text
+    assert json.loads((tmp_path / "run1" / "run.json").read_text())["train_config"]["batch_size"] == 1
+
+
+def test_batch_size_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch-size", "0"])
+    assert "mild-train: error: --batch-size must be positive, got 0" in capsys.readouterr().err

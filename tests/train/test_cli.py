@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -14,8 +15,9 @@ from mild_export.cli import train as train_cli
 from reference.merge import merge_model
 from reference.model import load_model
 from reference.train import checkpoint as ckpt
+from reference.train.trainer import Trainer
 from tests.reference.test_layered_unet import unet_inputs
-from tests.train.conftest import fast_config, make_trainer
+from tests.train.conftest import fast_config, make_folder, make_trainer
 
 
 @pytest.fixture
@@ -57,18 +59,120 @@ def corrupt(path):
 
 
 @pytest.mark.parametrize("name", [ckpt.WEIGHTS, ckpt.STATE, ckpt.META])
-def test_corrupt_checkpoint_is_named(trained_run, tmp_path, caplog, name):
-    latest = ckpt.list_checkpoints(trained_run.run_dir)[-1]
+def test_corrupt_checkpoint_is_named_with_the_one_before_it(trained_run, tmp_path, caplog, name):
+    earlier, latest = ckpt.list_checkpoints(trained_run.run_dir)[-2:]
     if name == ckpt.META:
         (latest / name).write_text("{not json")
     else:
         corrupt(latest / name)
+    fix = (
+        f"delete the folder {latest} to resume from the checkpoint before it, {earlier} "
+        f"(mild-merge --checkpoint {earlier} merges that one as it is)"
+    )
     run = str(trained_run.run_dir)
     argv = ["--config", "tiny", "--data", str(tmp_path), "--out", run, "--resume"]
-    expect_error(caplog, train_cli.main, argv, str(latest / name))
+    expect_error(caplog, train_cli.main, argv, str(latest / name), fix)
     if name != ckpt.STATE:  # merging reads weights and meta only
         argv = ["--checkpoint", run, "--out", str(tmp_path / "m")]
-        expect_error(caplog, merge_cli.main, argv, str(latest / name))
+        expect_error(caplog, merge_cli.main, argv, str(latest / name), fix)
+
+
+def test_corrupt_only_checkpoint_says_start_again(trained_run, tmp_path, caplog):
+    *older, latest = ckpt.list_checkpoints(trained_run.run_dir)
+    for folder in older:
+        shutil.rmtree(folder)
+    corrupt(latest / ckpt.WEIGHTS)
+    argv = ["--data", str(tmp_path), "--out", str(trained_run.run_dir), "--resume"]
+    expect_error(
+        caplog,
+        train_cli.main,
+        argv,
+        f"the run has no checkpoint before it: delete {latest} and start the run again without --resume",
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "what"),
+    [("--config", "paper", "configuration"), ("--model", "sdxl-inpaint", "model")],
+)
+def test_resume_refuses_another_configuration_or_model(trained_run, tmp_path, caplog, option, value, what):
+    run = trained_run.run_dir
+    argv = ["--data", str(tmp_path), "--out", str(run), "--resume", option, value, "--steps", "2"]
+    expect_error(
+        caplog,
+        train_cli.main,
+        argv,
+        f"error: {option} {value} differs from the {what} of {run}, tiny: a run folder's {what} is fixed "
+        f"when it starts; drop {option} to resume, or start a new run with another --out",
+    )
+
+
+def test_resume_at_or_past_the_steps_says_there_is_nothing_to_train(trained_run, tmp_path, caplog):
+    run = trained_run.run_dir
+    same = ["--config", "tiny", "--model", "tiny"]  # the run's own: accepted
+    for steps, limit in ((["--steps", "2"], "--steps 2"), ([], "its 5 steps")):
+        caplog.clear()
+        assert train_cli.main(["--data", str(tmp_path), "--out", str(run), "--resume", *same, *steps]) == 0
+        expected = (
+            f"{run} is at step 5 already, at or past {limit}: nothing to train; raise --steps to continue"
+        )
+        assert expected in caplog.text, caplog.text
+    assert ckpt.verify_checkpoint(run)[1]["step"] == 5
+
+
+def test_checkpoint_every_zero_means_the_final_checkpoint_only(tmp_path, capsys):
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert train_cli.parse_args([*base, "--checkpoint-every", "0"]).checkpoint_every == 0
+    with pytest.raises(SystemExit):
+        train_cli.parse_args([*base, "--checkpoint-every", "-1"])
+    expected = (
+        "mild-train: error: --checkpoint-every must be 0 (the final checkpoint only) or positive, got -1"
+    )
+    assert expected in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "checkpoint every K steps, 0 for the final checkpoint only (default: the configuration's)"
+        in help_text
+    )
+
+
+@pytest.mark.parametrize("stop_after", [3, 0])
+def test_ctrl_c_says_where_the_run_stands(tmp_path, caplog, monkeypatch, stop_after):
+    """Ctrl-C while training: one line naming the step, the last checkpoint and how to go on."""
+    original = Trainer.step
+
+    def step(self):
+        if self.step_count == stop_after:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    data, run = make_folder(tmp_path / "data"), tmp_path / "run"
+    options = ["--steps", "6", "--checkpoint-every", "2", "--no-progress"]
+    caplog.clear()
+    assert train_cli.main(["--data", str(data), "--out", str(run), *options]) == 130
+    if stop_after:
+        expected = (
+            f"interrupted: at step 4; the last checkpoint is {run / ckpt.CHECKPOINTS / 'step-00000002'} "
+            f"(step 2): continue with mild-train --data {data} --out {run} --resume"
+        )
+    else:
+        expected = (
+            "interrupted: at step 1; no checkpoint was written yet: run the same command again to start over"
+        )
+    assert expected in caplog.text, caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_a_fresh_run_starts_a_new_log(tmp_path):
+    """A run folder left by a run that failed before its first checkpoint: its log is not continued."""
+    data, run = make_folder(tmp_path / "data"), tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
+    assert train_cli.main(["--data", str(data), "--out", str(run), "--steps", "2", "--no-progress"]) == 0
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_resume_without_checkpoint_and_fresh_run_over_checkpoints(trained_run, tmp_path, caplog):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import torch
 
@@ -34,6 +35,20 @@ def test_resume_continues_exactly(tmp_path):
     for key, value in s1["state"].items():
         assert torch.equal(value["exp_avg_sq"], s2["state"][key]["exp_avg_sq"])
     assert straight.scheduler.get_last_lr() == second.scheduler.get_last_lr()
+
+
+def test_resume_drops_the_log_lines_it_trains_again(tmp_path):
+    """Killed after step 4 (checkpoint at 2), in the middle of writing step 5's line: the resumed
+    run's log holds each step once, in order."""
+    make_trainer(tmp_path, fast_config(max_steps=4, checkpoint_every=2)).train()
+    shutil.rmtree(ckpt.list_checkpoints(tmp_path)[-1])
+    with (tmp_path / "log.jsonl").open("a") as f:
+        f.write('{"step": 5, "lo')
+    resumed = make_trainer(tmp_path, fast_config(max_steps=3, checkpoint_every=2))
+    assert resumed.resume() == 2
+    resumed.train()
+    logged = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]
 
 
 def test_checkpoints_are_complete_and_pruned(tmp_path):
