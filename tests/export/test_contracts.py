@@ -46,8 +46,8 @@ def tiny_contracts():
         (
             "vae_encoder",
             {"images": (3, 3, 128, 128)},
-            "vae_encoder: images axis 2 (image_height) is 128, outside the exported range 64..64 (multiple of "
-            "8): export again with --resolution 128 (beside the sides it serves)",
+            "vae_encoder: images axis 2 (image_height) is 128, outside the exported range 64..64 "
+            "(multiple of 8): export again with --resolution 128 (beside the sides it serves)",
         ),
     ],
 )
