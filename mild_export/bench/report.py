@@ -36,6 +36,8 @@ def paper_ratio(result: CaseResult) -> float | None:
     if (case.resolution, case.steps) != (PAPER["resolution"], PAPER["steps"]):
         return None
     return result.image_s / PAPER["mild_s"]
+
+
 HEADERS = {
     "text_encoder": "text",
     "conditioner": "cond",
