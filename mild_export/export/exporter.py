@@ -77,8 +77,8 @@ def export_model(
     """Write every graph that is missing or stale; reuse the rest (same key, same file hash)."""
     out = Path(out)
     check_opset(settings.precision)
+    graph_contracts = contracts(model.config, settings.shapes)  # bad shapes fail before --out is made
     check_writable(out)
-    graph_contracts = contracts(model.config, settings.shapes)
     try:
         previous = None if settings.force else Manifest.read(out)
     except ValueError:

@@ -96,6 +96,7 @@ def test_a_resolution_typo_fails_before_the_model_loads(tmp_path, caplog):
 def test_the_nearest_supported_resolution_is_suggested(tmp_path, caplog):
     assert main(["--model", "tiny", "--out", str(tmp_path / "o"), "--resolution", "60"]) == 2
     assert "resolution 60 is not supported by tiny" in caplog.text and "e.g. 64" in caplog.text
+    assert not (tmp_path / "o").exists()
 
 
 def test_out_that_is_a_file(tmp_path, caplog):
