@@ -93,6 +93,7 @@ def erase_with_tensorrt(photo: Path, engines: Path, *extra: str) -> int:
 def gpu_visible(monkeypatch):
     """Pretend a GPU is visible, to reach the folder checks that come after the GPU check."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
 # --- the CLI's refusals (no GPU needed) --------------------------------------------------------------

@@ -212,7 +212,7 @@ def test_erase_builds_it_and_takes_sma(tmp_path):
     args = parse_args(
         ["--demo", "--backend", "torch", "--device", "cpu", "--sma", "reference", "--out", str(tmp_path)]
     )
-    backend = make_backend(args)
+    backend = make_backend(args, torch.device("cpu"))
     assert is_merged(backend_model(backend)) and backend.inner.inner.sma_form == "reference"
 
 
