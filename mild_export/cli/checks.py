@@ -21,15 +21,20 @@ def output_file(path: Path | None, option: str, example: str) -> None:
         raise ValueError(f"{option} {path} is a folder: give a file name, e.g. {path / example}")
 
 
-def device(name: str, option: str = "--device") -> torch.device:
-    """cpu or cuda (cuda:K too), with CUDA visible to PyTorch where asked for."""
+def device(name: str | None, option: str = "--device") -> torch.device:
+    """cpu or cuda (cuda:K too), with CUDA visible to PyTorch where asked for; None: cuda where
+    PyTorch sees a GPU, else cpu."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         parsed = torch.device(name)
     except RuntimeError:
         raise ValueError(f"{option} {name!r}: give cpu or cuda") from None
     if parsed.type not in ("cpu", "cuda"):
         raise ValueError(f"{option} {name!r}: give cpu or cuda")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
+    if parsed.type == "cpu":
+        return parsed
+    if not torch.cuda.is_available():
         raise ValueError(f"{option} {name}: no CUDA device is visible to PyTorch here; use --device cpu")
     if parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise ValueError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA devices")

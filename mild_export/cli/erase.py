@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> None:
     from reference.pipeline import ErasePipeline
 
     checks.output_folder(args.out)
-    device = checks.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = checks.device(args.device)
     if args.demo:
         args.out.mkdir(parents=True, exist_ok=True)
         inputs = demo_inputs(args.out)
@@ -192,11 +193,8 @@ def run(args: argparse.Namespace) -> None:
 def remove_stale_layers(out: Path, layers: int) -> None:
     """An earlier run into `out` with more people left layer files this run does not write: they
     would read as this photo's layers."""
-    stale = [
-        path
-        for path in sorted(out.glob("layer_*.png"))
-        if path.stem.removeprefix("layer_").isdigit() and int(path.stem.removeprefix("layer_")) > layers
-    ]
+    numbered = ((path, re.fullmatch(r"layer_(\d+)", path.stem)) for path in sorted(out.glob("layer_*.png")))
+    stale = [path for path, number in numbered if number and int(number.group(1)) > layers]
     for path in stale:
         path.unlink()
     if stale:

@@ -178,3 +178,8 @@ def test_layers_of_an_earlier_run_with_more_people_are_removed(photo, caplog):
         "layer_notes.png",
     ]
     assert f"removed layer_3.png, left in {out} by an earlier run" in caplog.text
+
+
+def test_cpu_with_an_index_is_the_cpu(photo):
+    code, out = run(photo, "--device", "cpu:0")
+    assert code == 0 and (out / "composite.png").is_file()
