@@ -31,8 +31,8 @@ from pathlib import Path
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]+);")
 PREDICATE = re.compile(r"^@!?U?P\w+\s+")
 TARGET = re.compile(r"0x([0-9a-f]+)")
-# WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kMinBlocks, kBias, kSumMma> as Itanium-mangled
-CONFIG = re.compile(r"WgmmaConfigILi(\d+)ELi(\d+)ELb([01])ELi(\d+)ELNS\w*?BiasByE(\d)ELb([01])E")
+# WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kMinBlocks, kBias, kSumMma, kLazyMax> as Itanium-mangled
+CONFIG = re.compile(r"WgmmaConfigILi(\d+)ELi(\d+)ELb([01])ELi(\d+)ELNS\w*?BiasByE(\d)ELb([01])ELb([01])E")
 BIAS = {"0": "ffma", "1": "mma.sync", "2": "wgmma"}
 
 
@@ -90,7 +90,7 @@ def tile_loops(sass: str, kernel: str = "") -> list[TileLoop]:
         config = CONFIG.search(name)
         if "smaForwardWgmma" not in name or config is None or not re.search(kernel, name):
             continue
-        warpgroups, block_n, overlap, min_blocks, bias, sum_mma = config.groups()
+        warpgroups, block_n, overlap, min_blocks, bias, sum_mma, lazy_max = config.groups()
         body = main_loop(instructions)
         if body is None:
             continue
@@ -99,6 +99,7 @@ def tile_loops(sass: str, kernel: str = "") -> list[TileLoop]:
         label = (
             f"{dtype} <{warpgroups}, {block_n}, {'overlap' if overlap == '1' else 'in turns'}, "
             f"{min_blocks} CTAs>, bias by {BIAS[bias]}{', sums by mma.sync' if sum_mma == '1' else ''}"
+            f"{', lazy max' if lazy_max == '1' else ''}"
         )
         loops.append(TileLoop(label, len(instructions), body, body["HGMMA"] / hgmma_a_tile))
     return loops

@@ -111,15 +111,15 @@ std::string biasLabel(BiasBy bias)
 }
 
 template <int kWarpGroups, int kBlockN, bool kOverlap = true, int kMinBlocks = 1, BiasBy kBias = BiasBy::kFfma,
-    bool kSumMma = false>
+    bool kSumMma = false, bool kLazyMax = false>
 Variant wgmmaVariant()
 {
-    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kMinBlocks, kBias, kSumMma>;
+    using Cfg = mild::sma::detail::WgmmaConfig<kWarpGroups, kBlockN, kOverlap, kMinBlocks, kBias, kSumMma, kLazyMax>;
     auto kernel = mild::sma::detail::smaForwardWgmma<__half, Cfg>;
     Variant v{"wgmma: keys " + std::to_string(kBlockN) + ", warpgroups " + std::to_string(kWarpGroups)
             + (kOverlap ? ", softmax beside P V" : ", in turns")
             + (kMinBlocks > 1 ? ", at least " + std::to_string(kMinBlocks) + " CTAs an SM" : "")
-            + biasLabel(kBias) + (kSumMma ? ", row sums by mma.sync" : ""),
+            + biasLabel(kBias) + (kSumMma ? ", row sums by mma.sync" : "") + (kLazyMax ? ", lazy max" : ""),
         &launchWgmma<Cfg>};
     return withResources<Cfg>(v, kernel);
 }
@@ -155,11 +155,13 @@ std::vector<Variant> variantsFor(int headDim)
         {
             // the launcher's first (the softmax beside P V at two CTAs an SM: 128 registers, no
             // spills; at 128-key tiles that spills 728 bytes and serialises the wgmma: not swept),
-            // then the same with the bias (by mma.sync or by a fifth wgmma step), the row sums or
-            // both by the tensor cores, then the shapes calls E-F measured within 10% of it
+            // then the same with the lazy max (alone and with the bias by wgmma), with the bias (by
+            // mma.sync or by a fifth wgmma step), the row sums or both by the tensor cores, then the
+            // shapes calls E-F measured within 10% of it
             constexpr BiasBy kSync = BiasBy::kMmaSync;
             constexpr BiasBy kStep = BiasBy::kWgmma;
-            for (Variant v : {wgmmaVariant<2, 64, true, 2>(), wgmmaVariant<2, 64, true, 2, kSync>(),
+            for (Variant v : {wgmmaVariant<2, 64, true, 2>(), wgmmaVariant<2, 64, true, 2, BiasBy::kFfma, false, true>(),
+                     wgmmaVariant<2, 64, true, 2, kStep, false, true>(), wgmmaVariant<2, 64, true, 2, kSync>(),
                      wgmmaVariant<2, 64, true, 2, kStep>(), wgmmaVariant<2, 64, true, 2, BiasBy::kFfma, true>(),
                      wgmmaVariant<2, 64, true, 2, kSync, true>(), wgmmaVariant<2, 64, true, 2, kStep, true>(),
                      wgmmaVariant<2, 64, false, 1, kSync>(), wgmmaVariant<2, 64, false, 1, kStep>(),

@@ -52,6 +52,14 @@ namespace detail
 // tensor cores (one mma.sync of P by ones per 16 keys, SoftmaxRows::addRowSums) instead of one FADD
 // a score. At D = 64 the ALU work a score is most of what a warp runs between its waits on the
 // tensor cores (plugins/sma/README.md): the bias and the sum are each a fifth of it.
+// kLazyMax: a row's running max moves only when a tile's passes it by kMaxSlackLog2 (flash-attention
+// 4's conditional rescale). P is then at most 2^8, held by fp16, bf16 and the fp32 sums to the same
+// relative precision as P <= 1, and O and the sums share the stale max, so the result is the same.
+// O's rescale, which sits between the wait for P_{n-2} V_{n-2} and the issue of P_{n-1} V_{n-1}, is
+// then skipped on nearly every tile; with an exact max, a warp rescales whenever one of its 16 rows
+// meets a new max: on over half the tiles at S = 4096 for random scores.
+constexpr float kMaxSlackLog2 = 8.f; // kLazyMax's
+
 enum class BiasBy
 {
     kFfma,    // one FFMA a score, the key masks as floats in shared memory
@@ -61,7 +69,7 @@ enum class BiasBy
 };
 
 template <int kWarpGroups_, int kBlockN_, bool kOverlap_ = true, int kMinBlocks_ = 1, BiasBy kBias_ = BiasBy::kFfma,
-    bool kSumMma_ = false>
+    bool kSumMma_ = false, bool kLazyMax_ = false>
 struct WgmmaConfig
 {
     static constexpr int kHeadDim = 64;
@@ -71,6 +79,7 @@ struct WgmmaConfig
     static constexpr int kMinBlocks = kMinBlocks_;
     static constexpr BiasBy kBias = kBias_;
     static constexpr bool kSumMma = kSumMma_;
+    static constexpr bool kLazyMax = kLazyMax_;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = kWarpGroups * 64;
     static constexpr int kRowBytes = 128;
@@ -152,7 +161,7 @@ struct SoftmaxRows
     // max held). mTile: the tile's key masks (keyMaskWord); kBias and kSumMma as in WgmmaConfig
     // (with BiasBy::kWgmma the scores hold the bias already; with kSumMma the tile's P joins the
     // sums in addRowSums, once packed).
-    template <typename T, BiasBy kBias, bool kSumMma, int kScores>
+    template <typename T, BiasBy kBias, bool kSumMma, bool kLazyMax, int kScores>
     __device__ __forceinline__ void tile(
         float (&s)[kScores], uint32_t const* mTile, int valid, int g, int t, float (&correction)[2])
     {
@@ -193,7 +202,10 @@ struct SoftmaxRows
         {
             tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
             tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
-            float const newMax = fmaxf(max[r], tileMax[r]); // finite: every tile has a valid key
+            // finite: every tile has a valid key (the first tile's is infinitely past -inf)
+            float const newMax = !kLazyMax                                        ? fmaxf(max[r], tileMax[r])
+                : (tileMax[r] - max[r]) * scaleLog2 > kMaxSlackLog2 ? tileMax[r]
+                                                                    : max[r];
             correction[r] = exp2Fast((max[r] - newMax) * scaleLog2);
             max[r] = newMax;
             shift[r] = -newMax * scaleLog2;
@@ -480,7 +492,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             }
             wgmmaWait<0>();
             fenceRegisters(s);
-            rows.tile<T, Cfg::kBias, Cfg::kSumMma>(
+            rows.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(
                 s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             rescale(o, correction);
             packP<T, kBlockN>(s, pa);
@@ -510,7 +522,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
         issueQK<T, kBlockN, Cfg::kBias>(s, qDescriptor, kDescriptor(0), biasA, biasDescriptor(0));
         wgmmaWait<0>();
         fenceRegisters(s);
-        rows.tile<T, Cfg::kBias, Cfg::kSumMma>(s, mks, seqlenK, g, t, correction);
+        rows.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(s, mks, seqlenK, g, t, correction);
         packP<T, kBlockN>(s, pa);
         if constexpr (Cfg::kSumMma)
         {
@@ -542,7 +554,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
             wgmmaFence();
             issuePV<T, kBlockN>(o, last, vDescriptor(tile - 1));
             storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
-            rows.tile<T, Cfg::kBias, Cfg::kSumMma>(
+            rows.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(
                 s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
             packP<T, kBlockN>(s, next);
             if constexpr (Cfg::kSumMma)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 WGMMA = "_ZN4mild3sma6detail15smaForwardWgmmaI"
-LAUNCHER = WGMMA + "6__halfNS1_11WgmmaConfigILi2ELi64ELb1ELi2ELNS1_6BiasByE0ELb0EEEEEvNS0_6ParamsE"
-BIAS_STEP = WGMMA + "13__nv_bfloat16NS1_11WgmmaConfigILi2ELi128ELb0ELi1ELNS1_6BiasByE2ELb1EEEEEvNS0_6ParamsE"
+LAUNCHER = WGMMA + "6__halfNS1_11WgmmaConfigILi2ELi64ELb1ELi2ELNS1_6BiasByE0ELb0ELb0EEEEEvNS0_6ParamsE"
+BIAS_STEP = WGMMA + "13__nv_bfloat16NS1_11WgmmaConfigILi2ELi128ELb0ELi1ELNS1_6BiasByE2ELb1ELb1EEEEEvNS0_6ParamsE"
 MMA_SYNC = (
     "_ZN4mild3sma6detail13smaForwardMmaI6__halfNS1_9MmaConfigILi64ELi64ELi2ELi4ELi2ELb0EEEEEvNS0_6ParamsE"
 )
@@ -53,7 +53,7 @@ def test_instructions_a_tile_of_each_wgmma_kernel(sass_tile_loop):
     assert launcher.instructions == 155
     # 128-key tiles with the bias step: 4 + 8 + 1 = 13 HGMMA a tile
     assert bias_step.tiles == 2
-    assert bias_step.kernel == "bf16 <2, 128, in turns, 1 CTAs>, bias by wgmma, sums by mma.sync"
+    assert bias_step.kernel == "bf16 <2, 128, in turns, 1 CTAs>, bias by wgmma, sums by mma.sync, lazy max"
     row = "| fp16 <2, 64, overlap, 2 CTAs>, bias by ffma | 155 | 152 | 2 | **76** | FFMA 66,"
     assert launcher.row().startswith(row)
 
