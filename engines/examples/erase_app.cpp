@@ -13,6 +13,7 @@
 #include <png.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <sys/stat.h>
 #include <vector>
 
 namespace {
@@ -79,21 +81,88 @@ std::vector<uint8_t> mask_bits(const Png& png) {
     return bits;
 }
 
+// Whole-string numbers: std::stoi alone takes "5x" as 5 and says only "stoi" for "abc". Ranges are
+// the library's to check (its message names the limit that applies to these engines).
+int parse_int(const std::string& option, const std::string& text) {
+    size_t used = 0;
+    int v = 0;
+    try {
+        v = std::stoi(text, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used == 0 || used != text.size()) throw std::invalid_argument(option + " is '" + text + "': give an integer");
+    return v;
+}
+
+// 0..2^64-1 like the library's seed; std::stoull alone would take "-1" as 2^64-1
+uint64_t parse_seed(const std::string& text) {
+    size_t used = 0;
+    uint64_t v = 0;
+    try {
+        if (!text.empty() && text[0] >= '0' && text[0] <= '9') v = std::stoull(text, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used == 0 || used != text.size()) {
+        throw std::invalid_argument("--seed is '" + text + "': give an integer in 0..18446744073709551615");
+    }
+    return v;
+}
+
+float parse_float(const std::string& option, const std::string& text) {
+    size_t used = 0;
+    float v = 0;
+    try {
+        v = std::stof(text, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used == 0 || used != text.size()) throw std::invalid_argument(option + " is '" + text + "': give a number");
+    return v;
+}
+
+// "1,3" -> {1, 3}, as typed (1-based); checked against the number of masks once all are known
 std::vector<int> parse_list(const std::string& text) {
     std::vector<int> out;
     std::stringstream s(text);
     std::string item;
     while (std::getline(s, item, ',')) {
-        if (!item.empty()) out.push_back(std::stoi(item));
+        if (!item.empty()) out.push_back(parse_int("--remove", item));
     }
     return out;
 }
 
-int usage(const char* why) {
-    std::cerr << "mild_erase_app: error: " << why << "\n"
-              << "usage: mild_erase_app --engines DIR --image IMAGE.png --mask MASK.png [--mask ...] --out OUT.png\n"
-                 "       [--remove 1,2] [--steps 25] [--guidance 1] [--seed 0] [--prompt TEXT]\n"
-                 "       [--compose copy-outside|eq6] [--plugin LIB] [--noise FILE.f32] [--quiet]\n";
+// The library counts instances from 0; this app, like mild-erase, from 1 in --mask order.
+std::vector<int> zero_based(const std::vector<int>& remove, size_t n_masks) {
+    std::vector<int> out;
+    for (int k : remove) {
+        if (k < 1 || k > static_cast<int>(n_masks)) {
+            throw std::invalid_argument("--remove " + std::to_string(k) + ": the masks are numbered 1.." +
+                                        std::to_string(n_masks) + ", in --mask order");
+        }
+        out.push_back(k - 1);
+    }
+    return out;
+}
+
+// The folder of --out must exist before the engines run, not after a whole erase.
+void check_output_folder(const std::string& path) {
+    const size_t slash = path.find_last_of('/');
+    const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    struct stat st {};
+    if (::stat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        throw std::invalid_argument("--out " + path + ": the folder " + folder + " does not exist (create it first)");
+    }
+}
+
+const char kUsage[] =
+    "usage: mild_erase_app --engines DIR --image IMAGE.png --mask MASK.png [--mask ...] --out OUT.png\n"
+    "       [--remove 1,2] [--steps 25] [--guidance 1] [--seed 0] [--prompt TEXT]\n"
+    "       [--compose copy-outside|eq6] [--plugin LIB] [--noise FILE.f32] [--quiet]\n";
+
+int usage(const std::string& why) {
+    std::cerr << "mild_erase_app: error: " << why << "\n" << kUsage;
     return 2;
 }
 
@@ -108,8 +177,9 @@ int print_progress(int step, int steps, void*) {
 int main(int argc, char** argv) {
     std::string engines, image_path, out_path, prompt, compose = "copy-outside", plugin, noise_path;
     std::vector<std::string> mask_paths;
+    std::vector<int> remove;
     mild::EraseParams params;
-    bool quiet = false;
+    bool quiet = false, remove_set = false;
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string arg = argv[i];
@@ -117,32 +187,37 @@ int main(int argc, char** argv) {
                 if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
                 return argv[++i];
             };
+            if (arg == "--help" || arg == "-h") {
+                std::cout << kUsage;
+                return 0;
+            }
             if (arg == "--engines") engines = value();
             else if (arg == "--image") image_path = value();
             else if (arg == "--mask") mask_paths.push_back(value());
             else if (arg == "--out") out_path = value();
             else if (arg == "--remove") {
-                std::vector<int> remove = parse_list(value());
-                for (int& k : remove) k -= 1;  // 1-based on the command line, 0-based in the API
-                params.set_remove(remove);
+                remove = parse_list(value());
+                remove_set = true;
             }
-            else if (arg == "--steps") params.raw.steps = std::stoi(value());
-            else if (arg == "--guidance") params.raw.guidance = std::stof(value());
-            else if (arg == "--seed") params.raw.seed = std::stoull(value());
+            else if (arg == "--steps") params.raw.steps = parse_int(arg, value());
+            else if (arg == "--guidance") params.raw.guidance = parse_float(arg, value());
+            else if (arg == "--seed") params.raw.seed = parse_seed(value());
             else if (arg == "--prompt") prompt = value();
             else if (arg == "--compose") compose = value();
             else if (arg == "--plugin") plugin = value();
             else if (arg == "--noise") noise_path = value();
             else if (arg == "--quiet") quiet = true;
-            else return usage(("unknown argument " + arg).c_str());
+            else return usage("unknown argument " + arg);
         }
+        if (engines.empty() || image_path.empty() || mask_paths.empty() || out_path.empty()) {
+            return usage("--engines, --image, at least one --mask and --out are required");
+        }
+        if (compose != "copy-outside" && compose != "eq6") return usage("--compose is copy-outside or eq6");
+        if (remove_set) params.set_remove(zero_based(remove, mask_paths.size()));
+        check_output_folder(out_path);
     } catch (const std::exception& e) {
         return usage(e.what());
     }
-    if (engines.empty() || image_path.empty() || mask_paths.empty() || out_path.empty()) {
-        return usage("--engines, --image, at least one --mask and --out are required");
-    }
-    if (compose != "copy-outside" && compose != "eq6") return usage("--compose is copy-outside or eq6");
     params.raw.compose = compose == "eq6" ? MILD_COMPOSE_EQ6 : MILD_COMPOSE_COPY_OUTSIDE;
     params.raw.prompt = prompt.c_str();
     if (!quiet) params.raw.progress = print_progress;
