@@ -75,6 +75,7 @@ void* DeviceBuffer::reserve(size_t bytes) {
 Pipeline::Pipeline(const mild_context_params& params) : params_(params) {
     model_dir_ = params.model_dir;
     params_.model_dir = model_dir_.c_str();
+    check_plugin_library(params.plugin_library);
     manifest_ = read_manifest(model_dir_);
     // engines of `mild-export --sma function|fold` have no plugin layers and no plugin_library entry
     plugin_library_ = params.plugin_library != nullptr ? params.plugin_library : manifest_.plugin_library;

@@ -49,6 +49,9 @@ private:
     size_t bytes_ = 0;
 };
 
+// params->plugin_library, when it is a path, names a file (validate.cpp). Throws Failure.
+void check_plugin_library(const char* path);
+
 class Pipeline {
 public:
     explicit Pipeline(const mild_context_params& params);  // manifest, files; engines unless lazy

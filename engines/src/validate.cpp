@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <sys/stat.h>
 
 namespace mild::detail {
@@ -119,6 +120,18 @@ bool file_exists(const std::string& path) {
 }
 
 }  // namespace
+
+void check_plugin_library(const char* path) {
+    // a bare name is the dynamic loader's to find; a path that names no file would only fail when
+    // the engines load, after the GPU checks, so on a machine without a GPU it would never show
+    if (path == nullptr || std::strchr(path, '/') == nullptr) return;
+    struct stat st {};
+    if (::stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fail(MILD_ERROR_INVALID_ARGUMENT, "params->plugin_library ", path,
+             " is not a file: give the libmild_plugins.so that mild-export copied beside the engines, "
+             "or NULL to use it");
+    }
+}
 
 bool Pipeline::text_engine_usable(std::string* why) const {
     if (!manifest_.has_graph("text_encoder")) {

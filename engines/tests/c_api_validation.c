@@ -69,7 +69,7 @@ static void* other_thread(void* arg) {
 #define H 64
 
 int main(int argc, char** argv) {
-    char path[4096];
+    char path[4096], plugin[4096];
     const char* root;
     mild_status want_load, want_trt;
     mild_context_params cp;
@@ -149,6 +149,12 @@ int main(int argc, char** argv) {
     expect("tensorrt headers vs library", mild_runtime_check_tensorrt(), want_trt,
            want_trt == MILD_OK ? NULL : "ILogger");
     cp.lazy_load = 1;
+    snprintf(plugin, sizeof plugin, "%s/no-such-folder/libmild_plugins.so", root);
+    cp.plugin_library = plugin;
+    expect("create: plugin library path missing (lazy)", mild_context_create(&cp, &ctx), MILD_ERROR_INVALID_ARGUMENT,
+           "params->plugin_library");
+    check("create: no context after a bad plugin path", ctx == NULL);
+    cp.plugin_library = NULL;
     expect("create: lazy", mild_context_create(&cp, &ctx), MILD_OK, NULL);
     if (ctx == NULL) {
         printf("%d passed, %d failed\n", g_passed, g_failed + 1);
