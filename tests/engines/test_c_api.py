@@ -203,6 +203,8 @@ def test_example_app_links(build):
     assert "libmild_runtime.so.0" in ldd and "libpng16" in ldd
     result = _run([app])
     assert result.returncode == 2 and "usage: mild_erase_app" in result.stderr
+    result = _run([app, "--help"])
+    assert result.returncode == 0 and result.stdout.startswith("usage: mild_erase_app") and not result.stderr
 
 
 def test_tensorrt_version_functions(build):
@@ -268,8 +270,26 @@ def test_example_app_reports_bad_input_before_the_engines(build, fixture_root, t
     result = _run([*base, "--mask", good, "--steps", "0"])
     assert result.returncode == 1 and "params->steps is 0" in result.stderr
 
-    result = _run([*base, "--mask", good, "--remove", "3"])
-    assert result.returncode == 1 and "params->remove[0] is 2" in result.stderr
+    # --remove counts from 1, as mild-erase does, and is checked in those terms
+    for remove in ("3", "0", "1,2"):
+        result = _run([*base, "--mask", good, "--remove", remove])
+        assert result.returncode == 2, result.stderr
+        assert f"--remove {remove.split(',')[-1]}: the masks are numbered 1..1, in --mask order" in result.stderr
+
+    # numbers are whole: "5x" was 5, "abc" said only "stoi", a seed of -1 was 2^64 - 1
+    for option, value, fix in [
+        ("--steps", "abc", "give an integer"),
+        ("--steps", "5x", "give an integer"),
+        ("--remove", "x", "give an integer"),
+        ("--guidance", "1.5q", "give a number"),
+        ("--seed", "-1", "give an integer in 0..18446744073709551615"),
+    ]:
+        result = _run([*base, "--mask", good, option, value])
+        assert result.returncode == 2 and f"{option} is '{value}': {fix}" in result.stderr, result.stderr
+
+    # a missing --out folder is said before the engines run, not after a whole erase
+    result = _run([*base[:-3], "--out", tmp_path / "no-such-folder" / "out.png", "--mask", good])
+    assert result.returncode == 2 and "no-such-folder does not exist (create it first)" in result.stderr
 
     result = _run(
         [app, "--engines", fixture_root / "missing", "--image", image, "--mask", good, "--out", out]
