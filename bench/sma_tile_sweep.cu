@@ -160,9 +160,10 @@ std::vector<Variant> variantsFor(int headDim)
             // shapes calls E-F measured within 10% of it
             constexpr BiasBy kSync = BiasBy::kMmaSync;
             constexpr BiasBy kStep = BiasBy::kWgmma;
-            for (Variant v : {wgmmaVariant<2, 64, true, 2>(), wgmmaVariant<2, 64, true, 2, BiasBy::kFfma, false, true>(),
+            constexpr BiasBy kFfma = BiasBy::kFfma;
+            for (Variant v : {wgmmaVariant<2, 64, true, 2>(), wgmmaVariant<2, 64, true, 2, kFfma, false, true>(),
                      wgmmaVariant<2, 64, true, 2, kStep, false, true>(), wgmmaVariant<2, 64, true, 2, kSync>(),
-                     wgmmaVariant<2, 64, true, 2, kStep>(), wgmmaVariant<2, 64, true, 2, BiasBy::kFfma, true>(),
+                     wgmmaVariant<2, 64, true, 2, kStep>(), wgmmaVariant<2, 64, true, 2, kFfma, true>(),
                      wgmmaVariant<2, 64, true, 2, kSync, true>(), wgmmaVariant<2, 64, true, 2, kStep, true>(),
                      wgmmaVariant<2, 64, false, 1, kSync>(), wgmmaVariant<2, 64, false, 1, kStep>(),
                      wgmmaVariant<2, 64, false, 1, kSync, true>(), wgmmaVariant<2, 64, false, 1, kStep, true>(),

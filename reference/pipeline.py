@@ -8,6 +8,7 @@ Everything runs through a `Backend`, so the reference, ONNX Runtime and TensorRT
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from reference.backend import Backend
 from reference.compose import ComposeMode, compose, layers_needed
 from reference.conditions import LATENT_FACTOR
 from reference.ddim import DDIM
+from reference.hmg import PARSING_CLASSES, POSE_CHANNELS
 from reference.sampler import BranchInputs, denoise
 
 
@@ -30,13 +32,29 @@ class Erasure:
     remove: list[int]
 
 
-def check_inputs(image: Tensor, masks: Tensor, remove: Sequence[int], steps: int, guidance: float) -> None:
+def check_inputs(
+    image: Tensor,
+    masks: Tensor,
+    remove: Sequence[int],
+    steps: int,
+    guidance: float,
+    keypoints: Tensor | None = None,
+    parsing: Tensor | None = None,
+) -> None:
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be [3, H, W], got {list(image.shape)}")
+    # a uint8 photo or one in 0..255 would run and give a wrong composite without a word
+    if not image.is_floating_point() or image.numel() and (image.min() < 0 or image.max() > 1):
+        raise ValueError(f"image must be floating point in [0, 1], got {image.dtype}: divide 8-bit pixels by 255")
     if masks.ndim != 3 or masks.shape[0] == 0:
         raise ValueError(f"masks must be [N, H, W] with N >= 1, got {list(masks.shape)}")
     if masks.shape[1:] != image.shape[1:]:
         raise ValueError(f"masks are {list(masks.shape[1:])} but the image is {list(image.shape[1:])}")
+    if ((masks != 0) & (masks != 1)).any():
+        raise ValueError("masks must hold only 0 and 1: binarise them (e.g. masks > 0.5)")
+    empty = [k for k in range(masks.shape[0]) if not masks[k].any()]
+    if empty:
+        raise ValueError(f"masks{empty} are empty (all zero): every mask must cover its person")
     if image.shape[1] % LATENT_FACTOR or image.shape[2] % LATENT_FACTOR:
         raise ValueError(f"image size {list(image.shape[1:])} must be divisible by {LATENT_FACTOR}: pad it")
     bad = [k for k in remove if not 0 <= k < masks.shape[0]]
@@ -46,8 +64,29 @@ def check_inputs(image: Tensor, masks: Tensor, remove: Sequence[int], steps: int
         )
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    if guidance < 0:
-        raise ValueError(f"guidance must be >= 0 (1 disables it), got {guidance}")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (1 disables it), got {guidance}")
+    check_conditions(keypoints, parsing, masks.shape[0], tuple(image.shape[1:]))
+
+
+def check_conditions(keypoints: Tensor | None, parsing: Tensor | None, n: int, size: tuple[int, int]) -> None:
+    """The optional HMG inputs, as the C API reads them: keypoints [N, 18, 3] (x, y in pixels,
+    confidence) in mask order, parsing [H, W] of LIP ids 0..19 (a wrong size or id rendered
+    misaligned maps or failed inside one_hot)."""
+    if keypoints is not None and tuple(keypoints.shape) != (n, POSE_CHANNELS, 3):
+        raise ValueError(
+            f"keypoints must be [N, {POSE_CHANNELS}, 3] with N = {n} (one row per mask, "
+            f"x, y in pixels and confidence), got {list(keypoints.shape)}"
+        )
+    if parsing is None:
+        return
+    if tuple(parsing.shape) != size:
+        raise ValueError(f"parsing must be [H, W] = {list(size)} (the image's size), got {list(parsing.shape)}")
+    if parsing.is_floating_point() or parsing.numel() and (parsing.min() < 0 or parsing.max() >= PARSING_CLASSES):
+        raise ValueError(
+            f"parsing must hold integer LIP label ids 0..{PARSING_CLASSES - 1}, got "
+            f"{parsing.dtype} in {parsing.min().item()}..{parsing.max().item()}"
+        )
 
 
 class ErasePipeline:
@@ -75,7 +114,7 @@ class ErasePipeline:
         """image [3, H, W] in [0, 1], masks [N, H, W] in {0, 1}; `remove` 0-based (default all)."""
         n = masks.shape[0]
         remove = list(range(n)) if remove is None else list(remove)
-        check_inputs(image, masks, remove, steps, guidance)
+        check_inputs(image, masks, remove, steps, guidance, keypoints, parsing)
         image, masks = image.to(self.device).float(), masks.to(self.device).float()
         copies = 1 if guidance == 1.0 else 2
 

@@ -363,56 +363,64 @@ __device__ __forceinline__ void issueLastPV(float (&o)[32], float const (&correc
     }
 }
 
-#endif // __CUDA_ARCH_FEAT_SM90_ALL
-
+// One CTA's key-tile stages in shared memory, after Q: two K stages, three V stages, two stages of
+// key masks (with BiasBy::kWgmma, two of the bias step's B tile instead), and the loads that fill
+// them. Both schedules load K and V tiles in order, so a tile's first row is the last one's plus a
+// tile of rows: no 64-bit multiply a tile (launcher: 420 instructions a tile against 440).
 template <typename T, class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmma(Params const p)
+struct KeyTileStages
 {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int kBlockN = Cfg::kBlockN;
-    constexpr int kBlockM = Cfg::kBlockM;
-    constexpr int kKvBytes = Cfg::kKvBytes;
+    static constexpr int kBlockN = Cfg::kBlockN;
+    static constexpr int kKvBytes = Cfg::kKvBytes;
+    static constexpr bool kBiasFragments = Cfg::kBias != BiasBy::kFfma;
 
-    extern __shared__ __align__(16) unsigned char smemRaw[]; // aligned to 1024 below
-    uint32_t const rawAddress = static_cast<uint32_t>(__cvta_generic_to_shared(smemRaw));
-    unsigned char* qs = smemRaw + ((1024 - rawAddress % 1024) % 1024); // the swizzle repeats every 1024 bytes
-    unsigned char* ks = qs + Cfg::kQBytes;                                // two K stages
-    unsigned char* vs = ks + 2 * kKvBytes;                                // three V stages
-    auto* mks = reinterpret_cast<uint32_t*>(vs + 3 * kKvBytes);          // two stages of key masks
-    unsigned char* bs = reinterpret_cast<unsigned char*>(mks + 2 * kBlockN); // BiasBy::kWgmma: two B tiles
-    constexpr bool kBiasFragments = Cfg::kBias != BiasBy::kFfma;
+    unsigned char* ks;  // two K stages
+    unsigned char* vs;  // three V stages
+    uint32_t* mks;      // two stages of key masks
+    unsigned char* bs;  // BiasBy::kWgmma: two B tiles
+    SwizzledTileLoader<T, kBlockN, Cfg::kThreads> const loader;
+    T const* kNext;
+    T const* vNext;
+    HeadTensors<T> const& head;
+    Params const& p;
+    int const seqlenK;
 
-    // warp-uniform to ptxas by the shuffle: taken from threadIdx, the Q descriptor built from it was
-    // rebuilt in per-thread registers and moved to uniform ones (R2UR) at every tile, 20 instructions
-    int const warpGroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
-    int const warp = (threadIdx.x / 32) % 4; // within its warpgroup: rows 16 warp .. 16 warp + 15
-    int const lane = threadIdx.x % 32;
-    int const g = lane / 4;
-    int const t = lane % 4;
-    int const m0 = blockIdx.x * kBlockM;
-    int const headDim = p.head_dim;
-    int const seqlenK = p.seqlen_k;
-    HeadTensors<T> const head(p, blockIdx.z, blockIdx.y);
+    __device__ __forceinline__ KeyTileStages(
+        unsigned char* afterQ, HeadTensors<T> const& head_, Params const& p_, int headDim, int seqlenK_)
+        : ks(afterQ)
+        , vs(ks + 2 * kKvBytes)
+        , mks(reinterpret_cast<uint32_t*>(vs + 3 * kKvBytes))
+        , bs(reinterpret_cast<unsigned char*>(mks + 2 * kBlockN))
+        , loader(headDim)
+        , kNext(head_.k)
+        , vNext(head_.v)
+        , head(head_)
+        , p(p_)
+        , seqlenK(seqlenK_)
+    {
+    }
 
-    // K and V tiles load in order (both schedules below), so a tile's first row is the last one's
-    // plus a tile of rows: no 64-bit multiply a tile (launcher: 420 instructions a tile against 440)
-    SwizzledTileLoader<T, kBlockN, Cfg::kThreads> const kvLoader(headDim);
-    T const* kNext = head.k;
-    T const* vNext = head.v;
-    auto loadK = [&](int tile) {
-        kvLoader.load(ks + (tile & 1) * kKvBytes, kNext, p.k_row_stride, seqlenK - tile * kBlockN);
+    __device__ __forceinline__ void loadK(int tile)
+    {
+        loader.load(ks + (tile & 1) * kKvBytes, kNext, p.k_row_stride, seqlenK - tile * kBlockN);
         kNext += kBlockN * p.k_row_stride;
-    };
-    auto loadV = [&](int tile) {
-        kvLoader.load(vs + (tile % 3) * kKvBytes, vNext, p.v_row_stride, seqlenK - tile * kBlockN);
+    }
+
+    __device__ __forceinline__ void loadV(int tile)
+    {
+        loader.load(vs + (tile % 3) * kKvBytes, vNext, p.v_row_stride, seqlenK - tile * kBlockN);
         vNext += kBlockN * p.v_row_stride;
-    };
+    }
+
     // a tile's key masks go to their stage after the barrier that freed it; read before it, here
-    auto keyMasks = [&](int tile) {
+    __device__ __forceinline__ uint32_t keyMasks(int tile) const
+    {
         float const mask = threadIdx.x < kBlockN ? keyMask(head.mk, tile * kBlockN + threadIdx.x, seqlenK) : 0.f;
         return keyMaskWord<T, kBiasFragments>(mask);
-    };
-    auto storeKeyMasks = [&](int tile, uint32_t masks) {
+    }
+
+    __device__ __forceinline__ void storeKeyMasks(int tile, uint32_t masks)
+    {
         if (threadIdx.x < kBlockN)
         {
             if constexpr (Cfg::kBias == BiasBy::kWgmma) // channels 0..3 of the key's row (A's k >= 3 are 0)
@@ -425,160 +433,248 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmm
                 mks[(tile & 1) * kBlockN + threadIdx.x] = masks;
             }
         }
-    };
+    }
+
+    // BiasBy::kWgmma: zeros where no mask goes (B times A's zeros must be 0), before any thread
+    // writes masks into the B tiles
+    __device__ __forceinline__ void clearBiasTiles()
+    {
+        if constexpr (Cfg::kBias == BiasBy::kWgmma)
+        {
+            for (int i = threadIdx.x; i < 2 * Cfg::kBiasTileBytes / 16; i += Cfg::kThreads)
+            {
+                reinterpret_cast<uint4*>(bs)[i] = make_uint4(0u, 0u, 0u, 0u);
+            }
+            __syncthreads();
+        }
+    }
+
     // makes the landed copies visible to wgmma (async proxy) and every thread's; frees the buffers
     // every warpgroup has waited out
-    auto landed = [] {
+    __device__ __forceinline__ static void landed()
+    {
         waitAsync<0>();
         fenceProxyAsync();
         __syncthreads();
-    };
-
-    SwizzledTileLoader<T, kBlockM, Cfg::kThreads>(headDim).load(
-        qs, head.q + m0 * p.q_row_stride, p.q_row_stride, p.seqlen_q - m0);
-    loadK(0);
-    if constexpr (!Cfg::kOverlap)
-    {
-        loadV(0);
     }
-    commitAsync();
-    if constexpr (Cfg::kBias == BiasBy::kWgmma) // zeros where no mask goes: B times A's zeros must be 0
-    {
-        for (int i = threadIdx.x; i < 2 * Cfg::kBiasTileBytes / 16; i += Cfg::kThreads)
-        {
-            reinterpret_cast<uint4*>(bs)[i] = make_uint4(0u, 0u, 0u, 0u);
-        }
-        __syncthreads(); // before any thread writes masks into them
-    }
-    storeKeyMasks(0, keyMasks(0));
 
-    int row[2];
-    SoftmaxRows rows = startRows<T, kBiasFragments>(head, p, m0 + warpGroup * 64 + warp * 16, g, t, row);
-    uint32_t const biasA[4] = {rows.biasA[0], rows.biasA[1], 0u, 0u}; // the bias step's A fragment
-
-    float o[32]; // O: o[4i + e] = row g + 8 (e / 2), channel 8i + 2t + e % 2
-#pragma unroll
-    for (int i = 0; i < 32; ++i)
+    __device__ __forceinline__ uint32_t const* masks(int tile) const
     {
-        o[i] = 0.f;
+        return mks + (tile & 1) * kBlockN;
     }
-    uint64_t const qDescriptor = tileDescriptor(qs + warpGroup * 64 * Cfg::kRowBytes);
-    auto kDescriptor = [&](int tile) { return tileDescriptor(ks + (tile & 1) * kKvBytes); };
-    auto vDescriptor = [&](int tile) { return tileDescriptor(vs + (tile % 3) * kKvBytes); };
-    auto biasDescriptor = [&](int tile) { return biasTileDescriptor(bs + (tile & 1) * Cfg::kBiasTileBytes); };
+
+    __device__ __forceinline__ uint64_t kDescriptor(int tile) const
+    {
+        return tileDescriptor(ks + (tile & 1) * kKvBytes);
+    }
+
+    __device__ __forceinline__ uint64_t vDescriptor(int tile) const
+    {
+        return tileDescriptor(vs + (tile % 3) * kKvBytes);
+    }
+
+    __device__ __forceinline__ uint64_t biasDescriptor(int tile) const
+    {
+        return biasTileDescriptor(bs + (tile & 1) * Cfg::kBiasTileBytes);
+    }
+};
+
+// What a warpgroup holds through the key tiles: its Q tile's descriptor, the bias step's A
+// fragment, its rows' softmax state and O (o[4i + e]: row g + 8 (e / 2), channel 8i + 2t + e % 2).
+struct WarpgroupRows
+{
+    uint64_t qDescriptor;
+    uint32_t biasA[4]; // this thread's biasFragments of rows g and g + 8, then zeros
+    SoftmaxRows softmax;
+    float o[32];
+    int g;
+    int t;
+};
+
+// Q K^T, the softmax and P V take turns, each tile's K and V loaded during the one before.
+template <typename T, class Cfg>
+__device__ __forceinline__ void runInTurns(KeyTileStages<T, Cfg>& stages, WarpgroupRows& w, int tiles)
+{
+    constexpr int kBlockN = Cfg::kBlockN;
     float s[kBlockN / 2];
     uint32_t pa[kBlockN / 16][4];
     float correction[2];
-    int const tiles = (seqlenK + kBlockN - 1) / kBlockN;
-
-    if constexpr (!Cfg::kOverlap)
+    for (int tile = 0; tile < tiles; ++tile)
     {
-        for (int tile = 0; tile < tiles; ++tile)
+        stages.landed(); // K and V of this tile; every warpgroup is done with the last tile's
+        bool const more = tile + 1 < tiles;
+        if (more)
         {
-            landed(); // K and V of this tile; every warpgroup is done with the last tile's
-            bool const more = tile + 1 < tiles;
-            if (more)
-            {
-                loadK(tile + 1); // into the last tile's buffers: they land during all of this tile's math
-                loadV(tile + 1);
-                commitAsync();
-            }
-            uint32_t const masksNext = keyMasks(tile + 1);
-            wgmmaFence();
-            issueQK<T, kBlockN, Cfg::kBias>(s, qDescriptor, kDescriptor(tile), biasA, biasDescriptor(tile));
-            if (more)
-            {
-                storeKeyMasks(tile + 1, masksNext);
-            }
-            wgmmaWait<0>();
-            fenceRegisters(s);
-            rows.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(
-                s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
-            rescale(o, correction);
-            packP<T, kBlockN>(s, pa);
-            if constexpr (Cfg::kSumMma)
-            {
-                rows.addRowSums<T, kBlockN>(pa);
-            }
-            fenceRegisters(o);
-            wgmmaFence();
-            issuePV<T, kBlockN>(o, pa, vDescriptor(tile));
-            wgmmaWait<0>();
-            fenceRegisters(o);
+            stages.loadK(tile + 1); // into the last tile's buffers: they land during all of this tile's math
+            stages.loadV(tile + 1);
+            commitAsync();
         }
-    }
-    else
-    {
-        // tile 0: its scores and P (in pa); its V comes with the next K
-        landed();
-        if (tiles > 1)
-        {
-            loadK(1);
-        }
-        loadV(0);
-        commitAsync();
-        storeKeyMasks(1, keyMasks(1)); // stage 1 is unused yet
+        uint32_t const masksNext = stages.keyMasks(tile + 1);
         wgmmaFence();
-        issueQK<T, kBlockN, Cfg::kBias>(s, qDescriptor, kDescriptor(0), biasA, biasDescriptor(0));
+        issueQK<T, kBlockN, Cfg::kBias>(
+            s, w.qDescriptor, stages.kDescriptor(tile), w.biasA, stages.biasDescriptor(tile));
+        if (more)
+        {
+            stages.storeKeyMasks(tile + 1, masksNext);
+        }
         wgmmaWait<0>();
         fenceRegisters(s);
-        rows.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(s, mks, seqlenK, g, t, correction);
+        w.softmax.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(
+            s, stages.masks(tile), stages.seqlenK - tile * kBlockN, w.g, w.t, correction);
+        rescale(w.o, correction);
         packP<T, kBlockN>(s, pa);
         if constexpr (Cfg::kSumMma)
         {
-            rows.addRowSums<T, kBlockN>(pa);
+            w.softmax.addRowSums<T, kBlockN>(pa);
         }
-        // tile n: Q K_n^T, then (it and P_{n-2} V_{n-2} done) O rescaled by tile n - 1's correction
-        // and P_{n-1} V_{n-1} issued; tile n's softmax runs and P_n is packed into the buffer P V is
-        // not reading, all beside P V, which only the next tile's wait covers. (A wait for P V within
-        // the tile is scheduled by ptxas before the softmax, and a wait for one group of two before
-        // O is read makes ptxas serialise every wgmma: both seen in the SASS.)
-        uint32_t pb[kBlockN / 16][4];
-        auto step = [&](int tile, uint32_t(&last)[kBlockN / 16][4], uint32_t(&next)[kBlockN / 16][4]) {
-            landed(); // K_n and V_{n-1}; every warpgroup is done with K_{n-1} and V_{n-3}
-            if (tile + 1 < tiles)
-            {
-                loadK(tile + 1); // K_{n-1}'s stage
-            }
-            loadV(tile); // V_{n-3}'s stage
-            commitAsync();
-            uint32_t const masksNext = keyMasks(tile + 1);
-            wgmmaFence();
-            issueQK<T, kBlockN, Cfg::kBias>(s, qDescriptor, kDescriptor(tile), biasA, biasDescriptor(tile));
-            wgmmaWait<0>(); // Q K_n^T and P_{n-2} V_{n-2}
-            fenceRegisters(s);
-            fenceRegisters(o);
-            rescale(o, correction);
-            fenceRegisters(o);
-            fenceRegisters(last);
-            wgmmaFence();
-            issuePV<T, kBlockN>(o, last, vDescriptor(tile - 1));
-            storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
-            rows.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(
-                s, mks + (tile & 1) * kBlockN, seqlenK - tile * kBlockN, g, t, correction);
-            packP<T, kBlockN>(s, next);
-            if constexpr (Cfg::kSumMma)
-            {
-                rows.addRowSums<T, kBlockN>(next);
-            }
-        };
-        for (int tile = 1; tile < tiles; tile += 2) // two tiles a trip: the P buffers stay registers
-        {
-            step(tile, pa, pb);
-            if (tile + 1 < tiles)
-            {
-                step(tile + 1, pb, pa);
-            }
-        }
-        landed(); // the last V
-        wgmmaWait<0>(); // the last but one P V
-        fenceRegisters(o);
-        issueLastPV<T, kBlockN>(o, correction, pa, pb, tiles - 1, vDescriptor(tiles - 1));
+        fenceRegisters(w.o);
+        wgmmaFence();
+        issuePV<T, kBlockN>(w.o, pa, stages.vDescriptor(tile));
         wgmmaWait<0>();
-        fenceRegisters(o);
+        fenceRegisters(w.o);
     }
+}
 
-    storeRows<T, Cfg::kSumMma>(o, rows, row, head, p, t);
+// Tile n's softmax beside P_{n-1} V_{n-1} on the tensor cores (WgmmaConfig's kOverlap), P in two
+// register buffers.
+template <typename T, class Cfg>
+__device__ __forceinline__ void runOverlapped(KeyTileStages<T, Cfg>& stages, WarpgroupRows& w, int tiles)
+{
+    constexpr int kBlockN = Cfg::kBlockN;
+    float s[kBlockN / 2];
+    uint32_t pa[kBlockN / 16][4];
+    float correction[2];
+
+    // tile 0: its scores and P (in pa); its V comes with the next K
+    stages.landed();
+    if (tiles > 1)
+    {
+        stages.loadK(1);
+    }
+    stages.loadV(0);
+    commitAsync();
+    stages.storeKeyMasks(1, stages.keyMasks(1)); // stage 1 is unused yet
+    wgmmaFence();
+    issueQK<T, kBlockN, Cfg::kBias>(s, w.qDescriptor, stages.kDescriptor(0), w.biasA, stages.biasDescriptor(0));
+    wgmmaWait<0>();
+    fenceRegisters(s);
+    w.softmax.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(
+        s, stages.masks(0), stages.seqlenK, w.g, w.t, correction);
+    packP<T, kBlockN>(s, pa);
+    if constexpr (Cfg::kSumMma)
+    {
+        w.softmax.addRowSums<T, kBlockN>(pa);
+    }
+    // tile n: Q K_n^T, then (it and P_{n-2} V_{n-2} done) O rescaled by tile n - 1's correction
+    // and P_{n-1} V_{n-1} issued; tile n's softmax runs and P_n is packed into the buffer P V is
+    // not reading, all beside P V, which only the next tile's wait covers. (A wait for P V within
+    // the tile is scheduled by ptxas before the softmax, and a wait for one group of two before
+    // O is read makes ptxas serialise every wgmma: both seen in the SASS.)
+    uint32_t pb[kBlockN / 16][4];
+    auto step = [&](int tile, uint32_t(&last)[kBlockN / 16][4], uint32_t(&next)[kBlockN / 16][4]) {
+        stages.landed(); // K_n and V_{n-1}; every warpgroup is done with K_{n-1} and V_{n-3}
+        if (tile + 1 < tiles)
+        {
+            stages.loadK(tile + 1); // K_{n-1}'s stage
+        }
+        stages.loadV(tile); // V_{n-3}'s stage
+        commitAsync();
+        uint32_t const masksNext = stages.keyMasks(tile + 1);
+        wgmmaFence();
+        issueQK<T, kBlockN, Cfg::kBias>(
+            s, w.qDescriptor, stages.kDescriptor(tile), w.biasA, stages.biasDescriptor(tile));
+        wgmmaWait<0>(); // Q K_n^T and P_{n-2} V_{n-2}
+        fenceRegisters(s);
+        fenceRegisters(w.o);
+        rescale(w.o, correction);
+        fenceRegisters(w.o);
+        fenceRegisters(last);
+        wgmmaFence();
+        issuePV<T, kBlockN>(w.o, last, stages.vDescriptor(tile - 1));
+        stages.storeKeyMasks(tile + 1, masksNext); // tile n - 1's masks, read before the barrier
+        w.softmax.tile<T, Cfg::kBias, Cfg::kSumMma, Cfg::kLazyMax>(
+            s, stages.masks(tile), stages.seqlenK - tile * kBlockN, w.g, w.t, correction);
+        packP<T, kBlockN>(s, next);
+        if constexpr (Cfg::kSumMma)
+        {
+            w.softmax.addRowSums<T, kBlockN>(next);
+        }
+    };
+    for (int tile = 1; tile < tiles; tile += 2) // two tiles a trip: the P buffers stay registers
+    {
+        step(tile, pa, pb);
+        if (tile + 1 < tiles)
+        {
+            step(tile + 1, pb, pa);
+        }
+    }
+    stages.landed(); // the last V
+    wgmmaWait<0>(); // the last but one P V
+    fenceRegisters(w.o);
+    issueLastPV<T, kBlockN>(w.o, correction, pa, pb, tiles - 1, stages.vDescriptor(tiles - 1));
+    wgmmaWait<0>();
+    fenceRegisters(w.o);
+}
+
+#endif // __CUDA_ARCH_FEAT_SM90_ALL
+
+template <typename T, class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) smaForwardWgmma(Params const p)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ __align__(16) unsigned char smemRaw[]; // aligned to 1024 below
+    uint32_t const rawAddress = static_cast<uint32_t>(__cvta_generic_to_shared(smemRaw));
+    unsigned char* qs = smemRaw + ((1024 - rawAddress % 1024) % 1024); // the swizzle repeats every 1024 bytes
+
+    // warp-uniform to ptxas by the shuffle: taken from threadIdx, the Q descriptor built from it was
+    // rebuilt in per-thread registers and moved to uniform ones (R2UR) at every tile, 20 instructions
+    int const warpGroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
+    int const warp = (threadIdx.x / 32) % 4; // within its warpgroup: rows 16 warp .. 16 warp + 15
+    int const lane = threadIdx.x % 32;
+    WarpgroupRows w;
+    w.g = lane / 4;
+    w.t = lane % 4;
+    int const m0 = blockIdx.x * Cfg::kBlockM;
+    int const headDim = p.head_dim;
+    int const seqlenK = p.seqlen_k;
+    HeadTensors<T> const head(p, blockIdx.z, blockIdx.y);
+    KeyTileStages<T, Cfg> stages(qs + Cfg::kQBytes, head, p, headDim, seqlenK);
+
+    SwizzledTileLoader<T, Cfg::kBlockM, Cfg::kThreads>(headDim).load(
+        qs, head.q + m0 * p.q_row_stride, p.q_row_stride, p.seqlen_q - m0);
+    stages.loadK(0);
+    if constexpr (!Cfg::kOverlap)
+    {
+        stages.loadV(0);
+    }
+    commitAsync();
+    stages.clearBiasTiles();
+    stages.storeKeyMasks(0, stages.keyMasks(0));
+
+    int row[2];
+    w.softmax = startRows<T, KeyTileStages<T, Cfg>::kBiasFragments>(
+        head, p, m0 + warpGroup * 64 + warp * 16, w.g, w.t, row);
+    w.biasA[0] = w.softmax.biasA[0];
+    w.biasA[1] = w.softmax.biasA[1];
+    w.biasA[2] = 0u;
+    w.biasA[3] = 0u;
+#pragma unroll
+    for (int i = 0; i < 32; ++i)
+    {
+        w.o[i] = 0.f;
+    }
+    w.qDescriptor = tileDescriptor(qs + warpGroup * 64 * Cfg::kRowBytes);
+
+    int const tiles = (seqlenK + Cfg::kBlockN - 1) / Cfg::kBlockN;
+    if constexpr (Cfg::kOverlap)
+    {
+        runOverlapped<T, Cfg>(stages, w, tiles);
+    }
+    else
+    {
+        runInTurns<T, Cfg>(stages, w, tiles);
+    }
+    storeRows<T, Cfg::kSumMma>(w.o, w.softmax, row, head, p, w.t);
 #endif // __CUDA_ARCH_FEAT_SM90_ALL
 }
 

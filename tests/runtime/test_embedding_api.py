@@ -1,0 +1,83 @@
+"""The Python embedding API as the README shows it: `ErasePipeline(backend).erase(...)` refuses
+bad input with a ValueError naming the argument and the fix, before any graph runs, and the
+README's snippet runs on the reference backend."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from reference.backend import TorchBackend
+from reference.config import TINY
+from reference.pipeline import ErasePipeline
+from tests.conftest import make_trained_tiny
+
+
+def _untouched_backend():
+    """A backend that fails the test if any graph runs: the checks must come first."""
+
+    def run(graph, inputs):
+        raise AssertionError(f"{graph} ran before the inputs were checked")
+
+    return SimpleNamespace(config=TINY, device=torch.device("cpu"), run=run, tokenize=run)
+
+
+def _inputs(n: int = 2, size: int = 64):
+    image = torch.rand(3, size, size, generator=torch.Generator().manual_seed(n))
+    masks = torch.zeros(n, size, size)
+    for k in range(n):
+        masks[k, 8 * k : 8 * k + 24, 4 + 9 * k : 30 + 9 * k] = 1
+    return image, masks
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image": "uint8"}, "image must be floating point in [0, 1], got torch.uint8: divide 8-bit pixels by 255"),
+        ({"image": "x255"}, "image must be floating point in [0, 1]"),
+        ({"masks": "x255"}, "masks must hold only 0 and 1: binarise them"),
+        ({"masks": "empty"}, "masks[1] are empty (all zero)"),
+        ({"guidance": math.nan}, "guidance must be a finite number >= 0"),
+        ({"guidance": math.inf}, "guidance must be a finite number >= 0"),
+        ({"keypoints": torch.rand(1, 18, 3)}, "keypoints must be [N, 18, 3] with N = 2 (one row per mask"),
+        ({"keypoints": torch.rand(2, 17, 3)}, "got [2, 17, 3]"),
+        ({"parsing": torch.zeros(32, 32, dtype=torch.long)}, "parsing must be [H, W] = [64, 64]"),
+        ({"parsing": torch.full((64, 64), 25)}, "LIP label ids 0..19, got torch.int64 in 25..25"),
+        ({"parsing": torch.rand(64, 64)}, "parsing must hold integer LIP label ids 0..19, got torch.float32"),
+    ],
+)
+def test_bad_input_is_refused_before_any_graph_runs(change, message):
+    """Each of these used to run: uint8 or 0..255 images gave a wrong composite, 0/255 masks and
+    empty masks ran silently, NaN guidance failed in the text encoder's shape check, keypoints for
+    the wrong number of people and parsing maps of another size rendered misaligned maps, and a
+    label of 25 failed inside one_hot ("Class values must be smaller than num_classes")."""
+    image, masks = _inputs()
+    kwargs = {k: v for k, v in change.items() if k not in ("image", "masks")}
+    if change.get("image") == "uint8":
+        image = (image * 255).byte()
+    elif change.get("image") == "x255":
+        image = image * 255
+    if change.get("masks") == "x255":
+        masks = masks * 255
+    elif change.get("masks") == "empty":
+        masks[1] = 0
+    with pytest.raises(ValueError) as err:
+        ErasePipeline(_untouched_backend()).erase(image, masks, steps=2, **kwargs)
+    assert message in str(err.value)
+
+
+def test_readme_snippet_on_the_reference_backend():
+    """README, "Python API": the same call every backend takes, here on the tiny reference model."""
+    pipeline = ErasePipeline(TorchBackend(make_trained_tiny(), "cpu"))
+    image, masks = _inputs()
+    keypoints = torch.cat([torch.rand(2, 18, 2) * 64, torch.ones(2, 18, 1)], -1)
+    parsing = torch.randint(0, 20, (64, 64))
+    result = pipeline.erase(image, masks, remove=[0], keypoints=keypoints, parsing=parsing, steps=2, seed=0)
+    assert result.composite.shape == (3, 64, 64) and result.composite.dtype == torch.float32
+    assert 0 <= result.composite.min() and result.composite.max() <= 1
+    assert result.remove == [0] and set(result.layers) <= {0, 1}
+    outside = masks[0] == 0  # copy-outside: pixels outside the removed mask are the input's
+    torch.testing.assert_close(result.composite[:, outside], image[:, outside])
