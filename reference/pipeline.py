@@ -44,8 +44,10 @@ def check_inputs(
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be [3, H, W], got {list(image.shape)}")
     # a uint8 photo or one in 0..255 would run and give a wrong composite without a word
-    if not image.is_floating_point() or image.numel() and (image.min() < 0 or image.max() > 1):
-        raise ValueError(f"image must be floating point in [0, 1], got {image.dtype}: divide 8-bit pixels by 255")
+    if not image.is_floating_point() or (image.numel() and (image.min() < 0 or image.max() > 1)):
+        raise ValueError(
+            f"image must be floating point in [0, 1], got {image.dtype}: divide 8-bit pixels by 255"
+        )
     if masks.ndim != 3 or masks.shape[0] == 0:
         raise ValueError(f"masks must be [N, H, W] with N >= 1, got {list(masks.shape)}")
     if masks.shape[1:] != image.shape[1:]:
@@ -65,7 +67,7 @@ def check_inputs(
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if not math.isfinite(guidance) or guidance < 0:
-        raise ValueError(f"guidance must be a finite number >= 0 (1 disables it), got {guidance}")
+        raise ValueError(f"guidance must be >= 0 and finite (1 disables it), got {guidance}")
     check_conditions(keypoints, parsing, masks.shape[0], tuple(image.shape[1:]))
 
 
@@ -81,8 +83,11 @@ def check_conditions(keypoints: Tensor | None, parsing: Tensor | None, n: int, s
     if parsing is None:
         return
     if tuple(parsing.shape) != size:
-        raise ValueError(f"parsing must be [H, W] = {list(size)} (the image's size), got {list(parsing.shape)}")
-    if parsing.is_floating_point() or parsing.numel() and (parsing.min() < 0 or parsing.max() >= PARSING_CLASSES):
+        raise ValueError(
+            f"parsing must be [H, W] = {list(size)} (the image's size), got {list(parsing.shape)}"
+        )
+    out_of_range = parsing.numel() and (parsing.min() < 0 or parsing.max() >= PARSING_CLASSES)
+    if parsing.is_floating_point() or out_of_range:
         raise ValueError(
             f"parsing must hold integer LIP label ids 0..{PARSING_CLASSES - 1}, got "
             f"{parsing.dtype} in {parsing.min().item()}..{parsing.max().item()}"

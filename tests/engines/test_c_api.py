@@ -274,7 +274,8 @@ def test_example_app_reports_bad_input_before_the_engines(build, fixture_root, t
     for remove in ("3", "0", "1,2"):
         result = _run([*base, "--mask", good, "--remove", remove])
         assert result.returncode == 2, result.stderr
-        assert f"--remove {remove.split(',')[-1]}: the masks are numbered 1..1, in --mask order" in result.stderr
+        culprit = remove.split(",")[-1]
+        assert f"--remove {culprit}: the masks are numbered 1..1, in --mask order" in result.stderr
 
     # numbers are whole: "5x" was 5, "abc" said only "stoi", a seed of -1 was 2^64 - 1
     for option, value, fix in [

@@ -36,12 +36,12 @@ def _inputs(n: int = 2, size: int = 64):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"image": "uint8"}, "image must be floating point in [0, 1], got torch.uint8: divide 8-bit pixels by 255"),
+        ({"image": "uint8"}, "in [0, 1], got torch.uint8: divide 8-bit pixels by 255"),
         ({"image": "x255"}, "image must be floating point in [0, 1]"),
         ({"masks": "x255"}, "masks must hold only 0 and 1: binarise them"),
         ({"masks": "empty"}, "masks[1] are empty (all zero)"),
-        ({"guidance": math.nan}, "guidance must be a finite number >= 0"),
-        ({"guidance": math.inf}, "guidance must be a finite number >= 0"),
+        ({"guidance": math.nan}, "guidance must be >= 0 and finite (1 disables it), got"),
+        ({"guidance": math.inf}, "guidance must be >= 0 and finite (1 disables it), got"),
         ({"keypoints": torch.rand(1, 18, 3)}, "keypoints must be [N, 18, 3] with N = 2 (one row per mask"),
         ({"keypoints": torch.rand(2, 17, 3)}, "got [2, 17, 3]"),
         ({"parsing": torch.zeros(32, 32, dtype=torch.long)}, "parsing must be [H, W] = [64, 64]"),
@@ -77,7 +77,7 @@ def test_readme_snippet_on_the_reference_backend():
     parsing = torch.randint(0, 20, (64, 64))
     result = pipeline.erase(image, masks, remove=[0], keypoints=keypoints, parsing=parsing, steps=2, seed=0)
     assert result.composite.shape == (3, 64, 64) and result.composite.dtype == torch.float32
-    assert 0 <= result.composite.min() and result.composite.max() <= 1
+    assert result.composite.min() >= 0 and result.composite.max() <= 1
     assert result.remove == [0] and set(result.layers) <= {0, 1}
     outside = masks[0] == 0  # copy-outside: pixels outside the removed mask are the input's
     torch.testing.assert_close(result.composite[:, outside], image[:, outside])
