@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from mild_export.bench.backends import BACKENDS, PRECISIONS, BenchOptions, Target, make_target
 from mild_export.bench.cases import Case, CaseResult, run_case
-from mild_export.bench.floor import FlopCounter, matrix_rate
+from mild_export.bench.floor import FlopCounter, MatrixRate, matrix_rate
 from mild_export.bench.kernel_profile import profile_image, write_profile
 from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
@@ -147,6 +148,64 @@ def plan_cases(request: Request, target: Target) -> list[Case]:
     return [Case(n, side, request.steps, g) for side in sides for g in scales for n in request.instances]
 
 
+def engine_weights(args: argparse.Namespace, target: Target) -> UNetWeights | None:
+    """The UNet's weights against one plain UNet's: from the engine files, else from the model."""
+    if args.engines:
+        return unet_weights(args.engines, target.config, target.precision)
+    if target.unet is not None:
+        return model_unet_weights(target.unet, target.config, target.precision)
+    return None
+
+
+def time_cases(
+    target: Target,
+    cases: list[Case],
+    repeats: int,
+    warmup: int,
+    rate: MatrixRate,
+    save: Callable[[list[CaseResult]], None],
+) -> list[CaseResult]:
+    """Each case's stage times and compute floor; `save` gets the results after every case, so that
+    a run cut short (a time limit, a lost device) keeps what it timed."""
+    counter = FlopCounter(target.config)
+    timed = TimedBackend(target.backend)
+    results: list[CaseResult] = []
+    for case in cases:
+        log.info("timing %s (%d warm-up, %d timed)", case.label, warmup, repeats)
+        result = run_case(timed, case, repeats, warmup)
+        result.flops = counter.case(case)
+        result.floor_s = sum(result.flops.values()) / rate.flops_per_s
+        results.append(result)
+        log.info("%s: %.3f s an image, %.2fx the floor", case.label, result.image_s, result.ratio)
+        save(results)
+    return results
+
+
+def report(
+    args: argparse.Namespace,
+    target: Target,
+    results: list[CaseResult],
+    rate: MatrixRate,
+    title: str,
+    weights: UNetWeights | None,
+) -> None:
+    """The table (and the weights line) on stdout; the plot and the kernel profile where asked."""
+    print(f"mild-bench: {title}")
+    print(table(results, rate))
+    if weights is not None:
+        print(weights.line())
+    if args.plot:
+        plot(args.plot, results, title)
+        log.info("wrote %s", args.plot)
+    if args.profile:
+        profile = profile_image(target.backend, results[0].case)
+        write_profile(args.profile, profile, title)
+        print(profile.summary())
+        if profile.by_kind:
+            print(profile.kind_table())
+        log.info("wrote %s", args.profile)
+
+
 def run(args: argparse.Namespace) -> None:
     request = parse_request(args)
     device = torch.device(args.device)
@@ -159,20 +218,9 @@ def run(args: argparse.Namespace) -> None:
     repeats = request.repeats if request.repeats is not None else 3 if tiny else 5
     warmup = request.warmup if request.warmup is not None else 1 if tiny else 2
     rate = matrix_rate(device, PRECISIONS[target.precision])
-    counter = FlopCounter(target.config)
-    timed = TimedBackend(target.backend)
     env = environment(device, target.name, target.precision, target.sma)
     inductor = inductor_tuning() if args.compile else None
-    title = (
-        f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
-        + (", UNet and VAE compiled" if args.compile else "")
-        + "".join(f", {name}" for name in tuning_on(inductor or {}))
-    )
-    weights: UNetWeights | None = None
-    if args.engines:
-        weights = unet_weights(args.engines, target.config, target.precision)
-    elif target.unet is not None:
-        weights = model_unet_weights(target.unet, target.config, target.precision)
+    weights = engine_weights(args, target)
     settings = {
         "model": str(args.engines or args.model or "tiny"),
         "repeats": repeats,
@@ -182,32 +230,19 @@ def run(args: argparse.Namespace) -> None:
         "inductor": inductor,
         "unet_weights": None if weights is None else asdict(weights),
     }
-    results: list[CaseResult] = []
-    for case in cases:
-        log.info("timing %s (%d warm-up, %d timed)", case.label, warmup, repeats)
-        result = run_case(timed, case, repeats, warmup)
-        result.flops = counter.case(case)
-        result.floor_s = sum(result.flops.values()) / rate.flops_per_s
-        results.append(result)
-        log.info("%s: %.3f s an image, %.2fx the floor", case.label, result.image_s, result.ratio)
-        # After every case, so that a run cut short (a time limit, a lost device) keeps what it timed.
+
+    def save(results: list[CaseResult]) -> None:
         if args.json:
             write_json(args.json, results, rate, env, settings)
             log.info("wrote %s (%d of %d cases)", args.json, len(results), len(cases))
-    print(f"mild-bench: {title}")
-    print(table(results, rate))
-    if weights is not None:
-        print(weights.line())
-    if args.plot:
-        plot(args.plot, results, title)
-        log.info("wrote %s", args.plot)
-    if args.profile:
-        profile = profile_image(target.backend, cases[0])
-        write_profile(args.profile, profile, title)
-        print(profile.summary())
-        if profile.by_kind:
-            print(profile.kind_table())
-        log.info("wrote %s", args.profile)
+
+    results = time_cases(target, cases, repeats, warmup, rate, save)
+    title = (
+        f"{target.config.name} on {env['device_name']}, {target.name} {target.precision}, SMA {target.sma}"
+        + (", UNet and VAE compiled" if args.compile else "")
+        + "".join(f", {name}" for name in tuning_on(inductor or {}))
+    )
+    report(args, target, results, rate, title, weights)
 
 
 def main(argv: list[str] | None = None) -> int:
