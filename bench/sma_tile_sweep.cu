@@ -84,14 +84,15 @@ cudaError_t launchConfig(Params const& p)
     return mild::sma::detail::launchMmaConfig<__half, Cfg>(p, nullptr);
 }
 
-template <int kHeadDim, int kBlockN, int kMTiles, int kWarps, int kStages = 1, bool kBiasMma = false>
+template <int kHeadDim, int kBlockN, int kMTiles, int kWarps, int kStages = 1, bool kBiasMma = false,
+    bool kLazyMax = false>
 Variant variant()
 {
-    using Cfg = mild::sma::detail::MmaConfig<kHeadDim, kBlockN, kMTiles, kWarps, kStages, kBiasMma>;
+    using Cfg = mild::sma::detail::MmaConfig<kHeadDim, kBlockN, kMTiles, kWarps, kStages, kBiasMma, kLazyMax>;
     auto kernel = mild::sma::detail::smaForwardMma<__half, Cfg>;
     Variant v{"D" + std::to_string(kHeadDim) + " keys " + std::to_string(kBlockN) + ", rows/warp "
             + std::to_string(16 * kMTiles) + ", warps " + std::to_string(kWarps) + ", stages "
-            + std::to_string(kStages) + (kBiasMma ? ", bias by mma" : ""),
+            + std::to_string(kStages) + (kBiasMma ? ", bias by mma" : "") + (kLazyMax ? ", lazy max" : ""),
         &launchConfig<Cfg>};
     return withResources<Cfg>(v, kernel);
 }
@@ -139,8 +140,10 @@ std::vector<Variant> variantsFor(int headDim)
         [](Params const& p) { return mild::sma::launch(p, nullptr); }}};
     if (headDim <= 64)
     {
-        // the launcher's two mma.sync shapes with the bias by the tensor cores first
-        for (Variant v : {variant<64, 64, 2, 4, 2, true>(), variant<64, 64, 2, 4, 1, true>(), variant<64, 64, 2, 4>(),
+        // the launcher's two mma.sync shapes with the bias by the tensor cores first, its two-stage one
+        // with the lazy max
+        for (Variant v : {variant<64, 64, 2, 4, 2, true>(), variant<64, 64, 2, 4, 1, true>(),
+                 variant<64, 64, 2, 4, 2, false, true>(), variant<64, 64, 2, 4>(),
                  variant<64, 32, 2, 4>(), variant<64, 128, 2, 4>(),
                  variant<64, 64, 1, 4>(), variant<64, 128, 1, 4>(), variant<64, 64, 1, 8>(),
                  variant<64, 128, 1, 8>(), variant<64, 64, 2, 8>(), variant<64, 32, 2, 8>(),
@@ -178,7 +181,8 @@ std::vector<Variant> variantsFor(int headDim)
     }
     else
     {
-        for (Variant v : {variant<96, 64, 2, 4, 2, true>(), variant<96, 64, 2, 4, 1, true>(), variant<96, 64, 2, 4>(),
+        for (Variant v : {variant<96, 64, 2, 4, 2, true>(), variant<96, 64, 2, 4, 1, true>(),
+                 variant<96, 64, 2, 4, 2, false, true>(), variant<96, 64, 2, 4>(),
                  variant<96, 32, 2, 4>(), variant<96, 64, 1, 4>(),
                  variant<96, 64, 1, 8>(), variant<96, 32, 2, 8>(), variant<96, 64, 2, 4, 2>(),
                  variant<96, 32, 2, 4, 2>(), variant<96, 64, 1, 4, 2>()})

@@ -221,6 +221,29 @@ __device__ __forceinline__ float exp2Fast(float x)
     return y;
 }
 
+// A row's running max after a tile whose max is `tileMax` (finite: every tile has a valid key), in
+// units of x with exp2((x - max) * scaleLog2). With kLazyMax (flash-attention 4's conditional
+// rescale) it moves only when the tile's passes it by kMaxSlackLog2 in log2 units (the first tile's
+// always does: it is infinitely past -inf): P is then at most 2^8, held by fp16, bf16 and the fp32
+// sums to the same relative precision as P <= 1, and O and the sums share the stale max, so the
+// output is the same, while O's rescale, which the kernels skip where no row of a warp moved, is
+// skipped on nearly every tile. With an exact max a warp rescales whenever one of its rows meets a
+// new max: on over half the tiles at S = 4096 for random scores.
+constexpr float kMaxSlackLog2 = 8.f;
+
+template <bool kLazyMax>
+__device__ __forceinline__ float nextRowMax(float max, float tileMax, float scaleLog2)
+{
+    if constexpr (kLazyMax)
+    {
+        return (tileMax - max) * scaleLog2 > kMaxSlackLog2 ? tileMax : max;
+    }
+    else
+    {
+        return fmaxf(max, tileMax);
+    }
+}
+
 // The mask value of key `j` for the bias, 0 past the keys (those scores are -inf anyway).
 template <typename T>
 __device__ __forceinline__ float keyMask(T const* mk, int j, int seqlen)

@@ -82,7 +82,9 @@ __device__ __forceinline__ void loadTileAsync(
 // - kStages 2, two of each: the next tile's K and V land during the whole of this tile's math,
 //   one barrier a tile. Twice the K/V memory: for the 164/228 KB of sm_80/90.
 // kBiasMma: the bias by the tensor cores (addBias: one mma a score tile) instead of one FFMA a score.
-template <int kHeadDim_, int kBlockN_, int kMTiles_, int kWarps_ = 4, int kStages_ = 1, bool kBiasMma_ = false>
+// kLazyMax: a row's max moves only past a slack (nextRowMax), so the rescale of O is mostly skipped.
+template <int kHeadDim_, int kBlockN_, int kMTiles_, int kWarps_ = 4, int kStages_ = 1, bool kBiasMma_ = false,
+    bool kLazyMax_ = false>
 struct MmaConfig
 {
     static constexpr int kHeadDim = kHeadDim_;
@@ -91,6 +93,7 @@ struct MmaConfig
     static constexpr int kWarps = kWarps_;
     static constexpr int kStages = kStages_;
     static constexpr bool kBiasMma = kBiasMma_;
+    static constexpr bool kLazyMax = kLazyMax_;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kWarpRows = kMTiles * 16;
     static constexpr int kBlockM = kWarps * kWarpRows;
@@ -258,7 +261,7 @@ __device__ __forceinline__ void softmaxTile(float (&s)[Cfg::kMTiles][Cfg::kBlock
         {
             tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
             tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
-            float const newMax = fmaxf(rows.max[mt][r], tileMax[r]); // finite: every tile has a valid key
+            float const newMax = nextRowMax<Cfg::kLazyMax>(rows.max[mt][r], tileMax[r], rows.scaleLog2);
             correction[mt][r] = exp2Fast((rows.max[mt][r] - newMax) * rows.scaleLog2);
             rows.max[mt][r] = newMax;
             shift[r] = -newMax * rows.scaleLog2;

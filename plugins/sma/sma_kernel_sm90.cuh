@@ -52,13 +52,9 @@ namespace detail
 // tensor cores (one mma.sync of P by ones per 16 keys, SoftmaxRows::addRowSums) instead of one FADD
 // a score. At D = 64 the ALU work a score is most of what a warp runs between its waits on the
 // tensor cores (plugins/sma/README.md): the bias and the sum are each a fifth of it.
-// kLazyMax: a row's running max moves only when a tile's passes it by kMaxSlackLog2 (flash-attention
-// 4's conditional rescale). P is then at most 2^8, held by fp16, bf16 and the fp32 sums to the same
-// relative precision as P <= 1, and O and the sums share the stale max, so the result is the same.
-// O's rescale, which sits between the wait for P_{n-2} V_{n-2} and the issue of P_{n-1} V_{n-1}, is
-// then skipped on nearly every tile; with an exact max, a warp rescales whenever one of its 16 rows
-// meets a new max: on over half the tiles at S = 4096 for random scores.
-constexpr float kMaxSlackLog2 = 8.f; // kLazyMax's
+// kLazyMax: a row's running max moves only when a tile's passes it by 8 in log2 units (nextRowMax),
+// so O's rescale, which sits between the wait for P_{n-2} V_{n-2} and the issue of P_{n-1} V_{n-1},
+// is skipped on nearly every tile.
 
 enum class BiasBy
 {
@@ -202,10 +198,7 @@ struct SoftmaxRows
         {
             tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 1));
             tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(0xffffffffu, tileMax[r], 2));
-            // finite: every tile has a valid key (the first tile's is infinitely past -inf)
-            float const newMax = !kLazyMax                                        ? fmaxf(max[r], tileMax[r])
-                : (tileMax[r] - max[r]) * scaleLog2 > kMaxSlackLog2 ? tileMax[r]
-                                                                    : max[r];
+            float const newMax = nextRowMax<kLazyMax>(max[r], tileMax[r], scaleLog2);
             correction[r] = exp2Fast((max[r] - newMax) * scaleLog2);
             max[r] = newMax;
             shift[r] = -newMax * scaleLog2;
