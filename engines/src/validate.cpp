@@ -224,12 +224,12 @@ ErasePlan Pipeline::check_inputs(const mild_image* image, const mild_mask* masks
         std::string why;
         if (p.prompt_source == MILD_PROMPT_CACHE && !cached) {
             fail(MILD_ERROR_INVALID_ARGUMENT, "prompt \"", text, "\" is not in the prompt cache of ", manifest_.path,
-                 ": add it to engines.prompt_cache, or use MILD_PROMPT_AUTO");
+                 ": export again with mild-export --prompt \"", text, "\" (it writes the cache), or use MILD_PROMPT_AUTO");
         }
         const bool use_cache = cached && p.prompt_source != MILD_PROMPT_TEXT_ENGINE;
         if (!use_cache && !text_engine_usable(&why)) {
             fail(MILD_ERROR_INVALID_ARGUMENT, "prompt \"", text, "\" needs the text engine", cached ? "" : " (it is not in the prompt cache)",
-                 " but ", why, ": add the prompt to engines.prompt_cache of ", manifest_.path);
+                 " but ", why, ": export again with mild-export --prompt \"", text, "\" to cache it in ", manifest_.dir);
         }
         plan.prompts.push_back(text);
         plan.prompt_cached.push_back(use_cache);

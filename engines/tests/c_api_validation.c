@@ -235,7 +235,10 @@ int main(int argc, char** argv) {
     ep.parsing = NULL;
     ep.prompt = "a quiet street";
     ep.prompt_source = MILD_PROMPT_CACHE;
-    expect("erase: prompt not in the cache", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "not in the prompt cache");
+    expect("erase: prompt not in the cache", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT,
+           "is not in the prompt cache of " /* then the folder */);
+    expect("erase: the fix for a prompt not in the cache", mild_erase(ctx, &image, masks, 2, &ep, &out),
+           MILD_ERROR_INVALID_ARGUMENT, "export again with mild-export --prompt \"a quiet street\"");
     ep.prompt_source = MILD_PROMPT_AUTO;
 
     /* ---- valid arguments reach the engines, which need this machine's GPU ---- */

@@ -3,10 +3,12 @@
     mild-export --model tiny --out engines/tiny
     mild-export --model PATH --fp16 --resolution 512 --resolution 1024 --max-instances 4 --out DIR
     mild-export --model PATH --fp16 --targets sm86,sm89 --plugin PATH/libmild_plugins.so --out DIR
+    mild-export --model PATH --fp16 --prompt "a city street" --out DIR
 
 Writes DIR/unet.onnx, text_encoder.onnx, conditioner.onnx, vae_encoder.onnx, vae_decoder.onnx,
-their engines DIR/<graph>.plan and DIR/manifest.json. Running it again with the same inputs
-reuses what is there.
+their engines DIR/<graph>.plan, the text encodings of the empty prompt and each --prompt
+(DIR/prompts.f32, for the C runtime) and DIR/manifest.json. Running it again with the same inputs
+reuses the graphs and engines that are there.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(SDXL: 1.014x one UNet's weights); full: both sets whole (SDXL: 1.29x)",
     )
     p.add_argument(
+        "--prompt",
+        action="append",
+        help="also encode this prompt into DIR/prompts.f32 (repeatable; the empty prompt is always there): "
+        "the C runtime reads prompts from it, and with SD1.5/SDXL's CLIP tokenizers only from it",
+    )
+    p.add_argument(
         "--force", action="store_true", help="export and build again even if the files are up to date"
     )
     engines = p.add_argument_group("TensorRT engines")
@@ -119,6 +127,7 @@ def run(args: argparse.Namespace) -> None:
     from mild_export.engine.build import build_engines, prune_stale_engines
     from mild_export.export.contracts import contracts
     from mild_export.export.exporter import ExportSettings, export_model
+    from mild_export.export.prompt_file import cached_prompts, encode_prompts, write_prompt_cache
     from reference.model import load_model
 
     if args.max_instances < 1:
@@ -129,6 +138,7 @@ def run(args: argparse.Namespace) -> None:
     precision = Precision.FP16 if args.fp16 else Precision.BF16 if args.bf16 else Precision.FP32
     log.info("loading model %s", args.model)
     model = load_model(args.model)
+    prompts = encode_prompts(model, cached_prompts(args.prompt))  # before the export casts the model
     shapes = ExportShapes(
         resolutions=sides or (model.config.resolution,),
         max_instances=args.max_instances,
@@ -154,7 +164,9 @@ def run(args: argparse.Namespace) -> None:
         precision.value,
     )
     prune_stale_engines(args.out, manifest, dict(previous.engines) if previous else {})
+    write_prompt_cache(args.out, prompts, manifest)
     manifest.write(args.out)
+    log.info("prompts: %d encoded into %s", len(prompts), args.out / "prompts.f32")
     if tools is None:
         log.info(
             "the graphs run on ONNX Runtime: mild-erase --backend onnxruntime --engines %s ...", args.out

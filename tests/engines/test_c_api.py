@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from mild_export.export.contracts import ExportShapes, contracts
 from mild_export.export.manifest import Manifest, graph_entry
+from mild_export.export.prompt_file import write_prompt_cache
 from reference import hmg
 from reference.compose import ComposeMode, layers_needed
 from reference.config import TINY, TINY_XL, HMGConfig, SchedulerConfig
@@ -119,23 +120,15 @@ def write_manifest(folder: Path, *, config=TINY, max_instances=2, guidance=False
         manifest.engines[name] = {"file": f"{name}.plan", "tensorrt": "TensorRT-RTX 1.7.1 (sm_86)"}
         if plans:  # not an engine: what deserialisation must reject with a status
             (folder / f"{name}.plan").write_bytes(b"not a TensorRT engine\n" * 8)
-    row = config.text.max_length * config.cross_attention_dim
-    entries = [
-        {
-            "prompt": p,
-            "tensors": {
-                "prompt_embeds": {
-                    "shape": [1, config.text.max_length, config.cross_attention_dim],
-                    "offset": i * row,
-                }
-            },
-        }
-        for i, p in enumerate(prompts)
-    ]
-    np.random.default_rng(0).standard_normal(row * len(prompts)).astype(np.float32).tofile(
-        folder / "prompts.f32"
-    )
-    manifest.engines["prompt_cache"] = {"file": "prompts.f32", "dtype": "float32", "entries": entries}
+    g = torch.Generator().manual_seed(0)
+    text = (1, config.text.max_length, config.cross_attention_dim)
+    pooled = (1, config.text.pooled_dim) if config.text.pooled_dim else None
+    encodings = {
+        p: {"prompt_embeds": torch.randn(text, generator=g)}
+        | ({"pooled_prompt_embeds": torch.randn(pooled, generator=g)} if pooled else {})
+        for p in prompts
+    }
+    write_prompt_cache(folder, encodings, manifest)  # mild-export's own writer
     manifest.engines["plugin_library"] = "libmild_plugins.so"
     manifest.write(folder)
     Manifest.read(folder)  # what Python writes, Python reads back

@@ -3,11 +3,14 @@
 import json
 import logging
 
+import numpy as np
 import onnx
 import pytest
 
 from mild_export.cli.export import main, parse_resolutions
 from mild_export.export import onnx_export
+from mild_export.export.prompt_file import encode_prompts
+from reference.model import load_model
 
 GRAPHS = {"text_encoder", "conditioner", "vae_encoder", "vae_decoder", "unet"}
 ONNX_ONLY = ["--model", "tiny", "--no-engines"]  # engine builds are tested in tests/engine
@@ -16,7 +19,8 @@ ONNX_ONLY = ["--model", "tiny", "--no-engines"]  # engine builds are tested in t
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
-    assert main([*ONNX_ONLY, "--out", str(out), "--max-instances", "3", "--guidance"]) == 0
+    args = ["--out", str(out), "--max-instances", "3", "--guidance", "--prompt", "a park"]
+    assert main([*ONNX_ONLY, *args]) == 0
     return out
 
 
@@ -32,6 +36,18 @@ def test_writes_every_graph_and_the_manifest(exported):
     for name in GRAPHS:
         onnx.checker.check_model(str(exported / f"{name}.onnx"), full_check=True)
     assert not list(exported.glob(".*"))  # no temporary leftovers
+
+
+def test_the_prompt_file_holds_the_empty_prompt_and_each_prompt(exported):
+    cache = json.loads((exported / "manifest.json").read_text())["engines"]["prompt_cache"]
+    assert [e["prompt"] for e in cache["entries"]] == ["", "a park"]
+    values = np.fromfile(exported / cache["file"], dtype=np.float32)
+    want = encode_prompts(load_model("tiny"), ["", "a park"])  # the model as loaded: float32, not cast
+    for entry in cache["entries"]:
+        where = entry["tensors"]["prompt_embeds"]
+        tensor = want[entry["prompt"]]["prompt_embeds"]
+        stored = values[where["offset"] : where["offset"] + tensor.numel()].reshape(where["shape"])
+        np.testing.assert_array_equal(stored, tensor.numpy())
 
 
 def test_second_run_reuses_and_force_rebuilds(exported, caplog):
