@@ -108,7 +108,7 @@ private:
 Runtime::Runtime(mild_log_fn log, void* user, mild_log_level level, const std::string& plugin_library) {
     check_tensorrt();
     logger_ = std::make_unique<Logger>(log, user, level);
-    runtime_ = nvinfer1::createInferRuntime(*logger_);
+    runtime_.reset(nvinfer1::createInferRuntime(*logger_));
     if (runtime_ == nullptr) {
         fail(MILD_ERROR_ENGINE, "TensorRT could not create a runtime: ", logger_->take_errors());
     }
@@ -119,29 +119,23 @@ Runtime::Runtime(mild_log_fn log, void* user, mild_log_level level, const std::s
     if (!plugin_library.empty()) {
         // dlopen first for a readable error (missing file, unresolved symbol); TensorRT then takes
         // its creators through getCreators
-        plugin_handle_ = dlopen(plugin_library.c_str(), RTLD_NOW | RTLD_LOCAL);
+        plugin_handle_.reset(dlopen(plugin_library.c_str(), RTLD_NOW | RTLD_LOCAL));
         if (plugin_handle_ == nullptr) {
             const char* why = dlerror();
-            delete runtime_;
-            runtime_ = nullptr;
             fail(MILD_ERROR_ENGINE, "the plugin library ", plugin_library, " did not load (", why ? why : "?",
                  "): build it (cmake --build build, target mild_plugins) and pass its path as "
                  "params->plugin_library");
         }
         if (runtime_->getPluginRegistry().loadLibrary(plugin_library.c_str()) == nullptr) {
-            std::string errors = logger_->take_errors();
-            delete runtime_;
-            runtime_ = nullptr;
-            dlclose(plugin_handle_);  // the destructor does not run for a constructor that throws
-            plugin_handle_ = nullptr;
-            fail(MILD_ERROR_ENGINE, "TensorRT did not accept the plugin library ", plugin_library, ": ", errors);
+            fail(MILD_ERROR_ENGINE, "TensorRT did not accept the plugin library ", plugin_library, ": ", logger_->take_errors());
         }
     }
 }
 
-Runtime::~Runtime() {
-    delete runtime_;
-    if (plugin_handle_ != nullptr) dlclose(plugin_handle_);
+Runtime::~Runtime() = default;
+
+void Runtime::LibraryCloser::operator()(void* handle) const {
+    dlclose(handle);
 }
 
 std::unique_ptr<Engine> Runtime::load(const std::string& name, const std::string& path, const std::string& built_with) {
@@ -149,7 +143,7 @@ std::unique_ptr<Engine> Runtime::load(const std::string& name, const std::string
     if (!file) fail(MILD_ERROR_MANIFEST, "engine ", path, " cannot be opened");
     std::vector<char> blob((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
     logger_->take_errors();
-    nvinfer1::ICudaEngine* engine = runtime_->deserializeCudaEngine(blob.data(), blob.size());
+    std::unique_ptr<nvinfer1::ICudaEngine> engine(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (engine == nullptr) {
         std::string errors = logger_->take_errors();
         fail(MILD_ERROR_ENGINE, "engine ", path, " did not deserialise with ", tensorrt_versions().library,
@@ -158,22 +152,18 @@ std::unique_ptr<Engine> Runtime::load(const std::string& name, const std::string
              ". An engine runs only on the GPU kind and TensorRT version it was built for: build the "
              "engines again on this machine");
     }
-    nvinfer1::IExecutionContext* context = engine->createExecutionContext();
+    std::unique_ptr<nvinfer1::IExecutionContext> context(engine->createExecutionContext());
     if (context == nullptr) {
-        std::string errors = logger_->take_errors();
-        delete engine;
-        fail(MILD_ERROR_OUT_OF_MEMORY, "engine ", path, ": no execution context (", errors, ")");
+        fail(MILD_ERROR_OUT_OF_MEMORY, "engine ", path, ": no execution context (", logger_->take_errors(), ")");
     }
-    return std::make_unique<Engine>(name, engine, context);
+    return std::make_unique<Engine>(name, std::move(engine), std::move(context));
 }
 
-Engine::Engine(std::string name, nvinfer1::ICudaEngine* engine, nvinfer1::IExecutionContext* context)
-    : name_(std::move(name)), engine_(engine), context_(context) {}
+Engine::Engine(std::string name, std::unique_ptr<nvinfer1::ICudaEngine> engine,
+               std::unique_ptr<nvinfer1::IExecutionContext> context)
+    : name_(std::move(name)), engine_(std::move(engine)), context_(std::move(context)) {}
 
-Engine::~Engine() {
-    delete context_;
-    delete engine_;
-}
+Engine::~Engine() = default;
 
 bool Engine::has_tensor(const std::string& tensor) const {
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {

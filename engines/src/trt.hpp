@@ -38,7 +38,8 @@ class Logger;
 
 class Engine {
 public:
-    Engine(std::string name, nvinfer1::ICudaEngine* engine, nvinfer1::IExecutionContext* context);
+    Engine(std::string name, std::unique_ptr<nvinfer1::ICudaEngine> engine,
+           std::unique_ptr<nvinfer1::IExecutionContext> context);
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -56,8 +57,8 @@ public:
 
 private:
     std::string name_;
-    nvinfer1::ICudaEngine* engine_;
-    nvinfer1::IExecutionContext* context_;
+    std::unique_ptr<nvinfer1::ICudaEngine> engine_;
+    std::unique_ptr<nvinfer1::IExecutionContext> context_;  // declared last: destroyed before its engine
 };
 
 class Runtime {
@@ -73,9 +74,14 @@ public:
     std::unique_ptr<Engine> load(const std::string& name, const std::string& path, const std::string& built_with);
 
 private:
+    struct LibraryCloser {
+        void operator()(void* handle) const;
+    };
+    // destroyed in reverse: the runtime first, then the plugin library it used, then its logger; a
+    // constructor that throws destroys what it had built the same way
     std::unique_ptr<Logger> logger_;
-    nvinfer1::IRuntime* runtime_ = nullptr;
-    void* plugin_handle_ = nullptr;
+    std::unique_ptr<void, LibraryCloser> plugin_handle_;
+    std::unique_ptr<nvinfer1::IRuntime> runtime_;
 };
 
 }  // namespace mild::detail
