@@ -357,8 +357,8 @@ __device__ __forceinline__ void issueLastPV(float (&o)[32], float const (&correc
 }
 
 // One CTA's key-tile stages in shared memory, after Q: two K stages, three V stages, two stages of
-// key masks (with BiasBy::kWgmma, two of the bias step's B tile instead), and the loads that fill
-// them. Both schedules load K and V tiles in order, so a tile's first row is the last one's plus a
+// key masks (with BiasBy::kWgmma the masks go to two stages of the bias step's B tile instead), and
+// the loads that fill them. Both schedules load K and V tiles in order, so a tile's first row is the last one's plus a
 // tile of rows: no 64-bit multiply a tile (launcher: 420 instructions a tile against 440).
 template <typename T, class Cfg>
 struct KeyTileStages
