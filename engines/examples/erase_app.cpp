@@ -81,45 +81,37 @@ std::vector<uint8_t> mask_bits(const Png& png) {
     return bits;
 }
 
-// Whole-string numbers: std::stoi alone takes "5x" as 5 and says only "stoi" for "abc". Ranges are
+// A whole-string number: std::stoi alone takes "5x" as 5 and says only "stoi" for "abc". Ranges are
 // the library's to check (its message names the limit that applies to these engines).
-int parse_int(const std::string& option, const std::string& text) {
+template <typename T, typename Convert>
+T parse_whole(const std::string& option, const std::string& text, Convert convert, const std::string& want) {
     size_t used = 0;
-    int v = 0;
+    T v{};
     try {
-        v = std::stoi(text, &used);
+        v = convert(text, &used);
     } catch (const std::exception&) {
         used = 0;
     }
-    if (used == 0 || used != text.size()) throw std::invalid_argument(option + " is '" + text + "': give an integer");
+    if (used == 0 || used != text.size()) throw std::invalid_argument(option + " is '" + text + "': give " + want);
     return v;
+}
+
+int parse_int(const std::string& option, const std::string& text) {
+    return parse_whole<int>(option, text, [](const std::string& t, size_t* used) { return std::stoi(t, used); },
+                            "an integer");
+}
+
+float parse_float(const std::string& option, const std::string& text) {
+    return parse_whole<float>(option, text, [](const std::string& t, size_t* used) { return std::stof(t, used); },
+                              "a number");
 }
 
 // 0..2^64-1 like the library's seed; std::stoull alone would take "-1" as 2^64-1
 uint64_t parse_seed(const std::string& text) {
-    size_t used = 0;
-    uint64_t v = 0;
-    try {
-        if (!text.empty() && text[0] >= '0' && text[0] <= '9') v = std::stoull(text, &used);
-    } catch (const std::exception&) {
-        used = 0;
-    }
-    if (used == 0 || used != text.size()) {
-        throw std::invalid_argument("--seed is '" + text + "': give an integer in 0..18446744073709551615");
-    }
-    return v;
-}
-
-float parse_float(const std::string& option, const std::string& text) {
-    size_t used = 0;
-    float v = 0;
-    try {
-        v = std::stof(text, &used);
-    } catch (const std::exception&) {
-        used = 0;
-    }
-    if (used == 0 || used != text.size()) throw std::invalid_argument(option + " is '" + text + "': give a number");
-    return v;
+    auto digits_only = [](const std::string& t, size_t* used) -> uint64_t {
+        return !t.empty() && t[0] >= '0' && t[0] <= '9' ? std::stoull(t, used) : 0;
+    };
+    return parse_whole<uint64_t>("--seed", text, digits_only, "an integer in 0..18446744073709551615");
 }
 
 // "1,3" -> {1, 3}, as typed (1-based); checked against the number of masks once all are known
