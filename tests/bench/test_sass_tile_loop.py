@@ -7,7 +7,9 @@ import pytest
 
 WGMMA = "_ZN4mild3sma6detail15smaForwardWgmmaI"
 LAUNCHER = WGMMA + "6__halfNS1_11WgmmaConfigILi2ELi64ELb1ELi2ELNS1_6BiasByE0ELb0ELb0EEEEEvNS0_6ParamsE"
-BIAS_STEP = WGMMA + "13__nv_bfloat16NS1_11WgmmaConfigILi2ELi128ELb0ELi1ELNS1_6BiasByE2ELb1ELb1EEEEEvNS0_6ParamsE"
+BIAS_STEP = (
+    WGMMA + "13__nv_bfloat16NS1_11WgmmaConfigILi2ELi128ELb0ELi1ELNS1_6BiasByE2ELb1ELb1EEEEEvNS0_6ParamsE"
+)
 MMA_SYNC = (
     "_ZN4mild3sma6detail13smaForwardMmaI6__halfNS1_9MmaConfigILi64ELi64ELi2ELi4ELi2ELb0ELb0EEEEEvNS0_6ParamsE"
 )
