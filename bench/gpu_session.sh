@@ -28,9 +28,10 @@
 # (After call I: the wgmma kernel's tile loop lost 52 of its 472 instructions a thread, unmeasured:
 # stage1's first step, its GPU tests, checks it, and the harness times it against call G's 1.30-1.37x
 # SDPA. stage1's sweep times the softmax's bias (by mma.sync, or by a fifth wgmma step of
-# Q K^T) and row sums by the tensor cores, options not yet in the launcher, and ncu profiles them
-# beside SDPA's kernel (stall samples by instruction: what holds the kernel at 1.30x). Where a row
-# beats the launcher's, make it the launcher's here and run
+# Q K^T), row sums by the tensor cores and the lazy max (both kernels), options not yet in the
+# launcher, and ncu profiles them beside SDPA's kernel (stall samples by instruction: what holds the
+# kernel at 1.30x). sma_tile_sweep.md ends with each shape's fastest right variant against the
+# launcher's. Where a row beats the launcher's, make it the launcher's here and run
 # `kernel` for its GPU tests: bench/RESULTS.md, "Not measured yet". bench's compiled row then
 # measures two changes made without a GPU: the mask pyramid pooled once a level and the bg rows'
 # low-rank term accumulated in place; its profile lists each kind's costliest kernels by name.)
