@@ -59,9 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--repeats", type=int, help="timed runs per case (default 3 tiny, 5 otherwise)")
     p.add_argument("--warmup", type=int, help="discarded runs per case (default 1 tiny, 2 otherwise)")
-    p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
-    )
+    p.add_argument("--device", help="cpu or cuda (default: cuda where PyTorch sees a GPU, else cpu)")
     p.add_argument("--precision", choices=sorted(PRECISIONS), help="default fp16 on cuda, fp32 on cpu")
     p.add_argument(
         "--sma",
@@ -107,6 +105,7 @@ class Request:
     steps: int
     repeats: int | None
     warmup: int | None
+    device: torch.device
 
 
 def parse_request(args: argparse.Namespace) -> Request:
@@ -122,11 +121,11 @@ def parse_request(args: argparse.Namespace) -> Request:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if (args.repeats is not None and args.repeats < 1) or (args.warmup is not None and args.warmup < 0):
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
-    checks.device(args.device)
+    device = checks.device(args.device)
     checks.output_file(args.json, "--json", "bench.json")
     checks.output_file(args.plot, "--plot", "bench.png")
     checks.output_file(args.profile, "--profile", "profile.txt")
-    return Request(instances, sides, scales, args.steps, args.repeats, args.warmup)
+    return Request(instances, sides, scales, args.steps, args.repeats, args.warmup, device)
 
 
 def plan_cases(request: Request, target: Target) -> list[Case]:
@@ -208,7 +207,7 @@ def report(
 
 def run(args: argparse.Namespace) -> None:
     request = parse_request(args)
-    device = torch.device(args.device)
+    device = request.device
     target = make_target(
         args.backend,
         BenchOptions(args.model or "tiny", args.engines, device, args.precision, args.sma, args.compile),

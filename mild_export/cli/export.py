@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     from mild_export.engine.build import build_engines, prune_stale_engines
     from mild_export.export.contracts import contracts
     from mild_export.export.exporter import ExportSettings, export_model
-    from mild_export.export.prompt_file import cached_prompts, encode_prompts, write_prompt_cache
+    from mild_export.export.prompt_file import PROMPT_FILE, cached_prompts, encode_prompts, write_prompt_cache
     from reference.model import load_model
 
     if args.max_instances < 1:
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
     prune_stale_engines(args.out, manifest, dict(previous.engines) if previous else {})
     write_prompt_cache(args.out, prompts, manifest)
     manifest.write(args.out)
-    log.info("prompts: %d encoded into %s", len(prompts), args.out / "prompts.f32")
+    log.info("prompts: %d encoded into %s", len(prompts), args.out / PROMPT_FILE)
     if tools is None:
         log.info(
             "the graphs run on ONNX Runtime: mild-erase --backend onnxruntime --engines %s ...", args.out
