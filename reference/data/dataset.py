@@ -49,6 +49,7 @@ class Entry:
 
     stem: str
     image: Path
+    size: tuple[int, int]  # (H, W) of the image, EXIF orientation applied
     background: Path | None
     masks: tuple[Path, ...]
     pose: Path | None
@@ -142,6 +143,7 @@ def _entry(root: Path, image: Path, masks: dict[int, Path], train: bool) -> Entr
     entry = Entry(
         stem=stem,
         image=image,
+        size=size,
         background=background,
         masks=mask_paths,
         pose=pose if pose.is_file() else None,

@@ -1,13 +1,14 @@
 """The dataset folder (DESIGN.md section 2) as a source of training `Example`s.
 
 The folder format, its validation (missing masks or backgrounds, sizes) and the random instance
-subsets belong to `reference.data.dataset`; this adapter only turns its samples into the tensors
-the trainer's batch builder takes, whatever array layout the loader hands out.
+subsets belong to `reference.data.dataset`; this adapter turns its samples into the tensors the
+trainer's batch builder takes, whatever array layout the loader hands out, and checks what only
+training asks of the images (sides divisible by 8, one size per batch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reference.conditions import LATENT_FACTOR
+from reference.data.dataset import Entry, MildDataset
 from reference.train.batch import Example
 from reference.train.config import TrainConfig
 
@@ -92,13 +95,31 @@ class EpochDraws:
 
 def open_dataset(folder: Path, config: TrainConfig, size: int | None = None) -> ExampleDataset:
     """The training set at `folder`: validated by the loader, backgrounds required."""
-    try:
-        from reference.data.dataset import MildDataset
-    except ImportError as err:
-        raise ValueError(f"the dataset loader reference/data/dataset.py is not available ({err})") from None
     dataset = MildDataset(
         Path(folder), train=True, size=size, max_instances=config.max_instances, seed=config.seed
     )
     if len(dataset) == 0:
         raise ValueError(f"{folder} holds no training samples (images/ is empty)")
+    if size is None:
+        check_sizes(dataset.entries, config.batch_size)
     return ExampleDataset(dataset)
+
+
+def check_sizes(entries: Sequence[Entry], batch_size: int) -> None:
+    """Images taken at their own size must suit the VAE, and share one size when batched. Checked
+    for the whole folder when training starts: the batch builder would otherwise fail at the step
+    that first draws a bad sample, hours in, without naming its file."""
+    first = entries[0]
+    for entry in entries:
+        (h, w), (h0, w0) = entry.size, first.size
+        if h % LATENT_FACTOR or w % LATENT_FACTOR:
+            raise ValueError(
+                f"image {entry.image} is {w}x{h}: training needs sides divisible by {LATENT_FACTOR} (the "
+                "VAE's factor); crop or resize it, with its background, masks and parsing map"
+            )
+        if batch_size > 1 and entry.size != first.size:
+            raise ValueError(
+                f"image {entry.image} is {w}x{h} but {first.image} is {w0}x{h0}: a training batch "
+                f"({batch_size} samples) needs one size; resize the images, with their backgrounds, masks "
+                "and parsing maps, to one size, or train with --batch-size 1"
+            )

@@ -110,3 +110,40 @@ def test_batch_size_must_be_positive(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_cli.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch-size", "0"])
     assert "mild-train: error: --batch-size must be positive, got 0" in capsys.readouterr().err
+
+
+def resize_sample(root, stem, size):
+    """Rewrite one sample's image, background and masks at `size` x `size` (a consistent sample)."""
+    for path in [root / "images" / f"{stem}.png", root / "backgrounds" / f"{stem}.png"]:
+        write_png(path, np.random.default_rng(1).integers(0, 255, (size, size, 3), dtype=np.uint8))
+    for path in (root / "masks").glob(f"{stem}_*.png"):
+        mask = np.zeros((size, size), dtype=np.uint8)
+        mask[2:12, 2:12] = 255
+        write_png(path, mask)
+
+
+def test_a_side_not_divisible_by_8_fails_before_the_first_step(tmp_path, caplog):
+    """The batch builder would refuse it only at the step that draws it, without naming the file."""
+    root = make_folder(tmp_path / "data")
+    resize_sample(root, "c", 36)
+    code, text = train(root, tmp_path / "run", caplog)
+    assert code == 2 and "Traceback" not in text
+    assert (
+        f"error: image {root / 'images' / 'c.png'} is 36x36: training needs sides divisible by 8 (the "
+        "VAE's factor); crop or resize it, with its background, masks and parsing map"
+    ) in text, text
+    assert not (tmp_path / "run").exists()
+
+
+def test_images_of_two_sizes_need_batch_size_1(tmp_path, caplog):
+    root = make_folder(tmp_path / "data")
+    resize_sample(root, "b", 40)
+    code, text = train(root, tmp_path / "run", caplog)
+    assert code == 2 and "Traceback" not in text
+    assert (
+        f"error: image {root / 'images' / 'b.png'} is 40x40 but {root / 'images' / 'a.png'} is 32x32: a "
+        "training batch (2 samples) needs one size; resize the images, with their backgrounds, masks and "
+        "parsing maps, to one size, or train with --batch-size 1"
+    ) in text, text
+    code, text = train(root, tmp_path / "run", caplog, "--batch-size", "1")
+    assert code == 0, text
