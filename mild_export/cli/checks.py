@@ -10,9 +10,15 @@ import torch
 
 
 def output_folder(path: Path, option: str = "--out") -> None:
-    """A folder to write into: new, or an existing folder (made when the first file is written)."""
+    """A folder to write into: new, or an existing folder (made when the first file is written). A
+    new one must be possible to make: its nearest existing parent is a folder, not a file."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path} is a file: choose a folder")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not parent.is_dir():
+        raise ValueError(
+            f"{option} {path}: {parent} is a file, so no folder can be made there: choose another"
+        )
 
 
 def output_file(path: Path | None, option: str, example: str) -> None:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mild_export.cli import checks
 from mild_export.cli.logs import run_command
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, str, int]:
     from reference.train import checkpoint as ckpt
     from reference.train.config import TrainConfig
 
+    checks.output_folder(args.out)
     if args.resume:
         _, meta = ckpt.verify_checkpoint(args.out)  # a corrupt checkpoint fails here, named
         config, model, step = TrainConfig.from_dict(meta["train_config"]), meta["model"], int(meta["step"])

@@ -156,8 +156,10 @@ def _entry(root: Path, image: Path, masks: dict[int, Path], train: bool) -> Entr
 def scan_folder(root: Path, train: bool) -> list[Entry]:
     """Every image's files, checked; raises ValueError naming the first bad file and the fix."""
     root = Path(root)
-    if not root.is_dir():
+    if not root.exists():
         raise ValueError(f"dataset folder {root} does not exist: check --data (make one with mild-synth)")
+    if not root.is_dir():
+        raise ValueError(f"dataset folder {root} is a file: give the folder that holds {IMAGES}/")
     if not (root / IMAGES).is_dir():
         raise ValueError(f"dataset folder {root} has no {IMAGES}/ folder: the photos go in {root / IMAGES}")
     images = sorted(p for p in (root / IMAGES).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

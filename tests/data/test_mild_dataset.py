@@ -193,6 +193,16 @@ def test_cli_refuses_a_non_empty_folder_without_force(synth_folder, tmp_path, ca
     assert len(MildDataset(root)) == 2 and (root / "notes.txt").read_text() == "mine"
 
 
+def test_cli_out_below_a_file(tmp_path, caplog):
+    """No folder can be made below a file: one line before any sample is drawn, not a traceback."""
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "data"
+    assert synth_cli.main(["--count", "2", "--out", str(out), "--no-progress"]) == 2
+    expected = f"error: --out {out}: {tmp_path / 'notes.txt'} is a file, so no folder can be made there"
+    assert expected in caplog.text, caplog.text
+    assert "Traceback" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "bad", [["--figures", "3-1"], ["--figures", "x"], ["--size", "60"], ["--count", "0"]]
 )

@@ -80,7 +80,10 @@ def test_output_folder_that_cannot_be_written(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert main(["--model", "tiny", "--out", str(blocker / "out")]) == 2
-    assert f"output folder {blocker / 'out'} is not writable" in caplog.text
+    assert (
+        f"error: --out {blocker / 'out'}: {blocker} is a file, so no folder can be made there: choose another"
+        in caplog.text
+    )
 
 
 def test_opset_the_installed_onnx_cannot_write(tmp_path, caplog, monkeypatch):

@@ -61,6 +61,14 @@ def test_empty_dataset(tmp_path, caplog, layout):
     assert str(root) in text, text
 
 
+def test_data_that_is_a_file(tmp_path, caplog):
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    code, text = train(tmp_path / "data.zip", tmp_path / "run", caplog)
+    assert code == 2 and "Traceback" not in text
+    expected = f"error: dataset folder {tmp_path / 'data.zip'} is a file: give the folder that holds images/"
+    assert expected in text, text
+
+
 def bad_annotation(root, kind):
     """One bad per-sample file of the given kind, and the start of the error that names it."""
     if kind == "pose":

@@ -186,6 +186,22 @@ def test_resume_without_checkpoint_and_fresh_run_over_checkpoints(trained_run, t
     expect_error(caplog, merge_cli.main, argv, "holds no checkpoint")
 
 
+@pytest.mark.parametrize("below", [False, True])
+def test_out_that_is_a_file_fails_before_the_model_loads(tmp_path, caplog, monkeypatch, below):
+    """--out is checked first: before the dataset is read and the model built, not at the first log line."""
+    monkeypatch.setattr(Trainer, "__init__", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "run" if below else tmp_path / "notes.txt"
+    argv = ["--data", str(make_folder(tmp_path / "data")), "--out", str(out), "--steps", "1"]
+    for resume in ([], ["--resume"]):
+        expected = (
+            f"error: --out {out}: {tmp_path / 'notes.txt'} is a file, so no folder can be made there"
+            if below
+            else f"error: --out {out} is a file: choose a folder"
+        )
+        expect_error(caplog, train_cli.main, [*argv, *resume], expected)
+
+
 def test_error_is_one_line_on_stderr(tmp_path):
     """As a user sees it: `mild-train: error: ...`, exit status 2, no traceback."""
     argv = ["--config", "huge", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
