@@ -16,8 +16,10 @@ MildModel from it alone, the two branches sharing memory for all common tensors.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from reference.branch_attention import (
     processors,
 )
 from reference.config import ModelConfig
-from reference.files import atomic_write, file_sha256
+from reference.files import file_sha256
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
 from reference.text import TextEncoder, load_tokenizers, save_tokenizers, tokenizer_folder
@@ -158,17 +160,48 @@ def summarise(model: MildModel) -> dict[str, Any]:
     }
 
 
-def save_merged(merged: MildModel, out: Path, base_model: str, extra: dict[str, Any] | None = None) -> Path:
+def check_target(out: Path) -> None:
+    """Where a merged model may go: a new or empty folder, or an earlier merged model folder, which
+    is replaced whole. Anything else (a mild-export folder has a manifest.json too) is left alone."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not is_merged_folder(out):
+        raise ValueError(
+            f"{out} is not empty and holds no merged model: choose a new --out (a merged model folder "
+            "is replaced)"
+        )
+
+
+def save_merged(merged: MildModel, out: Path, base_model: str, extra: dict[str, Any] | None = None) -> Path:
+    """The merged model folder, built whole under a temporary name beside `out` and then put in its
+    place: an interrupted merge leaves the earlier folder or none, never half of one (which a rerun
+    could not tell from someone else's files, and would refuse to replace)."""
+    out = Path(out).absolute()
+    check_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    name = glob.escape(out.name)
+    for stale in (*out.parent.glob(f".{name}.tmp-*"), *out.parent.glob(f".{name}.old-*")):
+        shutil.rmtree(stale)  # left by a killed merge
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.mkdir()
+    _write_folder(merged, tmp, base_model, extra)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def _write_folder(merged: MildModel, out: Path, base_model: str, extra: dict[str, Any] | None) -> None:
+    """Every file of the merged model folder into `out`, the manifest (with every file's hash) last."""
     state = {k: v.detach().contiguous().cpu() for k, v in merged.state_dict().items()}
-    tmp = out / f".{WEIGHTS}.tmp-{os.getpid()}"
-    save_file(state, str(tmp), metadata={"format": KIND})
-    tmp.replace(out / WEIGHTS)
+    save_file(state, str(out / WEIGHTS), metadata={"format": KIND})
     files = [WEIGHTS]
     for i, encoder in enumerate(merged.text.encoders):
         folder = out / _text_folder(i)
-        folder.mkdir(exist_ok=True)
+        folder.mkdir()
         encoder.config.to_json_file(str(folder / "config.json"))
         files.append(f"{_text_folder(i)}/config.json")
     save_tokenizers(merged.text, out)
@@ -192,9 +225,7 @@ def save_merged(merged: MildModel, out: Path, base_model: str, extra: dict[str, 
         "encoders": list(ENCODERS),
         **(extra or {}),
     }
-    text = json.dumps(manifest, indent=2)
-    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
-    return out
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
 def is_merged_folder(folder: Path) -> bool:

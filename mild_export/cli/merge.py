@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from reference.merge import MANIFEST, merge_checkpoint
+    from reference.merge import check_target, merge_checkpoint
+    from reference.train import checkpoint as ckpt
 
     if not args.checkpoint.exists():
         raise ValueError(
@@ -36,13 +37,10 @@ def run(args: argparse.Namespace) -> None:
             "checkpoints/step-*/ folders"
         )
     checks.output_folder(args.out)
-    if args.out.is_dir() and any(args.out.iterdir()) and not (args.out / MANIFEST).is_file():
-        raise ValueError(
-            f"--out {args.out} is not empty and holds no merged model: choose a new folder (a merged "
-            "model folder is replaced)"
-        )
-    log.info("merging %s: loading the training model and folding both LoRA sets", args.checkpoint)
-    log.info("wrote %s", merge_checkpoint(args.checkpoint, args.out))
+    check_target(args.out)
+    found = ckpt.resolve(args.checkpoint)  # a run without checkpoints fails here, before the model loads
+    log.info("merging %s: loading the training model and folding both LoRA sets", found)
+    log.info("wrote %s", merge_checkpoint(found, args.out))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,26 @@ def test_out_holding_other_files_is_not_overwritten(run_dir, tmp_path, caplog):
     (tmp_path / "mine" / "weights.safetensors").write_bytes(b"not ours")
     assert main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "mine")]) == 2
     assert (
-        f"error: --out {tmp_path / 'mine'} is not empty and holds no merged model: choose a new folder "
-        "(a merged model folder is replaced)" in caplog.text
+        f"error: {tmp_path / 'mine'} is not empty and holds no merged model: choose a new --out (a merged "
+        "model folder is replaced)" in caplog.text
     )
     assert (tmp_path / "mine" / "weights.safetensors").read_bytes() == b"not ours"
+
+
+def test_a_run_without_checkpoints_is_one_line(run_dir, tmp_path, caplog):
+    """Found before the training model loads: no 'merging' line ahead of the error."""
+    assert main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "merged")]) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"error: {run_dir} holds no checkpoint (no checkpoints/step-*/): train with mild-train first"
+    ]
+
+
+def test_out_holding_an_export_is_not_overwritten(run_dir, tmp_path, caplog):
+    """A mild-export folder has a manifest.json too: only a merged model's manifest makes a folder
+    replaceable."""
+    export = tmp_path / "engines"
+    export.mkdir()
+    (export / "manifest.json").write_text('{"graphs": {}}')
+    assert main(["--checkpoint", str(run_dir), "--out", str(export)]) == 2
+    assert f"error: {export} is not empty and holds no merged model" in caplog.text
+    assert (export / "manifest.json").read_text() == '{"graphs": {}}'

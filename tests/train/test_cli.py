@@ -52,6 +52,33 @@ def test_merge_cli_turns_the_latest_checkpoint_into_a_loadable_model(trained_run
     torch.testing.assert_close(expected, lora, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("earlier", [False, True])
+def test_an_interrupted_merge_leaves_the_earlier_folder_and_can_run_again(
+    trained_run, tmp_path, caplog, monkeypatch, earlier
+):
+    """Killed after the weights are written: the earlier merged folder (or none) is left whole, and
+    the same command then runs, replacing the half-written files."""
+    out = tmp_path / "merged"
+    argv = ["--checkpoint", str(trained_run.run_dir), "--out", str(out)]
+    if earlier:
+        assert merge_cli.main(argv) == 0
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def killed(model):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("reference.merge.summarise", killed)
+        assert merge_cli.main(argv) == 130
+    if earlier:
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    else:
+        assert not out.exists()
+    assert merge_cli.main(argv) == 0
+    assert load_model(out) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "run"]  # no temporary folder left
+
+
 def corrupt(path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
