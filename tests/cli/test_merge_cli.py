@@ -45,14 +45,3 @@ def test_a_run_without_checkpoints_is_one_line(run_dir, tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         f"error: {run_dir} holds no checkpoint (no checkpoints/step-*/): train with mild-train first"
     ]
-
-
-def test_out_holding_an_export_is_not_overwritten(run_dir, tmp_path, caplog):
-    """A mild-export folder has a manifest.json too: only a merged model's manifest makes a folder
-    replaceable."""
-    export = tmp_path / "engines"
-    export.mkdir()
-    (export / "manifest.json").write_text('{"graphs": {}}')
-    assert main(["--checkpoint", str(run_dir), "--out", str(export)]) == 2
-    assert f"error: {export} is not empty and holds no merged model" in caplog.text
-    assert (export / "manifest.json").read_text() == '{"graphs": {}}'

@@ -79,6 +79,18 @@ def test_an_interrupted_merge_leaves_the_earlier_folder_and_can_run_again(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "run"]  # no temporary folder left
 
 
+def test_out_holding_an_export_is_not_overwritten(trained_run, tmp_path, caplog):
+    """A mild-export folder has a manifest.json too: only a merged model's manifest makes a folder
+    replaceable."""
+    export = tmp_path / "engines"
+    export.mkdir()
+    (export / "manifest.json").write_text('{"graphs": {}}')
+    argv = ["--checkpoint", str(trained_run.run_dir), "--out", str(export)]
+    expect_error(caplog, merge_cli.main, argv, f"error: {export} is not empty and holds no merged model")
+    assert [p.name for p in export.iterdir()] == ["manifest.json"]
+    assert (export / "manifest.json").read_text() == '{"graphs": {}}'
+
+
 def corrupt(path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
