@@ -45,7 +45,7 @@ from reference.files import file_sha256
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
 from reference.text import TextEncoder, load_tokenizers, save_tokenizers, tokenizer_folder
-from reference.train.checkpoint import load_checkpoint
+from reference.train.checkpoint import check_weights, load_checkpoint
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -269,9 +269,7 @@ def merge_checkpoint(checkpoint: Path, out: Path) -> Path:
     meta = loaded.meta
     train_config = TrainConfig.from_dict(meta["train_config"])
     model = load_training_model(meta["model"], train_config.lora)
-    expected = model.mild_state_dict()
-    if set(loaded.weights) != set(expected):
-        raise ValueError(f"checkpoint {loaded.path} does not match model {meta['model']!r}")
+    check_weights(loaded, model.mild_state_dict())
     model.load_state_dict(loaded.weights, strict=False)
     extra = {
         "checkpoint": {"path": str(loaded.path), "step": loaded.step},

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,21 @@ def load_checkpoint(path: Path, with_state: bool = True) -> Checkpoint:
     except (SafetensorError, OSError, RuntimeError, EOFError) as err:
         raise ValueError(f"checkpoint {path} could not be read ({err}): {_fallback(path)}") from None
     return Checkpoint(path, meta, weights, state)
+
+
+def check_weights(checkpoint: Checkpoint, expected: Mapping[str, Tensor]) -> None:
+    """The checkpoint's tensors are the model's, by name and shape: a model folder replaced since the
+    run started (or an edited meta.json) fails naming the checkpoint, not inside a tensor copy."""
+    model = checkpoint.meta.get("model")
+    fix = "it was trained with another model or LoRA configuration"
+    names, stored = set(expected), set(checkpoint.weights)
+    if names != stored:
+        example = sorted(names - stored)[:1] or sorted(stored - names)[:1]
+        raise ValueError(f"checkpoint {checkpoint.path} does not match model {model!r} ({example[0]}): {fix}")
+    for name, tensor in expected.items():
+        got = tuple(checkpoint.weights[name].shape)
+        if got != tuple(tensor.shape):
+            raise ValueError(
+                f"checkpoint {checkpoint.path} does not match model {model!r} ({name} is {list(got)} there, "
+                f"{list(tensor.shape)} in the model): {fix}"
+            )

@@ -250,13 +250,7 @@ class Trainer:
     def resume(self, path: Path | None = None) -> int:
         """Load the latest checkpoint of the run (or `path`); returns the step it continues from."""
         checkpoint = ckpt.load_checkpoint(self.run_dir if path is None else path)
-        expected = set(self.named)
-        if set(checkpoint.weights) != expected:
-            missing = sorted(expected - set(checkpoint.weights))[:2]
-            raise ValueError(
-                f"checkpoint {checkpoint.path} does not match this model (e.g. missing {missing}): it was "
-                "trained with another model or LoRA configuration"
-            )
+        ckpt.check_weights(checkpoint, self.named)
         with torch.no_grad():
             for name, p in self.named.items():
                 p.copy_(checkpoint.weights[name])

@@ -91,6 +91,24 @@ def test_out_holding_an_export_is_not_overwritten(trained_run, tmp_path, caplog)
     assert (export / "manifest.json").read_text() == '{"graphs": {}}'
 
 
+def test_a_checkpoint_of_another_lora_rank_is_named(trained_run, tmp_path, caplog):
+    """Tensors that match by name but not by shape (meta.json says rank 8, the weights are rank 4):
+    one line naming the checkpoint and a tensor, not a RuntimeError from the copy."""
+    latest = ckpt.list_checkpoints(trained_run.run_dir)[-1]
+    meta = json.loads((latest / ckpt.META).read_text())
+    meta["train_config"]["lora"] = {"rank": 8, "alpha": 8.0}
+    (latest / ckpt.META).write_text(json.dumps(meta))
+    fragments = (
+        f"error: checkpoint {latest} does not match model 'tiny' (unet.",
+        " is [4, ",
+        "): it was trained with another model or LoRA configuration",
+    )
+    run = str(trained_run.run_dir)
+    expect_error(caplog, merge_cli.main, ["--checkpoint", run, "--out", str(tmp_path / "m")], *fragments)
+    argv = ["--data", str(make_folder(tmp_path / "data")), "--out", run, "--resume", "--steps", "6"]
+    expect_error(caplog, train_cli.main, argv, *fragments)
+
+
 def corrupt(path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
