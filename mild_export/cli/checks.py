@@ -4,27 +4,46 @@ compute, and leave nothing behind."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 
 def output_folder(path: Path, option: str = "--out") -> None:
-    """A folder to write into: new, or an existing folder (made when the first file is written). A
-    new one must be possible to make: its nearest existing parent is a folder, not a file."""
+    """A folder to write into: new, or an existing folder (made when the first file is written)."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path} is a file: choose a folder")
-    parent = next(p for p in path.absolute().parents if p.exists())
-    if not parent.is_dir():
-        raise ValueError(
-            f"{option} {path}: {parent} is a file, so no folder can be made there: choose another"
-        )
+    _writable_place(path, (path, *path.absolute().parents), option)
 
 
 def output_file(path: Path | None, option: str, example: str) -> None:
-    """A file to write: not an existing folder (`example`: a file name to suggest inside it)."""
-    if path is not None and path.is_dir():
+    """A file to write: not an existing folder (`example`: a file name to suggest inside it), in a
+    place where it can be written, so that a benchmark's minutes are not lost at the write."""
+    if path is None:
+        return
+    if path.is_dir():
         raise ValueError(f"{option} {path} is a folder: give a file name, e.g. {path / example}")
+    _writable_place(path, path.absolute().parents, option)
+
+
+def _writable_place(path: Path, places: Sequence[Path], option: str) -> None:
+    """The first of `places` that exists (the folder itself, else its nearest parent: the missing
+    ones are made at the first write) must be a folder that takes a file: a probe file is made
+    there and deleted, since permission bits say nothing for root or a read-only mount."""
+    place = next(p for p in places if p.exists())
+    if not place.is_dir():
+        raise ValueError(
+            f"{option} {path}: {place} is a file, so no folder can be made there: choose another"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"{option} {path}: {place} is not writable ({err.strerror}): choose another"
+        ) from None
 
 
 def device(name: str | None, option: str = "--device") -> torch.device:

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -129,6 +130,25 @@ def test_engines_folder_without_manifest(tmp_path, caplog):
 def test_other_bad_input(argv, message, caplog):
     assert main(argv) == 2
     assert message in one_line_error(caplog)
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot", "--profile"])
+def test_an_output_file_that_cannot_be_written_fails_before_the_run(option, tmp_path, caplog):
+    """It failed with a traceback at the first write, after the model was built and a case timed."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    assert main([option, str(blocker / "r.out")]) == 2
+    assert one_line_error(caplog) == (
+        f"error: {option} {blocker / 'r.out'}: {blocker} is a file, so no folder can be made there: "
+        "choose another"
+    )
+    assert "building model" not in caplog.text
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+def test_an_output_file_in_a_folder_that_takes_no_file(caplog):
+    assert main(["--json", "/proc/r.json"]) == 2
+    assert one_line_error(caplog).startswith("error: --json /proc/r.json: /proc is not writable (")
 
 
 def test_sma_fold_is_timed_and_recorded(tmp_path, capsys):
