@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from reference.config import PRESETS, LoraConfig
+from reference.files import atomic_write
 from reference.model import MildModel, build_model, load_model
 from reference.train import checkpoint as ckpt
 from reference.train.batch import Example, prepare_step
@@ -223,7 +224,8 @@ class Trainer:
 
     def _write_run_config(self) -> None:
         if self.accelerator.is_main_process:
-            (self.run_dir / RUN_CONFIG).write_text(json.dumps(self.meta(), indent=2))
+            text = json.dumps(self.meta(), indent=2)
+            atomic_write(self.run_dir / RUN_CONFIG, lambda f: f.write(text.encode()))
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -274,7 +276,8 @@ class Trainer:
         path = self.run_dir / LOG_FILE
         if self.accelerator.is_main_process and path.is_file():
             lines = [line for line in path.read_text().splitlines() if _logged_step(line) <= self.step_count]
-            path.write_text("".join(line + "\n" for line in lines))
+            kept = "".join(line + "\n" for line in lines).encode()
+            atomic_write(path, lambda f: f.write(kept))  # a kill here leaves the whole old log
 
 
 def _logged_step(line: str) -> float:
