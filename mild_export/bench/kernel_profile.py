@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity
 
 from mild_export.bench.cases import Case, erase_seconds, synthetic_inputs
 from reference.backend import Backend
+from reference.files import atomic_write
 from reference.pipeline import ErasePipeline
 
 ROWS = 30  # operators listed, the most expensive first
@@ -118,4 +119,5 @@ def top_by_kind(events: list[tuple[str, float, int]], count: int) -> dict[str, l
 def write_profile(path: Path, profile: KernelProfile, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     kinds = f"{profile.kind_table()}\n\n{profile.top_table()}\n\n" if profile.by_kind else ""  # none on a CPU
-    path.write_text(f"{title}\n{profile.summary()}\n\n{kinds}{profile.table}\n")
+    text = f"{title}\n{profile.summary()}\n\n{kinds}{profile.table}\n"
+    atomic_write(path, lambda f: f.write(text.encode()))

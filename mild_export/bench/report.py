@@ -175,5 +175,5 @@ def plot(path: Path, results: list[CaseResult], title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncols=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)

@@ -11,7 +11,7 @@ from torch._inductor import config as inductor_config
 
 from mild_export.bench.cases import STAGES, Case, CaseResult, ImageRun, run_case
 from mild_export.bench.kernel_profile import kernel_kind, time_by_kind, top_by_kind
-from mild_export.bench.report import paper_ratio
+from mild_export.bench.report import paper_ratio, plot
 from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
 from mild_export.runtime import torch_backend
@@ -251,3 +251,22 @@ def test_the_paper_ratio_is_given_in_the_papers_setting_only(resolution, steps, 
     run = ImageRun(image_s=0.955, staged_s=1.0, stages_ms=dict.fromkeys(STAGES, 1.0), unet_steps_ms=[1.0])
     result = CaseResult(Case(2, resolution, steps, 1.0), [run])
     assert paper_ratio(result) == ratio
+
+
+def test_a_plot_cut_short_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """The PNG is written under a temporary name and renamed: a failure while drawing (a full disk,
+    Ctrl-C) keeps the previous plot and leaves no partial file beside it."""
+    from matplotlib.figure import Figure
+
+    def write_half_then_fail(self, target, **kwargs):
+        target.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    old = tmp_path / "r.png"
+    old.write_bytes(b"the previous plot")
+    monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
+    run = ImageRun(image_s=1.0, staged_s=1.0, stages_ms=dict.fromkeys(STAGES, 1.0), unet_steps_ms=[1.0])
+    with pytest.raises(OSError, match="No space left"):
+        plot(old, [CaseResult(Case(1, 64, 1, 1.0), [run])], "title")
+    assert old.read_bytes() == b"the previous plot"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
