@@ -121,7 +121,7 @@ def _exported(name: str, backend: OnnxRuntimeBackend | TensorRTBackend, options:
     if options.precision not in (None, manifest.precision):
         raise ValueError(
             f"{options.engines} holds {manifest.precision} graphs, not {options.precision}: "
-            f"drop --precision or export again with --{options.precision}"
+            f"drop --precision or export again {export_flag(options.precision)}"
         )
     shapes = manifest.shapes
     return Target(
@@ -134,6 +134,11 @@ def _exported(name: str, backend: OnnxRuntimeBackend | TensorRTBackend, options:
         resolutions=tuple(shapes["resolutions"]),
         guidance=bool(shapes["guidance"]),
     )
+
+
+def export_flag(precision: str) -> str:
+    """How mild-export is asked for `precision`: fp32 is its default and has no flag."""
+    return "without --fp16 or --bf16" if precision == "fp32" else f"with --{precision}"
 
 
 BACKENDS: dict[str, Callable[[BenchOptions], Target]] = {

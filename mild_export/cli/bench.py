@@ -119,8 +119,10 @@ def parse_request(args: argparse.Namespace) -> Request:
         raise ValueError(f"--guidance {args.guidance!r}: scales must be >= 0 (1 disables guidance)")
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    if (args.repeats is not None and args.repeats < 1) or (args.warmup is not None and args.warmup < 0):
-        raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    if args.repeats is not None and args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.warmup is not None and args.warmup < 0:
+        raise ValueError(f"--warmup must be at least 0, got {args.warmup}")
     device = checks.device(args.device)
     checks.output_file(args.json, "--json", "bench.json")
     checks.output_file(args.plot, "--plot", "bench.png")

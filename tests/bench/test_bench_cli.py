@@ -4,11 +4,15 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from PIL import Image
 from torch._inductor import config as inductor_config
 
+from mild_export.bench import backends
+from mild_export.bench.backends import BenchOptions
 from mild_export.bench.cases import STAGES, Case, CaseResult, ImageRun, run_case
 from mild_export.bench.kernel_profile import kernel_kind, time_by_kind, top_by_kind
 from mild_export.bench.report import paper_ratio, plot
@@ -114,6 +118,8 @@ def test_engines_folder_without_manifest(tmp_path, caplog):
         (["--json", "."], "--json . is a folder: give a file name, e.g. bench.json"),
         (["--plot", "."], "--plot . is a folder: give a file name, e.g. bench.png"),
         (["--steps", "0"], "--steps must be at least 1"),
+        (["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
+        (["--warmup", "-1"], "error: --warmup must be at least 0, got -1"),
         (["--resolution", "60"], "resolution 60 is not supported by tiny"),
         (["--backend", "onnxruntime"], "give --engines DIR"),
         (
@@ -270,3 +276,16 @@ def test_a_plot_cut_short_leaves_the_old_file_whole(tmp_path, monkeypatch):
         plot(old, [CaseResult(Case(1, 64, 1, 1.0), [run])], "title")
     assert old.read_bytes() == b"the previous plot"
     assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
+
+
+@pytest.mark.parametrize(
+    ("exported", "asked", "fix"),
+    [("fp16", "fp32", "export again without --fp16 or --bf16"), ("fp32", "bf16", "export again with --bf16")],
+)
+def test_a_precision_the_graphs_do_not_have_names_the_export_flag(exported, asked, fix, tmp_path):
+    """mild-export has no --fp32 flag: fp32 is what it exports without one (the message said --fp32)."""
+    manifest = SimpleNamespace(precision=exported)
+    options = BenchOptions("tiny", tmp_path, torch.device("cpu"), asked)
+    with pytest.raises(ValueError) as err:
+        backends._exported("onnxruntime", SimpleNamespace(manifest=manifest), options)
+    assert str(err.value) == f"{tmp_path} holds {exported} graphs, not {asked}: drop --precision or {fix}"
