@@ -112,7 +112,8 @@ def engine_toolchain(args: argparse.Namespace) -> Toolchain | None:
     """The engine toolchain, or None (with the reason logged) when engines are skipped."""
     from mild_export.engine.build import EngineSettings, EnginesUnavailable, check_engines, parse_targets
 
-    targets = parse_targets(args.targets) if args.targets else None
+    check_engine_options(args)
+    targets = parse_targets(args.targets) if args.targets is not None else None
     if not args.engines:
         log.info("engines: skipped (--no-engines)")
         return None
@@ -121,6 +122,34 @@ def engine_toolchain(args: argparse.Namespace) -> Toolchain | None:
     except EnginesUnavailable as why:
         log.warning("engines: skipped, %s", why)
         return None
+
+
+def check_engine_options(args: argparse.Namespace) -> None:
+    """--targets and --plugin only shape engines, and --plugin only --sma plugin engines: given
+    where they change nothing, they were meant for another run, so they are refused, not ignored."""
+    given = [
+        name for name, value in (("--targets", args.targets), ("--plugin", args.plugin)) if value is not None
+    ]
+    if given and not args.engines:
+        named = " and ".join(given)
+        raise ValueError(
+            f"{named} only shape{'s' if len(given) == 1 else ''} engines: drop {named} or --no-engines"
+        )
+    if args.plugin is not None and args.sma != SMAForm.PLUGIN.value:
+        raise ValueError(
+            f"--plugin is for --sma plugin engines; --sma {args.sma} engines need no plugin: drop --plugin"
+        )
+
+
+def check_out(out: Path, force: bool) -> None:
+    """--out is new, empty or an earlier export (whose files are reused or replaced): a folder of
+    other files (a model folder, a home folder) is not written over unless --force says so."""
+    if force or not out.is_dir() or not any(out.iterdir()) or previous_manifest(out) is not None:
+        return
+    raise ValueError(
+        f"--out {out} is not empty and holds no mild-export manifest.json: choose a new or empty folder, "
+        "or pass --force to export into it"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -133,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
     checks.output_folder(args.out)
+    check_out(args.out, args.force)
     sides = parse_resolutions(args.resolution)
     tools = engine_toolchain(args)  # bad --targets or --plugin fail here, before the export
     precision = Precision.FP16 if args.fp16 else Precision.BF16 if args.bf16 else Precision.FP32

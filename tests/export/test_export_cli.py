@@ -124,6 +124,43 @@ def test_out_that_is_a_file(tmp_path, caplog):
     assert f"--out {tmp_path / 'notes.txt'} is a file: choose a folder" in caplog.text
 
 
+def test_a_folder_of_other_files_is_not_exported_into(tmp_path, caplog):
+    """Without a mild-export manifest.json the folder is someone else's (a model folder, a home
+    folder): its files are left alone unless --force; an earlier export is reused, as before."""
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main([*ONNX_ONLY, "--out", str(tmp_path)]) == 2
+    assert (
+        f"error: --out {tmp_path} is not empty and holds no mild-export manifest.json: choose a new or "
+        "empty folder, or pass --force to export into it" in caplog.text
+    )
+    assert "loading model" not in caplog.text and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--no-engines", "--targets", "sm86"],
+            "--targets only shapes engines: drop --targets or --no-engines",
+        ),
+        (
+            ["--no-engines", "--targets", "sm86", "--plugin", "lib.so"],
+            "--targets and --plugin only shape engines: drop --targets and --plugin or --no-engines",
+        ),
+        (
+            ["--sma", "fold", "--plugin", "lib.so"],
+            "--plugin is for --sma plugin engines; --sma fold engines need no plugin: drop --plugin",
+        ),
+        (["--targets", ""], "--targets '': '' is not a compute capability"),
+    ],
+)
+def test_engine_options_that_would_change_nothing(argv, message, tmp_path, caplog):
+    """They were ignored: an empty --targets built for the default GPUs, --plugin for no plugin."""
+    assert main(["--model", "tiny", "--out", str(tmp_path / "o"), *argv]) == 2
+    assert f"error: {message}" in caplog.text
+    assert "loading model" not in caplog.text and not (tmp_path / "o").exists()
+
+
 @pytest.fixture()
 def merged_folder(tmp_path):
     from reference.merge import merge_model, save_merged
