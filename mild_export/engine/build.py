@@ -36,6 +36,7 @@ from mild_export.engine.trt_shim import (
     PLUGIN_LIBRARY_NAME,
     REPO_ROOT,
     TensorRT,
+    TensorRTError,
     plugin_library_path,
 )
 from mild_export.export.contracts import GraphContract
@@ -197,7 +198,23 @@ def check_engines(settings: EngineSettings, sma: str) -> Toolchain:
         raise EnginesUnavailable(str(err)) from None
     targets = choose_targets(trt, requested, present_gpu())
     plugin = find_plugin_library(settings.plugin) if sma == "plugin" else None
-    return Toolchain(trt, targets, plugin)
+    tools = Toolchain(trt, targets, plugin)
+    if plugin is not None:
+        check_plugin_loads(tools, plugin)
+    return tools
+
+
+def check_plugin_loads(tools: Toolchain, plugin: Path) -> None:
+    """A library TensorRT cannot load (a wrong file, a build for another TensorRT) fails here, not at
+    the UNet engine after the whole export and four other engines."""
+    trt = tools.trt
+    try:
+        trt.load_plugin_library(trt.builder(trt.logger("ERROR")), plugin)
+    except TensorRTError:
+        raise ValueError(
+            f"{plugin}: {tools.tensorrt} cannot load it as a plugin library; give the "
+            f"{PLUGIN_LIBRARY_NAME} built by `{BUILD_PLUGIN}`"
+        ) from None
 
 
 # --- building ----------------------------------------------------------------------------------------

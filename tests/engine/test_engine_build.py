@@ -224,6 +224,19 @@ def test_missing_plugin_path(trt, tmp_path, caplog):
     assert f"error: --plugin {missing}: no such file; give the path of {PLUGIN_LIBRARY_NAME}" in caplog.text
 
 
+def test_a_plugin_library_tensorrt_cannot_load(trt, tmp_path, caplog):
+    """It failed with exit code 1 at the UNet engine, after the export and four engines."""
+    not_a_library = tmp_path / "libmild_plugins.so"
+    not_a_library.write_text("not a shared library")
+    assert main(["--model", "tiny", "--out", str(tmp_path / "o"), "--plugin", str(not_a_library)]) == 2
+    flavour = "TensorRT-RTX" if trt.is_rtx else "TensorRT"
+    assert (
+        f"error: {not_a_library}: {flavour} {trt.version} cannot load it as a plugin library; give the "
+        f"{PLUGIN_LIBRARY_NAME} built by `{build.BUILD_PLUGIN}`"
+    ) in caplog.text
+    assert "loading model" not in caplog.text and not (tmp_path / "o").exists()
+
+
 # --- targets -----------------------------------------------------------------------------------------
 
 
