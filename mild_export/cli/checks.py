@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from mild_export.export.contracts import ExportShapes, check_resolutions
+from reference.config import PRESETS
+
 
 def output_folder(path: Path, option: str = "--out") -> None:
     """A folder to write into: new, or an existing folder (made when the first file is written)."""
@@ -44,6 +47,13 @@ def _writable_place(path: Path, places: Sequence[Path], option: str) -> None:
         raise ValueError(
             f"{option} {path}: {place} is not writable ({err.strerror}): choose another"
         ) from None
+
+
+def preset_resolutions(model: str, sides: Sequence[int] | None) -> None:
+    """Image sides that a preset --model cannot take fail before it is built (SDXL's random weights
+    take a minute on a CPU); a model folder's own configuration is only known once it is read."""
+    if sides and model in PRESETS:
+        check_resolutions(PRESETS[model], ExportShapes(resolutions=tuple(sides)))
 
 
 def device(name: str | None, option: str = "--device") -> torch.device:

@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> None:
     checks.output_folder(args.out)
     check_out(args.out, args.force)
     sides = parse_resolutions(args.resolution)
+    checks.preset_resolutions(args.model, sides)
     tools = engine_toolchain(args)  # bad --targets or --plugin fail here, before the export
     precision = Precision.FP16 if args.fp16 else Precision.BF16 if args.bf16 else Precision.FP32
     log.info("loading model %s", args.model)

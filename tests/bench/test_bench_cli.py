@@ -138,6 +138,12 @@ def test_other_bad_input(argv, message, caplog):
     assert message in one_line_error(caplog)
 
 
+def test_a_side_the_preset_cannot_take_fails_before_it_is_built(caplog):
+    assert main(["--model", "tiny", "--resolution", "64,60"]) == 2
+    assert one_line_error(caplog).startswith("error: resolution 60 is not supported by tiny")
+    assert "building model" not in caplog.text  # SDXL's random weights take a minute on a CPU
+
+
 @pytest.mark.parametrize("option", ["--json", "--plot", "--profile"])
 def test_an_output_file_that_cannot_be_written_fails_before_the_run(option, tmp_path, caplog):
     """It failed with a traceback at the first write, after the model was built and a case timed."""

@@ -116,6 +116,9 @@ def test_the_nearest_supported_resolution_is_suggested(tmp_path, caplog):
     assert main(["--model", "tiny", "--out", str(tmp_path / "o"), "--resolution", "60"]) == 2
     assert "resolution 60 is not supported by tiny" in caplog.text and "e.g. 64" in caplog.text
     assert not (tmp_path / "o").exists()
+    assert (
+        "loading model" not in caplog.text
+    )  # a preset's sides are checked before it is built (SDXL: a minute)
 
 
 def test_out_that_is_a_file(tmp_path, caplog):
