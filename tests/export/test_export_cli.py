@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import numpy as np
 import onnx
@@ -56,6 +57,9 @@ def test_second_run_reuses_and_force_rebuilds(exported, caplog):
     assert main([*ONNX_ONLY, "--out", str(exported), "--max-instances", "3", "--guidance"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")} == before
     assert f"graphs: 0 written, 5 up to date in {exported} (fp32); manifest.json written" in caplog.text
+    assert re.search(
+        rf"done in \d+\.\d s: {re.escape(str(exported))} \(listed in its manifest.json\)", caplog.text
+    )
     assert main([*ONNX_ONLY, "--out", str(exported), "--max-instances", "4", "--guidance"]) == 0
     after = {p.name: p.stat().st_mtime_ns for p in exported.glob("*.onnx")}
     assert after["unet.onnx"] != before["unet.onnx"]  # wider profile: new contract, new file
