@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mild_export.cli.logs import setup_logging
+from mild_export.cli.logs import command_parser, setup_logging
 from reference.backend import Backend, TorchBackend
 from reference.compose import ComposeMode
 from reference.ddim import DDIM
@@ -404,7 +404,7 @@ def _show_cli(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging("mild-golden")
-    p = argparse.ArgumentParser(prog="python -m mild_export.golden", description=__doc__.split("\n\n")[0])
+    p = command_parser("python -m mild_export.golden", __doc__)
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="write golden files for an export folder (reference, fp32)")
     w.add_argument("--engines", type=Path, required=True, help="a mild-export output folder")

@@ -27,7 +27,7 @@ from mild_export.bench.report import environment, plot, table, write_json
 from mild_export.bench.timing import TimedBackend
 from mild_export.bench.weights import UNetWeights, model_unet_weights, unet_weights
 from mild_export.cli import checks
-from mild_export.cli.logs import run_command
+from mild_export.cli.logs import command_parser, run_command
 from mild_export.engine import sma_torch_ext
 from mild_export.export.contracts import ExportShapes, check_resolutions
 from mild_export.runtime.torch_backend import inductor_tuning, tuning_on
@@ -39,7 +39,7 @@ TINY_MODELS = ("tiny", "tiny-xl")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mild-bench", description=__doc__.split("\n\n")[0])
+    p = command_parser("mild-bench", __doc__)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--engines", type=Path, help="a mild-export output folder (exported graphs)")
     source.add_argument("--model", help="tiny (default), sd15-inpaint, sdxl-inpaint or a model folder")

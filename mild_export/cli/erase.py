@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from mild_export.cli import checks
-from mild_export.cli.logs import run_command
+from mild_export.cli.logs import command_parser, run_command
 from mild_export.engine import sma_torch_ext
 from reference.backend import Backend
 from reference.compose import ComposeMode, cutout_rgba
@@ -29,7 +29,7 @@ DEMO_SEED = 7
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mild-erase", description=__doc__.split("\n\n")[0])
+    p = command_parser("mild-erase", __doc__)
     p.add_argument("image", nargs="?", type=Path, help="photo to erase people from")
     p.add_argument("--mask", action="append", type=Path, default=[], help="one mask PNG per person")
     p.add_argument("--pose", type=Path, help="OpenPose JSON, people in mask order")

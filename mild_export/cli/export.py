@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mild_export.cli import checks
-from mild_export.cli.logs import run_command
+from mild_export.cli.logs import command_parser, run_command
 from mild_export.engine.trt_shim import TensorRTError
 from mild_export.export.branch_weights import BranchWeights
 from mild_export.export.contracts import ExportShapes
@@ -51,7 +51,7 @@ def parse_resolutions(values: list[str] | None) -> tuple[int, ...] | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mild-export", description=__doc__.split("\n\n")[0])
+    p = command_parser("mild-export", __doc__)
     p.add_argument("--model", default="tiny", help="tiny, sd15-inpaint, sdxl-inpaint, or a model folder")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="fp16 weights and activations")

@@ -5,10 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
+from typing import NoReturn
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 log = logging.getLogger("mild")
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse's parser, its errors one line like every other bad input's: the usage block argparse
+    prints first buried the line naming the option, and `--help` shows the usage anyway."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def command_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser, described by the first paragraph of its module docstring."""
+    return _OneLineErrors(prog=prog, description=doc.split("\n\n")[0])
 
 
 def setup_logging(prog: str) -> None:

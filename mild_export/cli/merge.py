@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from mild_export.cli import checks
-from mild_export.cli.logs import run_command
+from mild_export.cli.logs import command_parser, run_command
 
 log = logging.getLogger("mild")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mild-merge", description=__doc__.split("\n\n")[0])
+    p = command_parser("mild-merge", __doc__)
     p.add_argument(
         "--checkpoint", type=Path, required=True, help="run folder (latest checkpoint) or checkpoint"
     )

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mild_export.cli import checks
-from mild_export.cli.logs import run_command
+from mild_export.cli.logs import command_parser, run_command
 
 log = logging.getLogger("mild")
 
@@ -43,7 +43,7 @@ def parse_figures(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mild-synth", description=__doc__.split("\n\n")[0])
+    p = command_parser("mild-synth", __doc__)
     p.add_argument("--count", type=int, required=True, help="number of samples")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")

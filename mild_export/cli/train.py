@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mild_export.cli import checks
-from mild_export.cli.logs import run_command
+from mild_export.cli.logs import command_parser, run_command
 
 if TYPE_CHECKING:
     from reference.train.config import TrainConfig
@@ -39,7 +39,7 @@ OVERRIDES = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mild-train", description=__doc__.split("\n\n")[0])
+    p = command_parser("mild-train", __doc__)
     p.add_argument(
         "--config",
         help=f"training configuration: tiny (CPU) or paper (default: {DEFAULT_CONFIG}; "

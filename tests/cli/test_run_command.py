@@ -4,6 +4,7 @@ bad input; an unexpected error still raises, with its traceback."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 
 import pytest
@@ -58,3 +59,24 @@ def test_a_failure_a_command_does_not_name_still_raises():
         run_command("mild-test", parse, run, ["--fail", "tensorrt"])
     with pytest.raises(KeyError):
         run_command("mild-test", parse, run, ["--fail", "bug"], failures=FAILURES)
+
+
+@pytest.mark.parametrize(
+    "command, argv, message",
+    [
+        ("erase", ["--out", "x", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        ("export", ["--out", "x", "--fp16", "--bf16"], "argument --bf16: not allowed with argument --fp16"),
+        ("bench", ["--steps", "x"], "argument --steps: invalid int value: 'x'"),
+        ("merge", ["--out", "x"], "the following arguments are required: --checkpoint"),
+        ("synth", ["--count", "0", "--out", "x"], "--count must be positive, got 0"),
+        ("train", ["--data", "d"], "the following arguments are required: --out"),
+    ],
+)
+def test_a_bad_command_line_is_one_line(capsys, command, argv, message):
+    """argparse's own errors too: its usage block came first and buried the line."""
+    parse_args = importlib.import_module(f"mild_export.cli.{command}").parse_args
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    prog = f"mild-{command}"
+    assert capsys.readouterr().err == f"{prog}: error: {message} (see {prog} --help)\n"
