@@ -45,7 +45,7 @@ from reference.files import file_sha256
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
 from reference.text import TextEncoder, load_tokenizers, save_tokenizers, tokenizer_folder
-from reference.train.checkpoint import check_weights, load_checkpoint
+from reference.train.checkpoint import base_model, check_weights, load_checkpoint
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -268,11 +268,12 @@ def merge_checkpoint(checkpoint: Path, out: Path) -> Path:
     loaded = load_checkpoint(checkpoint, with_state=False)
     meta = loaded.meta
     train_config = TrainConfig.from_dict(meta["train_config"])
-    model = load_training_model(meta["model"], train_config.lora)
+    base = base_model(loaded.path, meta)
+    model = load_training_model(base, train_config.lora)
     check_weights(loaded, model.mild_state_dict())
     model.load_state_dict(loaded.weights, strict=False)
     extra = {
         "checkpoint": {"path": str(loaded.path), "step": loaded.step},
         "lora": meta["model_config"]["lora"],
     }
-    return save_merged(merge_model(model), out, meta["model"], extra)
+    return save_merged(merge_model(model), out, base, extra)

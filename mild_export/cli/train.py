@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mild_export.cli import checks
 from mild_export.cli.logs import command_parser, run_command
+from reference.config import PRESETS
 
 if TYPE_CHECKING:
     from reference.train.config import TrainConfig
@@ -81,12 +82,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _check_fixed(option: str, given: str | None, fixed: str, out: Path) -> None:
     """--config and --model name what a run trains: a resumed run keeps its own (compared as paths,
     so ./base and base are the same model folder)."""
-    if given is not None and Path(given) != Path(fixed):
+    if given is not None and Path(given).resolve() != Path(fixed).resolve():
         what = "configuration" if option == "--config" else "model"
         raise ValueError(
             f"{option} {given} differs from the {what} of {out}, {fixed}: a run folder's {what} is fixed "
             f"when it starts; drop {option} to resume, or start a new run with another --out"
         )
+
+
+def _recorded(model: str) -> str:
+    """How a run records its model: a preset by name, a folder by absolute path, so that mild-merge
+    and --resume find it from any working directory."""
+    return model if model in PRESETS else str(Path(model).resolve())
 
 
 def _settings(args: argparse.Namespace) -> tuple[TrainConfig, str, int]:
@@ -97,14 +104,15 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, str, int]:
     checks.output_folder(args.out)
     if args.resume:
         _, meta = ckpt.verify_checkpoint(args.out)  # a corrupt checkpoint fails here, named
-        config, model, step = TrainConfig.from_dict(meta["train_config"]), meta["model"], int(meta["step"])
+        model = ckpt.base_model(args.out, meta)
+        config, step = TrainConfig.from_dict(meta["train_config"]), int(meta["step"])
         _check_fixed("--config", args.config, config.name, args.out)
         _check_fixed("--model", args.model, model, args.out)
     else:
         if ckpt.list_checkpoints(args.out):
             raise ValueError(f"{args.out} already holds checkpoints: pass --resume, or choose another --out")
         config = TrainConfig.from_name(args.config or DEFAULT_CONFIG)
-        model, step = args.model or DEFAULT_MODEL, 0
+        model, step = _recorded(args.model or DEFAULT_MODEL), 0
     overrides = {field: getattr(args, option) for option, field in OVERRIDES.items()}
     return config.replace(**{k: v for k, v in overrides.items() if v is not None}), model, step
 

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from reference.config import PRESETS
 from reference.files import file_sha256
 
 CHECKPOINTS = "checkpoints"
@@ -172,6 +173,20 @@ def load_checkpoint(path: Path, with_state: bool = True) -> Checkpoint:
     except (SafetensorError, OSError, RuntimeError, EOFError) as err:
         raise ValueError(f"checkpoint {path} could not be read ({err}): {_fallback(path)}") from None
     return Checkpoint(path, meta, weights, state)
+
+
+def base_model(checkpoint: Path, meta: Mapping[str, Any]) -> str:
+    """The model a run trains, as its checkpoints record it: a preset's name or a folder. Runs record
+    folders as absolute paths; an older run's relative one holds only from the folder it started in,
+    which the error says rather than failing later as an unknown model."""
+    model = str(meta["model"])
+    where = "" if Path(model).is_absolute() else " (a relative path, from the folder the run started in)"
+    if model not in PRESETS and not Path(model).is_dir():
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained from model folder {model}, which is not there{where}: "
+            "run from where it resolves, or put the base model back at that path"
+        )
+    return model
 
 
 def check_weights(checkpoint: Checkpoint, expected: Mapping[str, Tensor]) -> None:

@@ -270,3 +270,35 @@ def test_error_is_one_line_on_stderr(tmp_path):
         "mild-train: error: unknown training configuration 'huge': choose one of paper, tiny" in done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def _record_model(run, model: str) -> None:
+    for checkpoint in ckpt.list_checkpoints(run):
+        meta_file = checkpoint / ckpt.META
+        meta = json.loads(meta_file.read_text())
+        meta_file.write_text(json.dumps({**meta, "model": model}))
+
+
+def test_a_base_model_folder_that_is_gone_is_named(trained_run, tmp_path, caplog):
+    """An older run recorded its folder as given: from elsewhere it is gone, and both commands say
+    so instead of calling it an unknown model."""
+    run = trained_run.run_dir
+    _record_model(run, "gone/base")
+    gone = "was trained from model folder gone/base, which is not there (a relative path, from the folder"
+    expect_error(caplog, merge_cli.main, ["--checkpoint", str(run), "--out", str(tmp_path / "m")], gone)
+    expect_error(caplog, train_cli.main, ["--data", str(tmp_path), "--out", str(run), "--resume"], gone)
+
+
+def test_a_model_folder_is_recorded_whole_and_matched_from_anywhere(
+    trained_run, tmp_path, caplog, monkeypatch
+):
+    base = tmp_path / "base"
+    base.mkdir()
+    monkeypatch.chdir(tmp_path)
+    fresh = train_cli.parse_args(["--data", "d", "--out", str(tmp_path / "new"), "--model", "base"])
+    assert train_cli._settings(fresh)[1] == str(base)  # absolute: mild-merge runs from anywhere
+    run = trained_run.run_dir
+    _record_model(run, str(base))
+    argv = ["--data", str(tmp_path), "--out", str(run), "--resume", "--model", "./base", "--steps", "2"]
+    assert train_cli.main(argv) == 0, caplog.text  # the same folder, given relative: accepted
+    assert "nothing to train" in caplog.text
