@@ -88,19 +88,25 @@ def prepare_out(out: Path, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from reference.data.folder import make_folders, write_prompts, write_sample, write_text
+    from reference.data.folder import PROMPTS, make_folders, write_prompts, write_sample, write_text
     from reference.data.synth import make_sample
 
     prepare_out(args.out, args.force)
     make_folders(args.out)
     digits = max(6, len(str(args.count - 1)))
     prompts, instances, start = [], 0, time.perf_counter()
-    for i in tqdm(range(args.count), desc="synth", unit="sample", disable=args.no_progress):
-        stem = f"{i:0{digits}d}"
-        sample = make_sample(sample_seed(args.seed, i), size=args.size, n_figures=args.figures)
-        write_sample(args.out, stem, sample)
-        prompts.append((stem, sample.prompt))
-        instances += sample.masks.shape[0]
+    try:
+        for i in tqdm(range(args.count), desc="synth", unit="sample", disable=args.no_progress):
+            stem = f"{i:0{digits}d}"
+            sample = make_sample(sample_seed(args.seed, i), size=args.size, n_figures=args.figures)
+            write_sample(args.out, stem, sample)
+            prompts.append((stem, sample.prompt))
+            instances += sample.masks.shape[0]
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"{len(prompts)} of {args.count} samples written to {args.out}, without its {PROMPTS}: not a "
+            "dataset yet; run the same command with --force to write it whole (the samples are the same)"
+        ) from None
     write_prompts(args.out, prompts)
     manifest = {
         "generator": "reference.data.synth.make_sample",

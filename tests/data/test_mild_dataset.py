@@ -193,6 +193,29 @@ def test_cli_refuses_a_non_empty_folder_without_force(synth_folder, tmp_path, ca
     assert len(MildDataset(root)) == 2 and (root / "notes.txt").read_text() == "mine"
 
 
+def test_cli_ctrl_c_says_what_was_written_and_how_to_finish(tmp_path, caplog, monkeypatch):
+    """Interrupted at the third sample: the two written are counted, and --force writes it whole."""
+    out = tmp_path / "data"
+    real = synth_cli.sample_seed
+
+    def third_is_interrupted(seed, index):
+        if index == 2:
+            raise KeyboardInterrupt
+        return real(seed, index)
+
+    argv = ["--count", "4", "--out", str(out), "--no-progress"]
+    with monkeypatch.context() as patch:
+        patch.setattr(synth_cli, "sample_seed", third_is_interrupted)
+        assert synth_cli.main(argv) == 130
+    expected = (
+        f"interrupted: 2 of 4 samples written to {out}, without its prompts.jsonl: not a dataset yet; "
+        "run the same command with --force to write it whole (the samples are the same)"
+    )
+    assert expected in caplog.text, caplog.text
+    assert synth_cli.main([*argv, "--force"]) == 0
+    assert len(MildDataset(out)) == 4
+
+
 def test_cli_out_below_a_file(tmp_path, caplog):
     """No folder can be made below a file: one line before any sample is drawn, not a traceback."""
     (tmp_path / "notes.txt").write_text("mine")
