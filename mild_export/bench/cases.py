@@ -62,6 +62,15 @@ class CaseResult:
         return statistics.median(r.image_s for r in self.runs)
 
     @property
+    def image_spread(self) -> float | None:
+        """(slowest - fastest) / median of the end-to-end repeats; None for a single run. A wide one
+        says the machine was busy or its clocks moved while the case ran: its median is not to trust."""
+        if len(self.runs) < 2:
+            return None
+        times = [r.image_s for r in self.runs]
+        return (max(times) - min(times)) / self.image_s
+
+    @property
     def staged_s(self) -> float:
         return statistics.median(r.staged_s for r in self.runs)
 

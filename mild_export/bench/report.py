@@ -28,6 +28,7 @@ PAPER_NOTE = (
     "(an average over its test images, N not stated);\n"
     "       xpaper = image / 1.91 s, given for 512px, 25-step cases only (the paper's setting)"
 )
+NOISY = 0.2  # an image-time spread above this gets a warning under the table
 
 
 def paper_ratio(result: CaseResult) -> float | None:
@@ -81,7 +82,7 @@ def environment(device: torch.device, backend: str, precision: str, sma: str) ->
 
 def table(results: list[CaseResult], rate: MatrixRate) -> str:
     """Stage medians in ms, the whole image in s, its floor, and the ratios to floor and paper."""
-    columns = ["case", *(f"{HEADERS[s]} ms" for s in STAGES), "unet/step ms", "image s"]
+    columns = ["case", *(f"{HEADERS[s]} ms" for s in STAGES), "unet/step ms", "image s", "spread"]
     columns += ["floor s", "xfloor", "paper s", "xpaper"]
     rows = []
     for r in results:
@@ -92,6 +93,7 @@ def table(results: list[CaseResult], rate: MatrixRate) -> str:
                 *(f"{stages[s]:.1f}" for s in STAGES),
                 f"{r.unet_step_ms:.2f}",
                 f"{r.image_s:.3f}",
+                "-" if r.image_spread is None else f"{r.image_spread:.0%}",
                 f"{r.floor_s:.4f}",
                 f"{r.ratio:.1f}",
                 f"{PAPER['mild_s']:.2f}",
@@ -109,9 +111,16 @@ def table(results: list[CaseResult], rate: MatrixRate) -> str:
         for row in rows
     ]
     lines.append(
-        "image s: end to end, as an application runs it; the stage columns come from a second run "
-        "of each image with the device synchronised around every call ('other' is that run's rest)"
+        "image s: end to end, as an application runs it (median of the repeats; spread: slowest less "
+        "fastest over the median); the stage columns come from a second run of each image with the device "
+        "synchronised around every call ('other' is that run's rest)"
     )
+    noisy = [r.case.label for r in results if r.image_spread is not None and r.image_spread > NOISY]
+    if noisy:
+        lines.append(
+            f"warning: {', '.join(noisy)} spread over {NOISY:.0%}: the machine was busy or its clocks "
+            "moved; rerun on an idle machine or with more --repeats before reading those medians"
+        )
     lines.append(
         f"floor: counted FLOPs / {rate.flops_per_s / 1e12:.3f} TFLOP/s "
         f"({rate.size}^3 {rate.dtype} matmul on {rate.device}, median {rate.seconds * 1e3:.2f} ms)"
@@ -127,6 +136,7 @@ def case_json(r: CaseResult) -> dict[str, Any]:
         "runs": [asdict(run) for run in r.runs],
         "median": {
             "image_s": r.image_s,
+            "image_spread": r.image_spread,
             "staged_s": r.staged_s,
             "stages_ms": r.stages_ms,
             "unet_step_ms": r.unet_step_ms,

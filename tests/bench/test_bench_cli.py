@@ -14,8 +14,9 @@ from torch._inductor import config as inductor_config
 from mild_export.bench import backends
 from mild_export.bench.backends import BenchOptions
 from mild_export.bench.cases import STAGES, Case, CaseResult, ImageRun, run_case
+from mild_export.bench.floor import MatrixRate
 from mild_export.bench.kernel_profile import kernel_kind, time_by_kind, top_by_kind
-from mild_export.bench.report import paper_ratio, plot
+from mild_export.bench.report import paper_ratio, plot, table
 from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
 from mild_export.runtime import torch_backend
@@ -256,13 +257,34 @@ def test_a_compiled_run_records_inductors_tuning(tmp_path, monkeypatch, capsys):
     assert settings["inductor"] == {name: name == "coordinate_descent_tuning" for name in INDUCTOR_TUNING}
 
 
+def image_run(seconds: float) -> ImageRun:
+    return ImageRun(
+        image_s=seconds, staged_s=seconds, stages_ms=dict.fromkeys(STAGES, 1.0), unet_steps_ms=[1.0]
+    )
+
+
 @pytest.mark.parametrize(
     ("resolution", "steps", "ratio"), [(512, 25, 0.5), (1024, 25, None), (512, 10, None)]
 )
 def test_the_paper_ratio_is_given_in_the_papers_setting_only(resolution, steps, ratio):
-    run = ImageRun(image_s=0.955, staged_s=1.0, stages_ms=dict.fromkeys(STAGES, 1.0), unet_steps_ms=[1.0])
-    result = CaseResult(Case(2, resolution, steps, 1.0), [run])
+    result = CaseResult(Case(2, resolution, steps, 1.0), [image_run(0.955)])
     assert paper_ratio(result) == ratio
+
+
+def test_a_case_whose_repeats_disagree_is_flagged_under_the_table():
+    """A busy machine shows as a wide spread of the repeats, not as a median read alone."""
+    steady = CaseResult(Case(1, 64, 2, 1.0), [image_run(s) for s in (1.0, 1.02, 1.01)], floor_s=0.1)
+    noisy = CaseResult(Case(2, 64, 2, 1.0), [image_run(s) for s in (1.0, 1.5, 1.1)], floor_s=0.1)
+    single = CaseResult(Case(1, 64, 2, 7.5), [image_run(1.0)], floor_s=0.1)
+    rate = MatrixRate(device="cpu", dtype="float32", size=1024, seconds=0.01, flops_per_s=2e11)
+    lines = table([steady, noisy, single], rate).splitlines()
+    end = lines[0].index("spread") + len("spread")  # the columns are right-aligned under their names
+    assert [line[:end].split()[-1] for line in lines[1:4]] == ["2%", "45%", "-"]
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == [
+        "warning: N=2 64px 2st no cfg spread over 20%: the machine was busy or its clocks moved; rerun on "
+        "an idle machine or with more --repeats before reading those medians"
+    ]
 
 
 def test_a_plot_cut_short_leaves_the_old_file_whole(tmp_path, monkeypatch):
@@ -277,9 +299,8 @@ def test_a_plot_cut_short_leaves_the_old_file_whole(tmp_path, monkeypatch):
     old = tmp_path / "r.png"
     old.write_bytes(b"the previous plot")
     monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
-    run = ImageRun(image_s=1.0, staged_s=1.0, stages_ms=dict.fromkeys(STAGES, 1.0), unet_steps_ms=[1.0])
     with pytest.raises(OSError, match="No space left"):
-        plot(old, [CaseResult(Case(1, 64, 1, 1.0), [run])], "title")
+        plot(old, [CaseResult(Case(1, 64, 1, 1.0), [image_run(1.0)])], "title")
     assert old.read_bytes() == b"the previous plot"
     assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
 
