@@ -129,7 +129,10 @@ def test_only_the_needed_layers_have_to_be_given(mode):
     masks, layers, background, image = random_scene(seed=1)
     for remove in SUBSETS:
         given = {k: layers[k] for k in layers_needed(masks, remove, mode)}
-        compose(background, given, masks, remove, mode, image)
+        out = compose(background, given, masks, remove, mode, image)
+        torch.testing.assert_close(
+            out, compose(background, layers, masks, remove, mode, image), rtol=0, atol=0
+        )
 
 
 @pytest.mark.parametrize("mode", list(ComposeMode))
