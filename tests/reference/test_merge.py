@@ -90,7 +90,11 @@ def test_file_holds_each_shared_tensor_once(tmp_path):
         "shared": len(keys) - 2 * len(qkv),
     }
     assert manifest["base_model"] == "tiny" and WEIGHTS in manifest["files"]
-    assert manifest["sma_alpha"]["layers"] > 0 and "e_trans" in manifest["encoders"]
+    alphas = torch.cat([v.flatten() for k, v in source.items() if k.endswith("sma_alpha")])
+    assert manifest["sma_alpha"]["layers"] == 7  # tiny: one self-attention per transformer block
+    assert manifest["sma_alpha"]["abs_max"] == pytest.approx(alphas.abs().max().item(), rel=1e-6)
+    assert manifest["sma_alpha"]["mean"] == pytest.approx(alphas.mean().item(), rel=1e-5)
+    assert "e_trans" in manifest["encoders"]
 
 
 def test_load_model_rebuilds_a_merged_folder_alone(tmp_path):
