@@ -42,7 +42,7 @@ def test_projects_once_per_context_with_the_same_outputs(counted):
     assert isinstance(cached, ContextKVBackend)
     per_step = cached.inner  # the same model, projecting at every call
     layers = len(cross_attentions(backend_model(backend)))
-    assert layers > 0
+    assert layers == 7  # tiny: one cross-attention per transformer block
 
     def check(inputs, projections):
         before = len(counted)
