@@ -117,5 +117,5 @@ def test_parts_are_labelled():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="n_figures >= 1"):
+    with pytest.raises(ValueError, match="make_sample: need n_figures >= 1 and size >= 16, got 0 and 64"):
         make_sample(0, n_figures=0)
