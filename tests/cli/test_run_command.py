@@ -55,9 +55,9 @@ def test_exit_codes_and_one_line(caplog, fail, code, line):
 
 
 def test_a_failure_a_command_does_not_name_still_raises():
-    with pytest.raises(TensorRTError):
+    with pytest.raises(TensorRTError, match=r"^the engine did not build$"):
         run_command("mild-test", parse, run, ["--fail", "tensorrt"])
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="not an input error"):
         run_command("mild-test", parse, run, ["--fail", "bug"], failures=FAILURES)
 
 
