@@ -115,8 +115,9 @@ def test_batch_size_option_and_too_small_a_dataset(tmp_path, caplog):
 
 
 def test_batch_size_must_be_positive(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         train_cli.parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch-size", "0"])
+    assert exit_.value.code == 2
     assert "mild-train: error: --batch-size must be positive, got 0" in capsys.readouterr().err
 
 
