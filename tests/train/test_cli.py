@@ -75,7 +75,10 @@ def test_an_interrupted_merge_leaves_the_earlier_folder_and_can_run_again(
     else:
         assert not out.exists()
     assert merge_cli.main(argv) == 0
-    assert load_model(out) is not None
+    inputs = unet_inputs(n_fg=2, seed=3)
+    with torch.no_grad():  # the re-run wrote the whole merged model, not the half the kill left
+        expected = torch.cat(merge_model(trained_run.model).unet(**inputs))
+        torch.testing.assert_close(torch.cat(load_model(out).unet(**inputs)), expected, rtol=0, atol=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "run"]  # no temporary folder left
 
 
@@ -180,14 +183,16 @@ def test_resume_at_or_past_the_steps_says_there_is_nothing_to_train(trained_run,
 def test_checkpoint_every_zero_means_the_final_checkpoint_only(tmp_path, capsys):
     base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
     assert train_cli.parse_args([*base, "--checkpoint-every", "0"]).checkpoint_every == 0
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         train_cli.parse_args([*base, "--checkpoint-every", "-1"])
+    assert exit_.value.code == 2
     expected = (
         "mild-train: error: --checkpoint-every must be 0 (the final checkpoint only) or positive, got -1"
     )
     assert expected in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         train_cli.parse_args(["--help"])
+    assert exit_.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
     assert (
         "checkpoint every K steps, 0 for the final checkpoint only (default: the configuration's)"
