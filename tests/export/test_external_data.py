@@ -37,4 +37,6 @@ def test_weights_over_the_limit_go_to_one_external_file(tmp_path, monkeypatch):
 def test_weights_under_the_limit_stay_in_the_graph(tmp_path):
     path = onnx_export.save_atomically(model_with_weight(1 << 10), tmp_path / "g.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx"]
-    assert onnx.load(str(path)).graph.initializer[0].raw_data
+    (weight,) = onnx.load(str(path), load_external_data=False).graph.initializer
+    assert weight.data_location == TensorProto.DEFAULT and not weight.external_data
+    assert np.array_equal(numpy_helper.to_array(weight), np.arange(1 << 10, dtype=np.float32))
