@@ -125,10 +125,11 @@ def test_cli_on_the_cpu_device(photo, tmp_path, gpu_visible, caplog):
 
 
 def test_cli_needs_engines(photo, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         erase(
             [str(photo / "photo.png"), "--mask", str(photo / "m1.png"), "--out", "o", "--backend", "tensorrt"]
         )
+    assert exit_.value.code == 2
     assert "--backend tensorrt runs exported graphs: give --engines DIR" in capsys.readouterr().err
 
 
