@@ -267,12 +267,25 @@ def load_inputs(
     size = (int(picture.shape[1]), int(picture.shape[2]))
     return ErasureInputs(
         image=picture,
-        masks=torch.stack([load_mask(m, size) for m in masks]),
+        masks=_distinct_masks(masks, [load_mask(m, size) for m in masks]),
         keypoints=None if pose is None else load_keypoints(pose, len(masks), size),
         parsing=None if parsing is None else load_parsing(parsing, size),
         prompt=prompt,
         original_size=size,
     )
+
+
+def _distinct_masks(paths: Sequence[Path], masks: list[Tensor]) -> Tensor:
+    """[N, H, W]: one mask per person. A mask given twice would make two layers of one person, and
+    Eq. 6 would add that person twice where both are kept."""
+    for j, mask in enumerate(masks):
+        for i in range(j):
+            if torch.equal(masks[i], mask):
+                same = "is given twice" if Path(paths[i]) == Path(paths[j]) else f"is the same as {paths[i]}"
+                raise InputError(
+                    f"mask {paths[j]} (--mask {j + 1}) {same} (--mask {i + 1}): give one mask per person"
+                )
+    return torch.stack(masks)
 
 
 def pad_to_multiple(x: Tensor, multiple: int = 8, edge: bool = True) -> tuple[Tensor, tuple[int, int]]:

@@ -75,10 +75,12 @@ def message(excinfo) -> str:
 
 
 def test_loads_image_and_masks(files):
-    _, image, mask = files
-    inputs = load_inputs(image, [mask, str(mask)], prompt="street")
+    tmp, image, mask = files
+    other = np.zeros(SIZE, np.uint8)
+    other[14:20, 20:30] = 255
+    inputs = load_inputs(image, [mask, str(write(tmp / "m2.png", other))], prompt="street")
     assert inputs.image.shape == (3, H, W) and inputs.masks.shape == (2, H, W)
-    assert inputs.masks.sum().item() == 2 * 8 * 10 and inputs.original_size == SIZE
+    assert inputs.masks.sum().item() == 8 * 10 + 6 * 10 and inputs.original_size == SIZE
     assert inputs.image.min() >= 0 and inputs.image.max() <= 1 and inputs.prompt == "street"
     assert inputs.keypoints is None and inputs.parsing is None
     expected = torch.from_numpy(np.array(Image.open(image))).permute(2, 0, 1) / 255
@@ -172,6 +174,21 @@ def test_empty_mask(files):
     faint = write(tmp / "faint.png", np.full(SIZE, 100, np.uint8))  # nothing reaches 0.5
     with pytest.raises(InputError, match=r"faint.png is empty"):
         load_mask(faint, SIZE)
+
+
+def test_a_mask_given_twice_is_refused(files):
+    """Two layers of one person: Eq. 6 would add that person twice where both are kept."""
+    tmp, image, mask = files
+    with pytest.raises(InputError) as excinfo:
+        load_inputs(image, [mask, str(mask)])
+    assert message(excinfo) == f"mask {mask} (--mask 2) is given twice (--mask 1): give one mask per person"
+    copy = write(tmp / "copy.png", person_mask() // 255 * 200)  # another file, the same mask at 0.5
+    with pytest.raises(InputError) as excinfo:
+        load_inputs(image, [mask, write(tmp / "m3.png", np.flipud(person_mask())), copy])
+    assert (
+        message(excinfo)
+        == f"mask {copy} (--mask 3) is the same as {mask} (--mask 1): give one mask per person"
+    )
 
 
 def test_no_masks(files):
