@@ -1,6 +1,9 @@
 """mild-erase as a user runs it: files written, sizes kept, bad input reported in one line."""
 
 import logging
+import re
+import shlex
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -8,6 +11,9 @@ import torch
 from PIL import Image
 
 from mild_export.cli.erase import main
+from mild_export.export.contracts import ExportShapes
+from mild_export.export.manifest import Manifest
+from reference.config import PRESETS
 
 
 @pytest.fixture
@@ -68,7 +74,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert main(["--demo", "--steps", "2", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["input.png", "composite.png", "background.png"]
+        ["input.png", "pose.json", "parsing.png", "composite.png", "background.png"]
         + [f"{kind}_{k}.png" for kind in ("mask", "layer") for k in (1, 2, 3)]
     )
     composite = np.asarray(Image.open(out / "composite.png"))
@@ -77,6 +83,45 @@ def test_demo_runs_end_to_end(tmp_path):
         axis=0
     )
     assert union.any() and not union.all()
+
+
+def test_the_demo_reruns_on_its_files_to_the_same_images(tmp_path, caplog):
+    """The demo's input and masks alone gave other images: its pose, parsing and prompt were not
+    written. They are, and the demo logs the command that reruns it."""
+    caplog.set_level(logging.INFO, logger="mild")
+    demo = tmp_path / "demo"
+    assert main(["--demo", "--steps", "2", "--out", str(demo)]) == 0
+    masks = [f"--mask {demo}/mask_{k}.png" for k in (1, 2, 3)]
+    command = (
+        f"mild-erase {demo}/input.png {' '.join(masks)} --pose {demo}/pose.json --parsing {demo}/parsing.png "
+        "--prompt 'a brown sky over red ground with a blue disc, a beige disc' --out DIR"
+    )
+    assert f"rerun on the demo's files (edit them, add options): {command}" in caplog.text
+    again = tmp_path / "again"
+    argv = [*shlex.split(command)[1:-1], str(again), "--steps", "2"]
+    assert main(argv) == 0
+    for name in ("composite.png", "background.png", "layer_1.png", "layer_2.png", "layer_3.png"):
+        assert (again / name).read_bytes() == (demo / name).read_bytes(), name
+
+
+def test_the_demo_writes_nothing_when_an_option_is_bad(tmp_path, caplog):
+    out = tmp_path / "demo"
+    assert main(["--demo", "--remove", "5", "--out", str(out)]) == 2
+    assert "--remove '5': instance 5 does not exist; there are 3 masks (1..3)" in caplog.text
+    assert main(["--demo", "--backend", "onnxruntime", "--engines", str(tmp_path), "--out", str(out)]) == 2
+    assert f"{tmp_path}/manifest.json not found" in caplog.text
+    assert not out.exists()  # the demo's input.png and masks were written before these checks
+
+
+def test_says_what_it_wrote_where_and_how_long_it_took(photo, caplog):
+    caplog.set_level(logging.INFO, logger="mild")
+    code, out = run(photo, "--remove", "2")
+    assert code == 0
+    assert re.search(
+        rf"wrote composite.png, background.png, layer_1..2.png to {re.escape(str(out))} in \d+\.\d s "
+        r"\(removed instances 2\)",
+        caplog.text,
+    )
 
 
 def test_sma_fold_gives_the_reference_images(photo, caplog):
@@ -145,7 +190,9 @@ def test_instance_named_twice_in_remove(photo, caplog):
     "option, value, message",
     [
         ("--steps", "0", "--steps must be at least 1, got 0"),
-        ("--guidance", "-1", "--guidance must be >= 0 (1 turns guidance off), got -1"),
+        ("--guidance", "-1", "--guidance must be finite and >= 0 (1 turns guidance off), got -1"),
+        ("--guidance", "nan", "--guidance must be finite and >= 0 (1 turns guidance off), got nan"),
+        ("--guidance", "inf", "--guidance must be finite and >= 0 (1 turns guidance off), got inf"),
     ],
 )
 def test_steps_and_guidance_are_checked_with_the_arguments(photo, capsys, option, value, message):
@@ -183,3 +230,109 @@ def test_layers_of_an_earlier_run_with_more_people_are_removed(photo, caplog):
 def test_cpu_with_an_index_is_the_cpu(photo):
     code, out = run(photo, "--device", "cpu:0")
     assert code == 0 and (out / "composite.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "masks, remove, message",
+    [
+        (1, "0", "--remove '0': instance 0 does not exist (instances count from 1); there is 1 mask (1..1)"),
+        (1, "2", "--remove '2': instance 2 does not exist; there is 1 mask (1..1)"),
+        (2, "a", "--remove 'a': give comma-separated instance numbers, e.g. 1,3"),
+    ],
+)
+def test_remove_names_the_instances_there_are(photo, caplog, masks, remove, message):
+    argv = [str(photo / "photo.png"), "--mask", str(photo / "m1.png")]
+    argv += ["--mask", str(photo / "m2.png")] if masks == 2 else []
+    assert main([*argv, "--remove", remove, "--out", str(photo / "out")]) == 2
+    assert caplog.messages == [f"error: {message}"]
+
+
+def test_the_same_mask_twice_is_refused(photo, caplog):
+    out = photo / "out"
+    argv = [str(photo / "photo.png"), "--mask", str(photo / "m1.png"), "--mask", str(photo / "m1.png")]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert caplog.messages == [
+        f"error: mask {photo / 'm1.png'} (--mask 2) is given twice (--mask 1): give one mask per person"
+    ]
+    assert not out.exists()
+
+
+def test_sides_are_padded_to_what_the_unet_takes(photo, monkeypatch):
+    """tiny's UNet halves the 1/8 latent once: sides pad to multiples of 16 (56 -> 64, not 56, which
+    exported graphs refuse even where their profile serves 64), and are cropped back."""
+    from reference.pipeline import ErasePipeline
+
+    seen = []
+    erase = ErasePipeline.erase
+
+    def spy(self, image, masks, **kwargs):
+        seen.append((tuple(image.shape), tuple(masks.shape)))
+        return erase(self, image, masks, **kwargs)
+
+    monkeypatch.setattr(ErasePipeline, "erase", spy)
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (56, 40, 3), dtype=np.uint8)).save(photo / "small.png")
+    mask = np.zeros((56, 40), np.uint8)
+    mask[10:30, 10:20] = 255
+    Image.fromarray(mask).save(photo / "small_mask.png")
+    out = photo / "out"
+    argv = [str(photo / "small.png"), "--mask", str(photo / "small_mask.png"), "--steps", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert seen == [((3, 64, 48), (1, 64, 48))]
+    assert np.asarray(Image.open(out / "composite.png")).shape == (56, 40, 3)
+
+
+def write_manifest(folder, resolutions=(64,), max_instances=8, guidance=False):
+    """A manifest with no graphs: enough for the checks made before graphs load."""
+    folder.mkdir()
+    shapes = ExportShapes(resolutions=resolutions, max_instances=max_instances, guidance=guidance)
+    config = PRESETS["tiny"].to_dict()
+    Manifest("tiny", "0", config, "fp32", "plugin", 18, asdict(shapes), []).write(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "shapes, extra, message",
+    [
+        (
+            {"resolutions": (128, 256)},
+            [],
+            "serves image sides 128..256; this image is 76x60, 80x64 padded: export again with "
+            "--resolution 64 --resolution 80 (beside the sides it serves), or resize the image",
+        ),
+        (
+            {"resolutions": (64,)},
+            [],
+            "serves image sides 64; this image is 76x60, 80x64 padded: export again with "
+            "--resolution 80 (beside the sides it serves), or resize the image",
+        ),
+        (
+            {"resolutions": (64, 128), "max_instances": 1},
+            [],
+            "serves at most 1 person; there are 2 masks: export again with --max-instances 2",
+        ),
+        (
+            {"resolutions": (64, 128)},
+            ["--guidance", "3"],
+            "was exported without guidance; --guidance 3 needs it: export again with --guidance, or "
+            "leave --guidance at 1",
+        ),
+    ],
+)
+def test_engines_are_checked_against_the_job_before_they_load(photo, caplog, shapes, extra, message):
+    engines = write_manifest(photo / "engines", **shapes)
+    code, out = run(photo, "--backend", "onnxruntime", "--engines", str(engines), *extra)
+    assert code == 2
+    assert caplog.messages == [f"error: --engines {engines} {message}"]  # not "running the graphs"
+    assert not out.exists()
+
+
+def test_tensorrt_without_a_gpu_is_refused_before_the_inputs_load(photo, caplog):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    code, out = run(photo, "--backend", "tensorrt", "--engines", str(photo))
+    assert code == 2 and not out.exists()
+    assert caplog.messages == [
+        "error: --backend tensorrt needs an NVIDIA GPU: none visible (torch.cuda.is_available() is "
+        "False); use --backend onnxruntime"
+    ]
