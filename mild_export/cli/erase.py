@@ -27,7 +27,7 @@ from PIL import Image
 from mild_export.cli import checks
 from mild_export.cli.logs import command_parser, run_command
 from mild_export.engine import sma_torch_ext
-from mild_export.export.contracts import LATENT_FACTOR, unet_levels
+from mild_export.export.contracts import image_multiple
 from mild_export.export.manifest import Manifest
 from reference.backend import Backend
 from reference.compose import ComposeMode, cutout_rgba
@@ -168,7 +168,8 @@ def check_engines(folder: Path, size: tuple[int, int], n: int, guidance: float) 
     manifest = Manifest.read(folder)
     shapes = manifest.shapes
     low, high = min(shapes["resolutions"]), max(shapes["resolutions"])
-    padded = [side + (-side) % unet_multiple(ModelConfig.from_dict(manifest.config)) for side in size]
+    multiple = image_multiple(ModelConfig.from_dict(manifest.config))
+    padded = [side + (-side) % multiple for side in size]
     outside = sorted({side for side in padded if not low <= side <= high})
     if outside:
         serves = f"{low}" if low == high else f"{low}..{high}"
@@ -189,11 +190,6 @@ def check_engines(folder: Path, size: tuple[int, int], n: int, guidance: float) 
             f"--engines {folder} was exported without guidance; --guidance {guidance:g} needs it: "
             "export again with --guidance, or leave --guidance at 1"
         )
-
-
-def unet_multiple(config: ModelConfig) -> int:
-    """Image sides are padded to this: the VAE's factor times the UNet's downsampling."""
-    return LATENT_FACTOR * 2 ** (unet_levels(config) - 1)
 
 
 def make_backend(args: argparse.Namespace, device: torch.device) -> Backend:
@@ -257,7 +253,7 @@ def run(args: argparse.Namespace) -> None:
     if args.engines is not None:
         check_engines(args.engines, inputs.original_size, n, args.guidance)
     backend = make_backend(args, device)
-    multiple = unet_multiple(backend.config)
+    multiple = image_multiple(backend.config)
     image, _ = pad_to_multiple(inputs.image, multiple)
     masks, _ = pad_to_multiple(inputs.masks, multiple, edge=False)
     parsing = None if inputs.parsing is None else pad_to_multiple(inputs.parsing, multiple, edge=False)[0]

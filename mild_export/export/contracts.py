@@ -141,8 +141,13 @@ def unet_levels(config: ModelConfig) -> int:
     return len(config.unet["down_block_types"])
 
 
+def image_multiple(config: ModelConfig) -> int:
+    """What image sides must be a multiple of: the VAE's factor times the UNet's downsampling."""
+    return LATENT_FACTOR * 2 ** (unet_levels(config) - 1)
+
+
 def check_resolutions(config: ModelConfig, shapes: ExportShapes) -> None:
-    step = LATENT_FACTOR * 2 ** (unet_levels(config) - 1)
+    step = image_multiple(config)
     bad = [r for r in shapes.resolutions if r <= 0 or r % step]
     if bad:
         raise ValueError(
