@@ -238,14 +238,19 @@ def is_merged_folder(folder: Path) -> bool:
         return False
 
 
+def merged_config(folder: Path) -> ModelConfig:
+    """The model configuration a merged folder's manifest records."""
+    try:
+        return ModelConfig.from_dict(json.loads((Path(folder) / MANIFEST).read_text())["model_config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{folder / MANIFEST} is missing or corrupt ({err}): run mild-merge again") from None
+
+
 def load_merged(folder: Path) -> MildModel:
     """Rebuild the merged MildModel from DIR alone, checking every file against the manifest."""
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        config = ModelConfig.from_dict(manifest["model_config"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{folder / MANIFEST} is missing or corrupt ({err}): run mild-merge again") from None
+    config = merged_config(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
     for name, digest in manifest["files"].items():
         path = folder / name
         if not path.is_file() or file_sha256(path) != digest:

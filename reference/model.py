@@ -113,32 +113,19 @@ REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
 def load_pretrained(folder: Path) -> MildModel:
     """A local diffusers inpainting folder (no downloads), plus `mild/weights.safetensors`;
     or a merged folder written by `mild-merge` (recognised by its manifest.json)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(
-            f"model {str(folder)!r} is neither a configuration ({', '.join(PRESETS)}) nor a folder"
-        )
-    if (folder / "manifest.json").is_file():  # a mild-merge output folder (reference/merge.py)
-        from reference.merge import is_merged_folder, load_merged
+    folder = _model_folder(Path(folder))
+    from reference.merge import is_merged_folder, load_merged
 
-        if is_merged_folder(folder):
-            return load_merged(folder)
-    unet_config = folder / "unet" / "config.json"
-    if not unet_config.is_file():
-        raise ValueError(
-            f"{unet_config} is missing: {folder} must be a diffusers inpainting model folder "
-            f"with subfolders {', '.join(REQUIRED_PARTS)} (download it once, e.g. with "
-            "`huggingface-cli download`, then pass its local path)"
-        )
-    is_xl = json.loads(unet_config.read_text()).get("addition_embed_type") == "text_time"
-    preset = PRESETS["sdxl-inpaint" if is_xl else "sd15-inpaint"]
-    parts = (*REQUIRED_PARTS, "text_encoder_2", "tokenizer_2") if is_xl else REQUIRED_PARTS
+    if is_merged_folder(folder):
+        return load_merged(folder)
+    declared = _diffusers_config(folder)
+    parts = REQUIRED_PARTS + (("text_encoder_2", "tokenizer_2") if declared.has_added_conditions else ())
     missing = [p for p in parts if not (folder / p).is_dir()]
     if missing:
         raise ValueError(f"{folder} lacks {', '.join(missing)}: copy the complete diffusers folder")
     unet = _load_part(UNet2DConditionModel, folder, "unet")
     vae = _load_part(AutoencoderKL, folder, "vae")
-    config = preset.replace(
+    config = declared.replace(
         unet=dict(unet.config),
         vae=dict(vae.config),
         latent_scale=float(vae.config.scaling_factor),
@@ -156,6 +143,32 @@ def load_pretrained(folder: Path) -> MildModel:
     return model.eval()
 
 
+def _model_folder(folder: Path) -> Path:
+    if not folder.is_dir():
+        raise ValueError(
+            f"model {str(folder)!r} is neither a configuration ({', '.join(PRESETS)}) nor a folder"
+        )
+    return folder
+
+
+def _diffusers_config(folder: Path) -> ModelConfig:
+    """The preset of a diffusers folder's kind (SDXL's UNet takes added text-time conditions), with
+    the folder's UNet configuration as its JSON file gives it."""
+    unet_config = folder / "unet" / "config.json"
+    try:
+        unet = json.loads(unet_config.read_text())
+    except FileNotFoundError:
+        raise ValueError(
+            f"{unet_config} is missing: {folder} must be a diffusers inpainting model folder "
+            f"with subfolders {', '.join(REQUIRED_PARTS)} (download it once, e.g. with "
+            "`huggingface-cli download`, then pass its local path)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{unet_config} could not be read ({err}): copy the unet folder again") from None
+    is_xl = unet.get("addition_embed_type") == "text_time"
+    return PRESETS["sdxl-inpaint" if is_xl else "sd15-inpaint"].replace(unet=unet)
+
+
 def _load_part(cls: type, folder: Path, part: str) -> nn.Module:
     try:
         return cls.from_pretrained(folder, subfolder=part, local_files_only=True)
@@ -170,3 +183,19 @@ def load_model(name_or_path: str | Path) -> MildModel:
             log.warning("%s with random weights: good for timing, not for images", config.name)
         return build_model(config)
     return load_pretrained(Path(name_or_path))
+
+
+def declared_config(name_or_path: str | Path) -> ModelConfig:
+    """The configuration a model declares before any weights load: a preset's, a merged folder's
+    manifest's, or a diffusers folder's UNet configuration over its preset (its JSON file as
+    written; the loaded UNet's adds diffusers' defaults). The commands check image sides against
+    it first, since a folder's weights take seconds to minutes to load; a folder that is not a
+    model fails here with load_model's message."""
+    if str(name_or_path) in PRESETS:
+        return PRESETS[str(name_or_path)]
+    folder = _model_folder(Path(name_or_path))
+    from reference.merge import is_merged_folder, merged_config
+
+    if is_merged_folder(folder):
+        return merged_config(folder)
+    return _diffusers_config(folder)

@@ -1,4 +1,5 @@
 """Shared test helpers: a tiny model whose MILD modules look trained, so parity tests can fail;
+a model folder that holds only its UNet's configuration;
 the SMA plugin library built once per session with CMake, and TensorRT loaded (plugin and engine
 tests).
 
@@ -6,6 +7,7 @@ The library is configured into build/plugins for one architecture (sm_86) and re
 incrementally on later sessions, so a re-run costs a no-op `cmake --build`.
 """
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from mild_export.engine.trt_shim import DEFAULT_PLUGIN_BUILD_DIR, REPO_ROOT, TensorRT, plugin_library_path
+from reference.config import ModelConfig
 from reference.model import MildModel, load_model
 
 TRAINED_MARKERS = ("lora_B", "lora_scale", "sma_alpha", "offsets.net.4")
@@ -32,6 +35,16 @@ def make_trained_tiny(seed: int = 0) -> MildModel:
             if any(marker in name for marker in TRAINED_MARKERS):
                 p.copy_(torch.randn(p.shape, generator=g) * (0.3 if "lora_B" in name else 1.0))
     return model.eval()
+
+
+def write_unet_config(folder: Path, **changes: object) -> Path:
+    """A diffusers folder's unet/config.json alone (the tiny UNet's, with `changes`): enough for the
+    commands to check image sides, not for the folder to load (no weights, no other parts), so a
+    check made only after the load cannot pass a test that uses it."""
+    (folder / "unet").mkdir(parents=True)
+    unet = {**ModelConfig.from_name("tiny").unet, **changes}
+    (folder / "unet" / "config.json").write_text(json.dumps(unet))
+    return folder
 
 
 def unet_inputs(

@@ -210,7 +210,7 @@ def report(
 def run(args: argparse.Namespace) -> None:
     request = parse_request(args)
     if args.engines is None:
-        checks.preset_resolutions(args.model or "tiny", request.sides)
+        checks.model_resolutions(args.model or "tiny", request.sides)
     device = request.device
     target = make_target(
         args.backend,

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from mild_export.export.contracts import ExportShapes, check_resolutions
-from reference.config import PRESETS
 
 
 def output_folder(path: Path, option: str = "--out") -> None:
@@ -49,11 +48,13 @@ def _writable_place(path: Path, places: Sequence[Path], option: str) -> None:
         ) from None
 
 
-def preset_resolutions(model: str, sides: Sequence[int] | None) -> None:
-    """Image sides that a preset --model cannot take fail before it is built (SDXL's random weights
-    take a minute on a CPU); a model folder's own configuration is only known once it is read."""
-    if sides and model in PRESETS:
-        check_resolutions(PRESETS[model], ExportShapes(resolutions=tuple(sides)))
+def model_resolutions(model: str, sides: Sequence[int] | None) -> None:
+    """Image sides the model cannot take fail before it loads: SDXL's random weights take a minute
+    on a CPU, a model folder's weights seconds to minutes, and its configuration files say enough."""
+    from reference.model import declared_config  # diffusers: seconds to import, --help need not wait
+
+    if sides:
+        check_resolutions(declared_config(model), ExportShapes(resolutions=tuple(sides)))
 
 
 def device(name: str | None, option: str = "--device") -> torch.device:

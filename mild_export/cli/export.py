@@ -143,12 +143,15 @@ def check_engine_options(args: argparse.Namespace) -> None:
 
 
 def check_out(out: Path, force: bool) -> None:
-    """--out is new, empty or an earlier export (whose files are reused or replaced): a folder of
-    other files (a model folder, a home folder) is not written over unless --force says so."""
-    if force or not out.is_dir() or not any(out.iterdir()) or previous_manifest(out) is not None:
+    """--out is new, empty or an earlier export, finished or interrupted (whose files are reused or
+    replaced): a folder of other files (a model folder, a home folder) is not written over unless
+    --force says so."""
+    from mild_export.export.manifest import is_export_folder
+
+    if force or not out.is_dir() or not any(out.iterdir()) or is_export_folder(out):
         return
     raise ValueError(
-        f"--out {out} is not empty and holds no mild-export manifest.json: choose a new or empty folder, "
+        f"--out {out} is not empty and holds no mild-export files: choose a new or empty folder, "
         "or pass --force to export into it"
     )
 
@@ -173,7 +176,7 @@ def export_folder(args: argparse.Namespace) -> None:
     checks.output_folder(args.out)
     check_out(args.out, args.force)
     sides = parse_resolutions(args.resolution)
-    checks.preset_resolutions(args.model, sides)
+    checks.model_resolutions(args.model, sides)
     tools = engine_toolchain(args)  # bad --targets or --plugin fail here, before the export
     precision = Precision.FP16 if args.fp16 else Precision.BF16 if args.bf16 else Precision.FP32
     log.info("loading model %s", args.model)

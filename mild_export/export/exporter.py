@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from tqdm.auto import tqdm
 
 from mild_export.export.branch_weights import BranchWeights, branch_weights_form
 from mild_export.export.contracts import ExportShapes, GraphContract, contracts
-from mild_export.export.manifest import Manifest, graph_entry, graph_key, weights_sha256
+from mild_export.export.manifest import Manifest, claim_folder, graph_entry, graph_key, weights_sha256
 from mild_export.export.modules import graph_modules
 from mild_export.export.onnx_export import check_opset, export_graph, opset_for
 from mild_export.export.precision import KEPT_IN_FP32, VAE_KEPT_IN_FP32, Precision, SMAForm
@@ -37,11 +36,10 @@ class ExportSettings:
 
 
 def check_writable(out: Path) -> None:
-    """Fail before minutes of export, not after: create the folder and write a probe file."""
+    """Fail before minutes of export, not after: create the folder and write its mark."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
+        claim_folder(out)
     except OSError as err:
         raise ValueError(
             f"output folder {out} is not writable ({err.strerror}): "

@@ -23,6 +23,7 @@ from reference.files import atomic_write, file_sha256
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+FOLDER_MARK = ".mild-export"
 TOOLS = ("mild-export", "torch", "diffusers", "onnx", "onnxruntime", "onnxscript")
 
 
@@ -107,6 +108,17 @@ class Manifest:
         if file_sha256(path) != entry.sha256:
             raise ValueError(f"{path} does not match its manifest hash (edited or truncated): export again")
         return path
+
+
+def claim_folder(folder: Path) -> None:
+    """Mark `folder` as an export's before its first file: the manifest comes last, so without the
+    mark a rerun after an interrupted first export could not tell its own files from a user's."""
+    mark = "mild-export writes this folder: its files are replaced by exports\n"
+    (Path(folder) / FOLDER_MARK).write_text(mark)
+
+
+def is_export_folder(folder: Path) -> bool:
+    return (Path(folder) / FOLDER_MARK).is_file() or (Path(folder) / MANIFEST).is_file()
 
 
 def graph_entry(contract: GraphContract, file: str, sha256: str, key: str) -> GraphEntry:

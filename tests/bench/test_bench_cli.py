@@ -21,6 +21,7 @@ from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
 from mild_export.runtime import torch_backend
 from mild_export.runtime.torch_backend import INDUCTOR_TUNING
+from tests.conftest import write_unet_config
 
 CASES = {(1, 1.0), (2, 1.0), (1, 7.5), (2, 7.5)}
 
@@ -143,6 +144,12 @@ def test_a_side_the_preset_cannot_take_fails_before_it_is_built(caplog):
     assert main(["--model", "tiny", "--resolution", "64,60"]) == 2
     assert one_line_error(caplog).startswith("error: resolution 60 is not supported by tiny")
     assert "building model" not in caplog.text  # SDXL's random weights take a minute on a CPU
+
+
+def test_a_side_the_model_folder_cannot_take_fails_before_it_loads(tmp_path, caplog):
+    folder = write_unet_config(tmp_path / "model")  # no weights: a load fails before any side check
+    assert main(["--model", str(folder), "--resolution", "60"]) == 2
+    assert one_line_error(caplog).startswith("error: resolution 60 is not supported by sd15-inpaint")
 
 
 @pytest.mark.parametrize("option", ["--json", "--plot", "--profile"])

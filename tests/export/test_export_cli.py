@@ -12,6 +12,7 @@ from mild_export.cli.export import main, parse_resolutions
 from mild_export.export import onnx_export
 from mild_export.export.prompt_file import encode_prompts
 from reference.model import load_model
+from tests.conftest import write_unet_config
 
 GRAPHS = {"text_encoder", "conditioner", "vae_encoder", "vae_decoder", "unet"}
 ONNX_ONLY = ["--model", "tiny", "--no-engines"]  # engine builds are tested in tests/engine
@@ -36,7 +37,7 @@ def test_writes_every_graph_and_the_manifest(exported):
     assert {"torch", "onnx", "diffusers"} <= set(manifest["tools"])
     for name in GRAPHS:
         onnx.checker.check_model(str(exported / f"{name}.onnx"), full_check=True)
-    assert not list(exported.glob(".*"))  # no temporary leftovers
+    assert [p.name for p in exported.glob(".*")] == [".mild-export"]  # its mark; no temporary leftovers
 
 
 def test_the_prompt_file_holds_the_empty_prompt_and_each_prompt(exported):
@@ -132,15 +133,60 @@ def test_out_that_is_a_file(tmp_path, caplog):
 
 
 def test_a_folder_of_other_files_is_not_exported_into(tmp_path, caplog):
-    """Without a mild-export manifest.json the folder is someone else's (a model folder, a home
+    """Without mild-export's mark or manifest.json the folder is someone else's (a model folder, a home
     folder): its files are left alone unless --force; an earlier export is reused, as before."""
     (tmp_path / "notes.txt").write_text("mine")
     assert main([*ONNX_ONLY, "--out", str(tmp_path)]) == 2
     assert (
-        f"error: --out {tmp_path} is not empty and holds no mild-export manifest.json: choose a new or "
+        f"error: --out {tmp_path} is not empty and holds no mild-export files: choose a new or "
         "empty folder, or pass --force to export into it" in caplog.text
     )
     assert "loading model" not in caplog.text and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_an_interrupted_first_export_is_rerun_without_force(tmp_path, monkeypatch, caplog):
+    """Ctrl-C during the UNet's export leaves four graphs and no manifest.json: the folder's mark
+    says they are mild-export's, so the rerun needs no --force (it was refused as a user's folder)."""
+    from mild_export.export import exporter
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        patch.setattr(exporter, "export_unet", interrupt)
+        assert main([*ONNX_ONLY, "--out", str(out)]) == 130
+    assert not (out / "manifest.json").exists() and len(list(out.glob("*.onnx"))) == 4
+    caplog.clear()
+    assert main([*ONNX_ONLY, "--out", str(out)]) == 0
+    assert set(json.loads((out / "manifest.json").read_text())["graphs"]) == GRAPHS
+    assert "error" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({}, "resolution 60 is not supported by sd15-inpaint: image sides must be positive multiples of 16"),
+        (
+            {"addition_embed_type": "text_time"},
+            "resolution 60 is not supported by sdxl-inpaint: image sides must be positive multiples of 16",
+        ),
+    ],
+)
+def test_a_model_folders_sides_are_checked_before_it_loads(changes, message, tmp_path, caplog):
+    folder = write_unet_config(tmp_path / "model", **changes)
+    assert main(["--model", str(folder), "--out", str(tmp_path / "o"), "--resolution", "64,60"]) == 2
+    assert f"error: {message} (the VAE's factor 8 times the UNet's 2), e.g. 64" in caplog.text
+    assert "loading model" not in caplog.text and not (tmp_path / "o").exists()
+
+
+def test_a_merged_folders_sides_are_checked_before_it_loads(merged_folder, tmp_path, caplog):
+    (merged_folder / "weights.safetensors").unlink()  # a load would fail on it first
+    assert main(["--model", str(merged_folder), "--out", str(tmp_path / "o"), "--resolution", "72"]) == 2
+    assert "error: resolution 72 is not supported by tiny: image sides must be positive multiples of 16" in (
+        caplog.text
+    )
+    assert "loading model" not in caplog.text
 
 
 @pytest.mark.parametrize(

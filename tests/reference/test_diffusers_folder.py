@@ -8,9 +8,10 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from mild_export.export.contracts import image_multiple
 from reference.backend import TorchBackend
 from reference.config import ModelConfig
-from reference.model import load_model
+from reference.model import declared_config, load_model
 from reference.pipeline import ErasePipeline
 
 TINY = ModelConfig.from_name("tiny")
@@ -94,3 +95,19 @@ def test_missing_parts_are_named(folder, tmp_path):
         ValueError, match="lacks vae, text_encoder, tokenizer: copy the complete diffusers folder"
     ):
         load_model(partial)
+
+
+def test_the_declared_configuration_is_the_loaded_ones_where_image_sides_are_decided(folder):
+    """What mild-export and mild-bench check --resolution against before the weights load."""
+    declared, loaded = declared_config(folder), load_model(folder).config
+    assert declared.name == loaded.name == "sd15-inpaint"
+    levels = TINY.unet["down_block_types"]
+    assert declared.unet["down_block_types"] == loaded.unet["down_block_types"] == levels
+    assert image_multiple(declared) == image_multiple(loaded) == 16
+
+
+def test_an_unreadable_unet_configuration_is_named(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config.json could not be read \(.*\): copy the unet folder again"):
+        declared_config(tmp_path)
