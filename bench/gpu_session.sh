@@ -13,28 +13,36 @@
 # the small kernels of a step read memory more than they compute): name kind="nvidia-h100-x1"
 # in the first call where status offers it, and compare figures only within one card.
 #
-# On the lent H100/H200 (sm_90: no stage2) run stage1, then bench at once, then give the machine
-# back. stage1 is the SMA kernel and the GPU tests; bench is the SDXL end-to-end figures (call G
-# and H on an H200, 2026-11-27: 308 s and 240 s, the machine's first start about 30 s; since then
-# stage1 runs ncu and bench lists the compiled UNet's kernels, about a minute more each, not yet
-# timed). Both fit the session's 15 device minutes, `matrix` no longer; if the machine went back
-# in between, bench on a fresh one installs diffusers itself and rebuilds the extension (about a
-# minute more):
+# On the lent H100/H200 (sm_90: no stage2) the SMA kernel (issue 5, the one issue open) comes
+# first: stage1, then the kernel's second call or bench, then give the machine back. stage1 is the
+# SMA kernel and the GPU tests (call G on an H200, 2026-11-27: 308 s, the machine's first start about
+# 30 s; ncu added since, about a minute more, not yet timed):
 #
 #   run(command="bash bench/gpu_session.sh stage1", timeout_s=420,
 #       carry=[".gpu-carry/small", "third_party/tensorrt"])
+#
+# stage1 checks and times the launcher's kernel as committed (after call I its tile loop lost 52 of
+# 472 instructions a thread, unmeasured) against call G's 1.30-1.37x SDPA, then sweeps the options
+# not yet in the launcher (the bias by mma.sync or by a fifth wgmma step of Q K^T, the row sums by
+# the tensor cores, the lazy max; both kernels), and ncu profiles them beside SDPA's kernel (stall
+# samples by instruction: what holds the kernel at 1.30x). sma_tile_sweep.md ends with each
+# shape's fastest right variant against the launcher's. Where one is faster at S >= 1024 by more
+# than 3% and right at every shape, make it the launcher's here (`LauncherWgmmaConfig` in
+# sma_kernel_sm90.cuh; `launchMma`'s configs for the mma.sync kernel), commit, and check and time
+# it in a second call (the machine will have gone back by then: a fresh one, about a minute
+# more, builds the extension again):
+#
+#   run(command="bash bench/gpu_session.sh verify", timeout_s=360, carry=[".gpu-carry/small"])
+#
+# Otherwise the second call is bench, the SDXL end-to-end figures (call H: 240 s; since then it
+# lists the compiled UNet's kernels, about a minute more; on a fresh machine it installs diffusers
+# itself):
+#
 #   run(command="bash bench/gpu_session.sh bench", timeout_s=430, carry=[".gpu-carry/small"])
 #
-# (After call I: the wgmma kernel's tile loop lost 52 of its 472 instructions a thread, unmeasured:
-# stage1's first step, its GPU tests, checks it, and the harness times it against call G's 1.30-1.37x
-# SDPA. stage1's sweep times the softmax's bias (by mma.sync, or by a fifth wgmma step of
-# Q K^T), row sums by the tensor cores and the lazy max (both kernels), options not yet in the
-# launcher, and ncu profiles them beside SDPA's kernel (stall samples by instruction: what holds the
-# kernel at 1.30x). sma_tile_sweep.md ends with each shape's fastest right variant against the
-# launcher's. Where a row beats the launcher's, make it the launcher's here and run
-# `kernel` for its GPU tests: bench/RESULTS.md, "Not measured yet". bench's compiled row then
-# measures two changes made without a GPU: the mask pyramid pooled once a level and the bg rows'
-# low-rank term accumulated in place; its profile lists each kind's costliest kernels by name.)
+# bench's compiled row measures two changes made without a GPU: the mask pyramid pooled once a
+# level and the bg rows' low-rank term accumulated in place; its profile lists each kind's
+# costliest kernels by name. Record the figures in bench/RESULTS.md and its "Not measured yet".
 #
 # With about 4 device minutes (a start and 230 s), the SMA kernels alone: their GPU tests, the
 # sweep and ncu (no plugin build, no harness, no other tests):
@@ -85,6 +93,7 @@
 #
 #   stage1: summary-stage1.md  session-stage1.log  sma_kernel.md  sma_tile_sweep.md  sma_ncu.txt
 #           sma_ncu_sass_launcher.csv.gz  sma_ncu_sass_sdpa.csv.gz
+#   verify: summary-verify.md  session-verify.log  sma_kernel.md
 #   bench:  summary-bench.md  session-bench.log  bench-sdxl-torch-kernel-compile.json
 #           bench-sdxl-torch-kernel.json  profile-sdxl-torch-compile.txt  profile-sdxl-torch.txt
 #           inductor-kernels-sdxl.txt
@@ -101,6 +110,8 @@
 #   included) and Nsight Compute on the wgmma shapes and SDPA (bench/sma_ncu.sh: stall samples,
 #   pipe counters); last, the other GPU tests (the SMA kernel, the torch backend: CUDA graphs,
 #   torch.compile, the context's K/V graphs), the first thing the stage's deadline may cut.
+# verify: the wgmma kernel's GPU tests and the kernel harness again, for a launcher changed after
+#   stage1's sweep (no plugin build, no sweep, no other tests).
 # bench: mild-bench on the SDXL-inpaint architecture (random weights), N=2, 512x512, 25 steps, no
 #   guidance, fp16 (the VAE bf16), on `--backend torch` (the merged model, the UNet replayed as CUDA
 #   graphs) with SMA by the plugin's kernel, the UNet and VAE compiled (--compile), then eager, each
@@ -126,9 +137,10 @@ case "$STAGE" in
     prepare) BUDGET=${MILD_GPU_STAGE_SECONDS:-120} ;;
     bench) BUDGET=${MILD_GPU_STAGE_SECONDS:-400} ;;
     kernel) BUDGET=${MILD_GPU_STAGE_SECONDS:-230} ;;
+    verify) BUDGET=${MILD_GPU_STAGE_SECONDS:-330} ;;
     matrix) BUDGET=${MILD_GPU_STAGE_SECONDS:-270} ;;
     tune) BUDGET=${MILD_GPU_STAGE_SECONDS:-570} ;;
-    *) echo "usage: bash bench/gpu_session.sh stage1|bench|kernel|stage2|prepare|matrix|tune (see the comment at the top)" >&2
+    *) echo "usage: bash bench/gpu_session.sh stage1|verify|bench|kernel|stage2|prepare|matrix|tune (see the comment at the top)" >&2
        exit 2 ;;
 esac
 START=$(date +%s)
@@ -219,6 +231,13 @@ sweeps() {  # the tile sweep, once its background build is done, then Nsight Com
     step sma-tile-sweep 120 "cat $STASH/sma_tile_sweep.build.log &&
         $STASH/sma_tile_sweep | tee $OUT/sma_tile_sweep.md"
     step sma-ncu 120 "bash bench/sma_ncu.sh $STASH/sma_tile_sweep $OUT"
+}
+
+verify() {  # the launcher's kernel after a change made between calls: its GPU tests, then the harness
+    step environment 30 "nvidia-smi -L; $PY -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())'"
+    install_diffusers  # the tests' conftest imports the reference model
+    kernel_tests
+    step sma-kernel-harness 210 "$PY bench/sma_kernel_harness.py --out $OUT/sma_kernel.md"
 }
 
 kernel() {  # the SMA kernels alone, for a session with about 4 device minutes left
