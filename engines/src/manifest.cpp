@@ -145,6 +145,20 @@ int Manifest::max_instances(int copies, std::string* reason) const {
     return static_cast<int>(best < 0 ? 0 : best);
 }
 
+namespace {
+
+// A mild-merge model folder has a manifest.json too; without this it read as a broken export
+// ("export again with --force"), which sends the user to rebuild a folder mild-export never made.
+void check_not_merged(const Json& root, const std::string& dir) {
+    const Json* kind = root.find("kind");
+    if (kind != nullptr && kind->is_string() && kind->string("kind") == "mild-merged") {
+        fail(MILD_ERROR_MANIFEST, "model_dir ", dir, " is a mild-merge model folder, not a mild-export output: run ",
+             "mild-export --model ", dir, " --out DIR and give DIR");
+    }
+}
+
+}  // namespace
+
 Manifest read_manifest(const std::string& dir) {
     if (dir.empty()) fail(MILD_ERROR_INVALID_ARGUMENT, "params->model_dir is empty: give a mild-export output folder");
     if (!is_dir(dir)) fail(MILD_ERROR_MANIFEST, "model_dir ", dir, " is not a folder: give a mild-export output folder");
@@ -159,6 +173,7 @@ Manifest read_manifest(const std::string& dir) {
     text << file.rdbuf();
     try {
         Json root = Json::parse(text.str());
+        check_not_merged(root, dir);
         int64_t format = root.at("format").integer("format");
         if (format != kFormatVersion) {
             fail(MILD_ERROR_MANIFEST, m.path, " has format ", format, " (this runtime reads ", kFormatVersion,

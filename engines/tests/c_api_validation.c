@@ -138,6 +138,9 @@ int main(int argc, char** argv) {
     expect("create: broken manifest", mild_context_create(&cp, &ctx), MILD_ERROR_MANIFEST, "unreadable");
     snprintf(path, sizeof path, "%s/no_engines", root);
     expect("create: engine file missing", mild_context_create(&cp, &ctx), MILD_ERROR_MANIFEST, ".plan");
+    snprintf(path, sizeof path, "%s/merged", root);
+    expect("create: a mild-merge folder", mild_context_create(&cp, &ctx), MILD_ERROR_MANIFEST,
+           "merged is a mild-merge model folder, not a mild-export output: run mild-export --model ");
     snprintf(path, sizeof path, "%s/good", root);
     cp.device = -1;
     expect("create: device -1", mild_context_create(&cp, &ctx), MILD_ERROR_INVALID_ARGUMENT, "device");

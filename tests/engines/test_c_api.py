@@ -143,6 +143,8 @@ def fixture_root(tmp_path_factory) -> Path:
     (root / "empty").mkdir()
     (root / "broken").mkdir()
     (root / "broken" / "manifest.json").write_text('{"format": 1, "graphs": {')
+    (root / "merged").mkdir()  # what mild-merge writes, given where an export belongs
+    (root / "merged" / "manifest.json").write_text('{"kind": "mild-merged", "format": 1}')
     return root
 
 
