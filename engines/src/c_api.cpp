@@ -130,7 +130,8 @@ MILD_API mild_status mild_context_create(const mild_context_params* params, mild
         }
         if (params->device < 0) fail(MILD_ERROR_INVALID_ARGUMENT, "params->device is ", params->device, ": give >= 0");
         if (params->log_level < MILD_LOG_ERROR || params->log_level > MILD_LOG_VERBOSE) {
-            fail(MILD_ERROR_INVALID_ARGUMENT, "params->log_level is ", static_cast<int>(params->log_level));
+            fail(MILD_ERROR_INVALID_ARGUMENT, "params->log_level is ", static_cast<int>(params->log_level),
+                 ": give MILD_LOG_ERROR, MILD_LOG_WARNING, MILD_LOG_INFO or MILD_LOG_VERBOSE");
         }
         auto ctx = std::make_unique<mild_context>();
         ctx->pipeline = std::make_unique<mild::detail::Pipeline>(*params);
@@ -171,12 +172,17 @@ MILD_API mild_status mild_erase(mild_context* ctx, const mild_image* image, cons
 MILD_API mild_status mild_initial_noise(uint64_t seed, int width, int height, float* out, size_t n_out) {
     using mild::detail::fail;
     return guarded("mild_initial_noise", [&] {
-        if (out == nullptr) fail(MILD_ERROR_INVALID_ARGUMENT, "out is NULL");
+        if (out == nullptr) {
+            fail(MILD_ERROR_INVALID_ARGUMENT, "out is NULL: pass a buffer of 4 x (height / 8) x (width / 8) floats");
+        }
         if (width <= 0 || height <= 0 || width % 8 || height % 8) {
             fail(MILD_ERROR_INVALID_ARGUMENT, "image size ", width, "x", height, " must be positive multiples of 8");
         }
         const size_t n = 4 * static_cast<size_t>(width / 8) * (height / 8);
-        if (n_out < n) fail(MILD_ERROR_INVALID_ARGUMENT, "n_out is ", n_out, " but the noise has ", n, " values");
+        if (n_out < n) {
+            fail(MILD_ERROR_INVALID_ARGUMENT, "n_out is ", n_out, " but the noise has ", n,
+                 " values: pass a buffer of ", n, " floats");
+        }
         const std::vector<float> noise = mild::detail::torch_randn(seed, n);
         std::copy(noise.begin(), noise.end(), out);
     });

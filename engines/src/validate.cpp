@@ -14,7 +14,7 @@ namespace {
 
 void check_image(const mild_image* image) {
     if (image == nullptr) fail(MILD_ERROR_INVALID_ARGUMENT, "image is NULL: pass the photo to erase from");
-    if (image->data == nullptr) fail(MILD_ERROR_INVALID_ARGUMENT, "image->data is NULL");
+    if (image->data == nullptr) fail(MILD_ERROR_INVALID_ARGUMENT, "image->data is NULL: point it at the image's pixel rows");
     if (image->width <= 0 || image->height <= 0) {
         fail(MILD_ERROR_INVALID_ARGUMENT, "image is ", image->width, "x", image->height, ": it has no pixels");
     }
@@ -23,7 +23,7 @@ void check_image(const mild_image* image) {
     }
     if (image->stride != 0 && image->stride < image->width * image->channels) {
         fail(MILD_ERROR_INVALID_ARGUMENT, "image->stride is ", image->stride, ", less than width x channels = ",
-             image->width * image->channels);
+             image->width * image->channels, ": give the bytes from one row to the next, or 0 for packed rows");
     }
 }
 
@@ -38,7 +38,8 @@ void check_output(const mild_image* out, const mild_image* image) {
     }
     if (out->channels != 3) fail(MILD_ERROR_INVALID_ARGUMENT, "out_composite->channels is ", out->channels, ": give 3");
     if (out->stride != 0 && out->stride < out->width * 3) {
-        fail(MILD_ERROR_INVALID_ARGUMENT, "out_composite->stride is ", out->stride, ", less than width x 3");
+        fail(MILD_ERROR_INVALID_ARGUMENT, "out_composite->stride is ", out->stride, ", less than width x 3 = ",
+             out->width * 3, ": give the bytes from one row to the next, or 0 for packed rows");
     }
 }
 
@@ -51,7 +52,8 @@ void check_removal(const mild_erase_params& p, int n, std::vector<int>& removed)
         fail(MILD_ERROR_INVALID_ARGUMENT, "params->n_remove is ", p.n_remove, ": give a count >= 0 or MILD_REMOVE_ALL");
     }
     if (p.n_remove > 0 && p.remove == nullptr) {
-        fail(MILD_ERROR_INVALID_ARGUMENT, "params->remove is NULL but params->n_remove is ", p.n_remove);
+        fail(MILD_ERROR_INVALID_ARGUMENT, "params->remove is NULL but params->n_remove is ", p.n_remove,
+             ": point remove at n_remove 0-based indices, or set n_remove to MILD_REMOVE_ALL");
     }
     for (int i = 0; i < p.n_remove; ++i) {
         int k = p.remove[i];
@@ -91,13 +93,17 @@ MaskSet read_masks(const mild_mask* masks, int n, int width, int height) {
     set.bits.assign(static_cast<size_t>(n) * width * height, 0);
     for (int k = 0; k < n; ++k) {
         const mild_mask& m = masks[k];
-        if (m.data == nullptr) fail(MILD_ERROR_INVALID_ARGUMENT, "masks[", k, "].data is NULL");
+        if (m.data == nullptr) {
+            fail(MILD_ERROR_INVALID_ARGUMENT, "masks[", k,
+                 "].data is NULL: point it at the mask's rows, one byte a pixel");
+        }
         if (m.width != width || m.height != height) {
             fail(MILD_ERROR_INVALID_ARGUMENT, "masks[", k, "] is ", m.width, "x", m.height, " but the image is ", width,
                  "x", height, ": resize the mask to the image size (nearest neighbour)");
         }
         if (m.stride != 0 && m.stride < width) {
-            fail(MILD_ERROR_INVALID_ARGUMENT, "masks[", k, "].stride is ", m.stride, ", less than the width ", width);
+            fail(MILD_ERROR_INVALID_ARGUMENT, "masks[", k, "].stride is ", m.stride, ", less than the width ", width,
+                 ": give the bytes from one row to the next, or 0 for packed rows");
         }
         const int stride = m.stride ? m.stride : width;
         bool any = false;
@@ -155,7 +161,10 @@ ErasePlan Pipeline::check_inputs(const mild_image* image, const mild_mask* masks
     ErasePlan plan;
     check_image(image);
     if (n_masks <= 0) fail(MILD_ERROR_INVALID_ARGUMENT, "n_masks is ", n_masks, ": give at least one instance mask");
-    if (masks == nullptr) fail(MILD_ERROR_INVALID_ARGUMENT, "masks is NULL but n_masks is ", n_masks);
+    if (masks == nullptr) {
+        fail(MILD_ERROR_INVALID_ARGUMENT, "masks is NULL but n_masks is ", n_masks,
+             ": pass an array of n_masks mild_mask, one per person");
+    }
     check_output(out, image);
     if (params == nullptr) {
         mild_erase_params_init(&plan.params);
@@ -176,7 +185,8 @@ ErasePlan Pipeline::check_inputs(const mild_image* image, const mild_mask* masks
     }
     if (p.prompt_source != MILD_PROMPT_AUTO && p.prompt_source != MILD_PROMPT_CACHE &&
         p.prompt_source != MILD_PROMPT_TEXT_ENGINE) {
-        fail(MILD_ERROR_INVALID_ARGUMENT, "params->prompt_source is ", static_cast<int>(p.prompt_source));
+        fail(MILD_ERROR_INVALID_ARGUMENT, "params->prompt_source is ", static_cast<int>(p.prompt_source),
+             ": give MILD_PROMPT_AUTO, MILD_PROMPT_CACHE or MILD_PROMPT_TEXT_ENGINE");
     }
     plan.n = n_masks;
     plan.width = image->width;

@@ -145,6 +145,10 @@ int main(int argc, char** argv) {
     cp.device = -1;
     expect("create: device -1", mild_context_create(&cp, &ctx), MILD_ERROR_INVALID_ARGUMENT, "device");
     cp.device = 0;
+    cp.log_level = (mild_log_level)9;
+    expect("create: log level 9", mild_context_create(&cp, &ctx), MILD_ERROR_INVALID_ARGUMENT,
+           "params->log_level is 9: give MILD_LOG_ERROR, MILD_LOG_WARNING, MILD_LOG_INFO or MILD_LOG_VERBOSE");
+    cp.log_level = MILD_LOG_WARNING;
     expect("create: engines load (this machine)", mild_context_create(&cp, &ctx), want_load, load_needle(want_load));
     check("create: no context after a load failure", (want_load == MILD_OK) == (ctx != NULL));
     mild_context_free(ctx);
@@ -171,7 +175,7 @@ int main(int argc, char** argv) {
     expect("erase: ctx NULL", mild_erase(NULL, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "ctx is NULL");
     expect("erase: image NULL", mild_erase(ctx, NULL, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "image is NULL");
     image.data = NULL;
-    expect("erase: image data NULL", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "image->data");
+    expect("erase: image data NULL", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "image->data is NULL: point it at the image's pixel rows");
     image.data = pixels;
     image.channels = 2;
     expect("erase: image channels 2", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "channels");
@@ -179,7 +183,19 @@ int main(int argc, char** argv) {
     image.width = 0;
     expect("erase: image width 0", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "no pixels");
     image.width = W;
-    expect("erase: masks NULL", mild_erase(ctx, &image, NULL, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "masks is NULL");
+    image.stride = 100;
+    expect("erase: image stride too small", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT,
+           "image->stride is 100, less than width x channels = 192: give the bytes from one row to the next, or 0");
+    image.stride = 0;
+    out.stride = 100;
+    expect("erase: out stride too small", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT,
+           "out_composite->stride is 100, less than width x 3 = 192: give the bytes from one row to the next");
+    out.stride = 0;
+    masks[1].stride = 10;
+    expect("erase: mask stride too small", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT,
+           "masks[1].stride is 10, less than the width 64: give the bytes from one row to the next");
+    masks[1].stride = 0;
+    expect("erase: masks NULL", mild_erase(ctx, &image, NULL, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "masks is NULL but n_masks is 2: pass an array of n_masks mild_mask");
     expect("erase: zero masks", mild_erase(ctx, &image, masks, 0, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "n_masks is 0");
     expect("erase: out NULL", mild_erase(ctx, &image, masks, 2, &ep, NULL), MILD_ERROR_INVALID_ARGUMENT, "out_composite is NULL");
     out.width = 32;
@@ -208,7 +224,7 @@ int main(int argc, char** argv) {
     masks[1].width = 32; masks[1].height = 32; masks[1].data = small_bits;
     expect("erase: mask of the wrong size", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "masks[1] is 32x32");
     masks[1].width = W; masks[1].height = H; masks[1].data = NULL;
-    expect("erase: mask data NULL", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "masks[1].data is NULL");
+    expect("erase: mask data NULL", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "masks[1].data is NULL: point it at the mask's rows");
     masks[1].data = blank;
     expect("erase: empty mask", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "masks[1] is empty");
     masks[1].data = bits[1];
@@ -227,7 +243,7 @@ int main(int argc, char** argv) {
     removal[0] = 1; removal[1] = 1; ep.n_remove = 2;
     expect("erase: remove index twice", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "twice");
     ep.remove = NULL; ep.n_remove = 1;
-    expect("erase: remove NULL with a count", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "params->remove is NULL");
+    expect("erase: remove NULL with a count", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "params->remove is NULL but params->n_remove is 1: point remove at n_remove");
     ep.n_remove = -5;
     expect("erase: n_remove -5", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT, "n_remove");
     ep.n_remove = MILD_REMOVE_ALL;
@@ -242,6 +258,9 @@ int main(int argc, char** argv) {
            "is not in the prompt cache of " /* then the folder */);
     expect("erase: the fix for a prompt not in the cache", mild_erase(ctx, &image, masks, 2, &ep, &out),
            MILD_ERROR_INVALID_ARGUMENT, "export again with mild-export --prompt \"a quiet street\"");
+    ep.prompt_source = (mild_prompt_source)9;
+    expect("erase: prompt source 9", mild_erase(ctx, &image, masks, 2, &ep, &out), MILD_ERROR_INVALID_ARGUMENT,
+           "params->prompt_source is 9: give MILD_PROMPT_AUTO, MILD_PROMPT_CACHE or MILD_PROMPT_TEXT_ENGINE");
     ep.prompt_source = MILD_PROMPT_AUTO;
 
     /* ---- valid arguments reach the engines, which need this machine's GPU ---- */
@@ -256,9 +275,9 @@ int main(int argc, char** argv) {
     mild_context_free(ctx);
 
     /* ---- the initial noise (CPU) ---- */
-    expect("noise: out NULL", mild_initial_noise(0, 64, 64, NULL, 0), MILD_ERROR_INVALID_ARGUMENT, "out is NULL");
+    expect("noise: out NULL", mild_initial_noise(0, 64, 64, NULL, 0), MILD_ERROR_INVALID_ARGUMENT, "out is NULL: pass a buffer of 4 x (height / 8) x (width / 8) floats");
     expect("noise: size 60", mild_initial_noise(0, 60, 64, noise, 256), MILD_ERROR_INVALID_ARGUMENT, "multiples of 8");
-    expect("noise: buffer too small", mild_initial_noise(0, 64, 64, noise, 10), MILD_ERROR_INVALID_ARGUMENT, "n_out is 10");
+    expect("noise: buffer too small", mild_initial_noise(0, 64, 64, noise, 10), MILD_ERROR_INVALID_ARGUMENT, "n_out is 10 but the noise has 256 values: pass a buffer of 256 floats");
     expect("noise: seed 0", mild_initial_noise(0, 64, 64, noise, 256), MILD_OK, NULL);
     check("noise: torch.randn(1, 4, 8, 8) of seed 0 starts -1.1258",
           fabsf(noise[0] + 1.1258398f) < 1e-5f && fabsf(noise[1] + 1.1523602f) < 1e-5f);
