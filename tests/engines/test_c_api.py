@@ -549,6 +549,15 @@ def test_find_package_and_cpp_wrapper(build, fixture_root, tmp_path):
     assert "status 1: MILD_ERROR_INVALID_ARGUMENT: mild_erase: params->steps is 0" in out
 
 
+def test_installed_example_app_finds_the_installed_library(build, tmp_path):
+    """`cmake --install --prefix P` then P/bin/mild_erase_app, with nothing on LD_LIBRARY_PATH."""
+    prefix = tmp_path / "prefix"
+    _checked(["cmake", "--install", build, "--prefix", prefix])
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    result = _run([prefix / "bin" / "mild_erase_app", "--help"], env=env)
+    assert result.returncode == 0 and result.stdout.startswith("usage: mild_erase_app"), result.stderr
+
+
 # ---- GPU: the example app against the Python pipeline ----------------------------------------------------
 
 
