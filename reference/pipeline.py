@@ -9,7 +9,8 @@ Everything runs through a `Backend`, so the reference, ONNX Runtime and TensorRT
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,29 @@ class Erasure:
     background: Tensor  # [3, H, W]
     layers: dict[int, Tensor]  # decoded fg layers by 0-based instance index
     remove: list[int]
+
+
+def check_types(
+    image: object, masks: object, remove: object, steps: object, prompt: object, **optional: object
+) -> None:
+    """The arguments' Python types, before their shapes and values are read: a numpy array, a PIL
+    image, a list of masks, `remove=1`, `steps=2.5` or `prompt=None` failed with an AttributeError,
+    TypeError or IndexError from deep inside the pipeline, naming neither the argument nor the fix."""
+    for name, value in {"image": image, "masks": masks, **optional}.items():
+        if not (value is None and name in optional) and not isinstance(value, Tensor):
+            raise ValueError(
+                f"{name} must be a torch.Tensor, got {type(value).__name__}: convert it (torch.from_numpy "
+                "for an array; reference.inputs.load_image and load_mask read files)"
+            )
+    if remove is not None and (isinstance(remove, (str, bytes)) or not isinstance(remove, Iterable)):
+        raise ValueError(
+            f"remove must be a list of 0-based instance indices or None (everyone), got {remove!r}: "
+            f"pass [{remove!r}] to remove one"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise ValueError(f"steps must be an integer, got {steps!r}: give a whole number of DDIM steps")
+    if not isinstance(prompt, str):
+        raise ValueError(f'prompt must be a str, got {prompt!r}: give one prompt, or "" for none')
 
 
 def check_inputs(
@@ -117,6 +141,7 @@ class ErasePipeline:
         all_layers: bool = False,
     ) -> Erasure:
         """image [3, H, W] in [0, 1], masks [N, H, W] in {0, 1}; `remove` 0-based (default all)."""
+        check_types(image, masks, remove, steps, prompt, keypoints=keypoints, parsing=parsing)
         n = masks.shape[0]
         remove = list(range(n)) if remove is None else list(remove)
         check_inputs(image, masks, remove, steps, guidance, keypoints, parsing)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,37 @@ def test_bad_input_is_refused_before_any_graph_runs(change, message):
         masks[1] = 0
     with pytest.raises(ValueError) as err:
         ErasePipeline(_untouched_backend()).erase(image, masks, steps=2, **kwargs)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image": "numpy"}, "image must be a torch.Tensor, got ndarray: convert it (torch.from_numpy"),
+        ({"image": "pil"}, "image must be a torch.Tensor, got Image: convert it (torch.from_numpy for an"),
+        ({"masks": "list"}, "masks must be a torch.Tensor, got list: convert it"),
+        ({"keypoints": np.zeros((2, 18, 3))}, "keypoints must be a torch.Tensor, got ndarray: convert it"),
+        ({"parsing": np.zeros((64, 64), int)}, "parsing must be a torch.Tensor, got ndarray: convert it"),
+        (
+            {"remove": 1},
+            "remove must be a list of 0-based instance indices or None (everyone), got 1: "
+            "pass [1] to remove one",
+        ),
+        ({"steps": 2.5}, "steps must be an integer, got 2.5: give a whole number of DDIM steps"),
+        ({"prompt": None}, 'prompt must be a str, got None: give one prompt, or "" for none'),
+    ],
+)
+def test_wrong_types_are_refused_naming_the_argument(change, message):
+    """A numpy array, a PIL image, a list of masks, `remove=1`, `steps=2.5` and `prompt=None` each
+    failed with an AttributeError, TypeError or IndexError from inside the pipeline."""
+    from PIL import Image
+
+    image, masks = _inputs()
+    kwargs = {"steps": 2, **{k: v for k, v in change.items() if k not in ("image", "masks")}}
+    image = {"numpy": image.numpy(), "pil": Image.new("RGB", (64, 64))}.get(change.get("image"), image)
+    masks = list(masks) if change.get("masks") == "list" else masks
+    with pytest.raises(ValueError) as err:
+        ErasePipeline(_untouched_backend()).erase(image, masks, **kwargs)
     assert message in str(err.value)
 
 
