@@ -26,6 +26,16 @@ class ComposeMode(enum.Enum):
     EQ6 = "eq6"
 
 
+def check_mode(mode: object) -> None:
+    """The modes compare by identity: a string such as "copy-outside" matched neither and gave a
+    composite of neither mode without a word."""
+    if not isinstance(mode, ComposeMode):
+        raise ValueError(
+            f"compose mode must be a reference.compose.ComposeMode, got {mode!r}: pass "
+            "ComposeMode.COPY_OUTSIDE or ComposeMode.EQ6 (ComposeMode(text) converts 'copy-outside' or 'eq6')"
+        )
+
+
 def _check_remove(remove: Sequence[int], n: int) -> list[int]:
     """The removal set as a list of distinct 0-based indices; a bad entry names itself and N,
     because a wrong index would otherwise silently erase the wrong person."""
@@ -114,6 +124,7 @@ def compose(
     """background [..., 3, H, W], layers {k: [..., 3, H, W]}, masks [..., N, H, W] in {0, 1}
     -> the composite [..., 3, H, W]. Reads only the layers of `layers_needed`."""
     _check_shapes(background, masks, image)
+    check_mode(mode)
     if mode is ComposeMode.COPY_OUTSIDE and image is None:
         raise ValueError(
             "the copy-outside composition needs the input image: pass image=, or use ComposeMode.EQ6"

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from reference import conditions
 from reference.backend import Backend
-from reference.compose import ComposeMode, compose, layers_needed
+from reference.compose import ComposeMode, check_mode, compose, layers_needed
 from reference.conditions import LATENT_FACTOR
 from reference.ddim import DDIM
 from reference.hmg import PARSING_CLASSES, POSE_CHANNELS
@@ -142,6 +142,7 @@ class ErasePipeline:
     ) -> Erasure:
         """image [3, H, W] in [0, 1], masks [N, H, W] in {0, 1}; `remove` 0-based (default all)."""
         check_types(image, masks, remove, steps, prompt, keypoints=keypoints, parsing=parsing)
+        check_mode(compose_mode)
         n = masks.shape[0]
         remove = list(range(n)) if remove is None else list(remove)
         check_inputs(image, masks, remove, steps, guidance, keypoints, parsing)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from reference.backend import TorchBackend
+from reference.compose import compose
 from reference.config import TINY
 from reference.pipeline import ErasePipeline
 from tests.conftest import make_trained_tiny
@@ -85,6 +86,11 @@ def test_bad_input_is_refused_before_any_graph_runs(change, message):
         ),
         ({"steps": 2.5}, "steps must be an integer, got 2.5: give a whole number of DDIM steps"),
         ({"prompt": None}, 'prompt must be a str, got None: give one prompt, or "" for none'),
+        (
+            {"compose_mode": "copy-outside"},
+            "compose mode must be a reference.compose.ComposeMode, got 'copy-outside': pass "
+            "ComposeMode.COPY_OUTSIDE or ComposeMode.EQ6",
+        ),
     ],
 )
 def test_wrong_types_are_refused_naming_the_argument(change, message):
@@ -99,6 +105,16 @@ def test_wrong_types_are_refused_naming_the_argument(change, message):
     with pytest.raises(ValueError) as err:
         ErasePipeline(_untouched_backend()).erase(image, masks, **kwargs)
     assert message in str(err.value)
+
+
+def test_compose_refuses_a_mode_given_as_text():
+    """compose(..., "copy-outside", image) ran Eq. 6 over the whole image: a string is no ComposeMode
+    member, so neither mode's branch was taken."""
+    image, masks = _inputs()
+    layers = {0: torch.rand(3, 64, 64), 1: torch.rand(3, 64, 64)}
+    with pytest.raises(ValueError) as err:
+        compose(torch.rand(3, 64, 64), layers, masks, [0], "copy-outside", image)
+    assert "got 'copy-outside': pass ComposeMode.COPY_OUTSIDE or ComposeMode.EQ6" in str(err.value)
 
 
 def test_readme_snippet_on_the_reference_backend():
