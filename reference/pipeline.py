@@ -146,6 +146,7 @@ class ErasePipeline:
         n = masks.shape[0]
         remove = list(range(n)) if remove is None else list(remove)
         check_inputs(image, masks, remove, steps, guidance, keypoints, parsing)
+        ddim = DDIM.create(self.config.scheduler, steps)  # checks steps against the schedule's length
         image, masks = image.to(self.device).float(), masks.to(self.device).float()
         copies = 1 if guidance == 1.0 else 2
 
@@ -163,7 +164,6 @@ class ErasePipeline:
             added,
         )
         noise = self.prepare_latents(image.shape[1:], seed)
-        ddim = DDIM.create(self.config.scheduler, steps)
         latents = denoise(self.backend, ddim, noise, rows, n, guidance, self.progress)
 
         needed = list(range(n)) if all_layers else layers_needed(masks, remove, compose_mode)

@@ -42,6 +42,7 @@ def _inputs(n: int = 2, size: int = 64):
         ({"image": "x255"}, "image must be floating point in [0, 1]"),
         ({"masks": "x255"}, "masks must hold only 0 and 1: binarise them"),
         ({"masks": "empty"}, "masks[1] are empty (all zero)"),
+        ({"steps": 5000}, "steps must be in 1..1000, got 5000"),
         ({"guidance": math.nan}, "guidance must be >= 0 and finite (1 disables it), got nan"),
         ({"guidance": math.inf}, "guidance must be >= 0 and finite (1 disables it), got inf"),
         ({"keypoints": torch.rand(1, 18, 3)}, "keypoints must be [N, 18, 3] with N = 2 (one row per mask"),
@@ -57,7 +58,7 @@ def test_bad_input_is_refused_before_any_graph_runs(change, message):
     the wrong number of people and parsing maps of another size rendered misaligned maps, and a
     label of 25 failed inside one_hot ("Class values must be smaller than num_classes")."""
     image, masks = _inputs()
-    kwargs = {k: v for k, v in change.items() if k not in ("image", "masks")}
+    kwargs = {"steps": 2, **{k: v for k, v in change.items() if k not in ("image", "masks")}}
     if change.get("image") == "uint8":
         image = (image * 255).byte()
     elif change.get("image") == "x255":
@@ -67,7 +68,7 @@ def test_bad_input_is_refused_before_any_graph_runs(change, message):
     elif change.get("masks") == "empty":
         masks[1] = 0
     with pytest.raises(ValueError) as err:
-        ErasePipeline(_untouched_backend()).erase(image, masks, steps=2, **kwargs)
+        ErasePipeline(_untouched_backend()).erase(image, masks, **kwargs)
     assert message in str(err.value)
 
 
