@@ -72,6 +72,8 @@ def check_inputs(
         raise ValueError(
             f"image must be floating point in [0, 1], got {image.dtype}: divide 8-bit pixels by 255"
         )
+    if image.isnan().any():  # NaN compares false with both bounds, so the range check passed it
+        raise ValueError("image holds NaN pixels: give values in [0, 1] (check the decoding or scaling)")
     if masks.ndim != 3 or masks.shape[0] == 0:
         raise ValueError(f"masks must be [N, H, W] with N >= 1, got {list(masks.shape)}")
     if masks.shape[1:] != image.shape[1:]:

@@ -40,6 +40,7 @@ def _inputs(n: int = 2, size: int = 64):
     [
         ({"image": "uint8"}, "in [0, 1], got torch.uint8: divide 8-bit pixels by 255"),
         ({"image": "x255"}, "image must be floating point in [0, 1]"),
+        ({"image": "nan"}, "image holds NaN pixels: give values in [0, 1]"),
         ({"masks": "x255"}, "masks must hold only 0 and 1: binarise them"),
         ({"masks": "empty"}, "masks[1] are empty (all zero)"),
         ({"steps": 5000}, "steps must be in 1..1000, got 5000"),
@@ -63,6 +64,8 @@ def test_bad_input_is_refused_before_any_graph_runs(change, message):
         image = (image * 255).byte()
     elif change.get("image") == "x255":
         image = image * 255
+    elif change.get("image") == "nan":
+        image[0, 5, 7] = math.nan
     if change.get("masks") == "x255":
         masks = masks * 255
     elif change.get("masks") == "empty":
