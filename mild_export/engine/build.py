@@ -146,6 +146,7 @@ def choose_targets(trt: TensorRT, requested: Sequence[str] | None, gpu: str | No
     if requested:
         for target in requested:
             trt.check_target(target)
+        check_current_has_a_gpu(requested, gpu)
         return tuple(requested)
     known = trt.rtx_targets()
     if gpu is not None and gpu in known:
@@ -157,6 +158,16 @@ def choose_targets(trt: TensorRT, requested: Sequence[str] | None, gpu: str | No
             ",".join(DEFAULT_RTX_TARGETS),
         )
     return tuple(t for t in DEFAULT_RTX_TARGETS if t in known)
+
+
+def check_current_has_a_gpu(requested: Sequence[str], gpu: str | None) -> None:
+    """'current' builds for the GPU of this machine: without one, TensorRT for RTX fails only at
+    the first engine, after the whole export, with a CUDA driver error that names no option."""
+    if CURRENT in requested and gpu is None:
+        raise ValueError(
+            "--targets current builds for this machine's GPU and none is visible (neither PyTorch nor "
+            f"nvidia-smi sees one): name the targets instead, e.g. --targets {','.join(DEFAULT_RTX_TARGETS)}"
+        )
 
 
 # --- the plugin library ------------------------------------------------------------------------------

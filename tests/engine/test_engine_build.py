@@ -252,12 +252,24 @@ def test_parse_targets():
 
 def test_current_target_is_tensorrt_for_rtx_own_choice(trt):
     """'current' asks TensorRT for RTX to build for this machine's GPU (its own verdict on a GPU
-    that is not an ahead-of-time target, such as sm90); without a GPU its build fails, by name."""
-    assert choose_targets(trt, ("current",), None) == ("current",)
+    that is not an ahead-of-time target, such as sm90)."""
+    assert choose_targets(trt, ("current",), "sm90") == ("current",)
     config = trt.builder(trt.logger()).create_builder_config()
     trt.set_targets(config, ("current",))
     assert config.num_compute_capabilities == 1
     assert config.get_compute_capability(0) == trt.module.ComputeCapability.CURRENT
+
+
+def test_current_target_without_a_gpu_is_refused_before_the_export(trt, tmp_path, caplog, monkeypatch):
+    """Without a GPU TensorRT for RTX failed at the first engine, after the export, with a CUDA
+    driver error (exit 1); the option is refused first, naming targets that build here."""
+    monkeypatch.setattr(build, "present_gpu", lambda: None)
+    assert main(["--model", "tiny", "--targets", "current", "--out", str(tmp_path / "o")]) == 2
+    assert caplog.messages == [
+        "error: --targets current builds for this machine's GPU and none is visible (neither PyTorch nor "
+        "nvidia-smi sees one): name the targets instead, e.g. --targets sm80,sm86,sm89,sm120"
+    ]
+    assert not (tmp_path / "o").exists()
 
 
 def test_default_targets(trt, caplog):
