@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--backend",
         choices=["reference", "torch", "onnxruntime", "tensorrt"],
-        default="reference",
-        help="reference: the PyTorch model (default); torch: the merged model, fp16 on a GPU with the "
+        help="reference: the PyTorch model (default; onnxruntime with --engines); torch: the merged "
+        "model, fp16 on a GPU with the "
         "UNet replayed as CUDA graphs (where TensorRT does not run); onnxruntime: the graphs in "
         "--engines; tensorrt: the engines (.plan) in --engines, on an NVIDIA GPU",
     )
@@ -97,7 +97,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--steps must be at least 1, got {args.steps}")
     if not math.isfinite(args.guidance) or args.guidance < 0:
         p.error(f"--guidance must be finite and >= 0 (1 turns guidance off), got {args.guidance:g}")
+    check_backend(p, args)
+    return args
+
+
+def check_backend(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--backend from --engines where it is not given, as mild-bench does; --engines beside a
+    backend that runs a model was ignored, so the user got the reference's images, not the
+    exported graphs' they asked to check."""
+    if args.backend is None:
+        args.backend = "reference" if args.engines is None else "onnxruntime"
     runs_a_model = args.backend in ("reference", "torch")
+    if runs_a_model and args.engines is not None:
+        p.error(
+            f"--engines runs exported graphs on --backend onnxruntime or tensorrt; --backend "
+            f"{args.backend} runs the model of --model: drop --engines or --backend {args.backend}"
+        )
     if not runs_a_model and args.engines is None:
         p.error(f"--backend {args.backend} runs exported graphs: give --engines DIR (made by mild-export)")
     if not runs_a_model and args.model is not None:
@@ -110,7 +125,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"--sma chooses the SMA form of --backend reference or torch; --backend {args.backend} "
             "runs the exported form"
         )
-    return args
 
 
 def parse_remove(text: str | None, n: int) -> list[int] | None:

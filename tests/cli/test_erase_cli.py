@@ -327,6 +327,28 @@ def test_engines_are_checked_against_the_job_before_they_load(photo, caplog, sha
     assert not out.exists()
 
 
+def test_engines_alone_run_the_exported_graphs(photo, caplog, monkeypatch):
+    """--engines without --backend ran the reference model and ignored the folder; as in
+    mild-bench, it means --backend onnxruntime."""
+    caplog.set_level(logging.INFO, logger="mild")
+    monkeypatch.setattr("mild_export.cli.erase.check_engines", lambda *args: None)  # to reach the backend
+    code, out = run(photo, "--engines", str(photo))
+    assert code == 2 and not out.exists()
+    assert caplog.messages[0] == f"running the graphs of {photo} on ONNX Runtime"
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_engines_beside_a_backend_that_runs_a_model_are_refused(photo, capsys, backend):
+    with pytest.raises(SystemExit) as stop:
+        run(photo, "--backend", backend, "--engines", str(photo))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        f"mild-erase: error: --engines runs exported graphs on --backend onnxruntime or tensorrt; "
+        f"--backend {backend} runs the model of --model: drop --engines or --backend {backend} "
+        "(see mild-erase --help)\n"
+    )
+
+
 def test_tensorrt_without_a_gpu_is_refused_before_the_inputs_load(photo, caplog):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible")
