@@ -102,9 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_backend(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--backend from --engines where it is not given, as mild-bench does; --engines beside a
-    backend that runs a model was ignored, so the user got the reference's images, not the
-    exported graphs' they asked to check."""
+    """--backend from --engines where it is not given, as mild-bench does. Options of other
+    backends are refused, not ignored: --engines beside a backend that runs a model gave the
+    reference's images, not the exported graphs' the user meant to check."""
     if args.backend is None:
         args.backend = "reference" if args.engines is None else "onnxruntime"
     runs_a_model = args.backend in ("reference", "torch")
@@ -112,6 +112,11 @@ def check_backend(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(
             f"--engines runs exported graphs on --backend onnxruntime or tensorrt; --backend "
             f"{args.backend} runs the model of --model: drop --engines or --backend {args.backend}"
+        )
+    if args.cuda_graph and args.backend != "tensorrt":
+        p.error(
+            f"--cuda-graph replays the engines' UNet call on --backend tensorrt; --backend {args.backend} "
+            "has no such option (torch replays CUDA graphs on its own): drop --cuda-graph"
         )
     if not runs_a_model and args.engines is None:
         p.error(f"--backend {args.backend} runs exported graphs: give --engines DIR (made by mild-export)")

@@ -349,6 +349,20 @@ def test_engines_beside_a_backend_that_runs_a_model_are_refused(photo, capsys, b
     )
 
 
+@pytest.mark.parametrize("backend", ["reference", "torch", "onnxruntime"])
+def test_cuda_graph_is_the_tensorrt_backends_option(photo, capsys, backend):
+    """It was ignored elsewhere: a run that looked like a CUDA-graph timing was not one."""
+    engines = [] if backend in ("reference", "torch") else ["--engines", str(photo)]
+    with pytest.raises(SystemExit) as stop:
+        run(photo, "--backend", backend, *engines, "--cuda-graph")
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        f"mild-erase: error: --cuda-graph replays the engines' UNet call on --backend tensorrt; --backend "
+        f"{backend} has no such option (torch replays CUDA graphs on its own): drop --cuda-graph "
+        "(see mild-erase --help)\n"
+    )
+
+
 def test_tensorrt_without_a_gpu_is_refused_before_the_inputs_load(photo, caplog):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible")
