@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from safetensors.torch import save_file
+from torch import Tensor
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`:
@@ -27,6 +30,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """safetensors' save_file with the usual permissions (0o666 less the umask): safetensors 0.8
+    writes 0o600, so a merged model or checkpoint shared on a machine could not be read by others."""
+    save_file(tensors, str(path), metadata=metadata)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return Path(path)
 
 
 def file_sha256(path: Path) -> str:

@@ -28,7 +28,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 from peft.tuners.lora import LoraLayer
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -41,7 +41,7 @@ from reference.branch_attention import (
     processors,
 )
 from reference.config import ModelConfig
-from reference.files import file_sha256
+from reference.files import file_sha256, save_tensors
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
 from reference.text import TextEncoder, load_tokenizers, save_tokenizers, tokenizer_folder
@@ -197,7 +197,7 @@ def save_merged(merged: MildModel, out: Path, base_model: str, extra: dict[str, 
 def _write_folder(merged: MildModel, out: Path, base_model: str, extra: dict[str, Any] | None) -> None:
     """Every file of the merged model folder into `out`, the manifest (with every file's hash) last."""
     state = {k: v.detach().contiguous().cpu() for k, v in merged.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata={"format": KIND})
+    save_tensors(state, out / WEIGHTS, metadata={"format": KIND})
     files = [WEIGHTS]
     for i, encoder in enumerate(merged.text.encoders):
         folder = out / _text_folder(i)

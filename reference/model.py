@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from reference.config import PRESETS, ModelConfig
+from reference.files import save_tensors
 from reference.graphs import VAE_DECODER, graph_dtypes
 from reference.hmg import MorphologyGuidance
 from reference.layered_unet import LayeredUNet
@@ -68,7 +69,7 @@ class MildModel(nn.Module):
         path = Path(folder) / MILD_WEIGHTS
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in self.mild_state_dict().items()}, str(tmp))
+        save_tensors({k: v.contiguous() for k, v in self.mild_state_dict().items()}, tmp)
         tmp.replace(path)
         return path
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from reference.config import PRESETS
-from reference.files import file_sha256
+from reference.files import file_sha256, save_tensors
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "trainable.safetensors"
@@ -71,7 +71,7 @@ def save_checkpoint(
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
+    save_tensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / WEIGHTS)
     torch.save(state, tmp / STATE)
     hashes = {name: file_sha256(tmp / name) for name in (WEIGHTS, STATE)}
     (tmp / META).write_text(json.dumps({**meta, "format": FORMAT, "step": step, "sha256": hashes}, indent=2))

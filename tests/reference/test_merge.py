@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 import torch
@@ -153,3 +154,13 @@ def test_the_merged_skeleton_holds_no_weights_until_assigned():
 def test_a_tensor_left_on_the_meta_device_is_named():
     with pytest.raises(ValueError, match=r"merging left 1 tensors without values, e\.g\. weight"):
         check_materialised(torch.nn.Linear(2, 2, bias=False, device="meta"), "merging")
+
+
+def test_merged_weights_are_readable_as_the_umask_allows(tmp_path):
+    """safetensors 0.8 writes its files 0o600: a merged model shared on a machine was its writer's alone."""
+    old = os.umask(0o022)
+    try:
+        out = save_merged(merge_model(load_model("tiny")), tmp_path / "merged", "tiny")
+    finally:
+        os.umask(old)
+    assert (out / WEIGHTS).stat().st_mode & 0o777 == 0o644

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import torch
@@ -75,3 +76,17 @@ def test_a_save_killed_midway_leaves_the_last_complete_checkpoint(tmp_path):
     resumed.train()
     assert not stale.exists()
     assert ckpt.load_checkpoint(tmp_path).step == 6
+
+
+def test_checkpoint_weights_are_readable_as_the_umask_allows(tmp_path):
+    """safetensors 0.8 writes its files 0o600; the state beside them (torch.save) follows the umask."""
+    old = os.umask(0o022)
+    try:
+        saved = ckpt.save_checkpoint(tmp_path, 1, {"w": torch.zeros(2)}, {}, {}, keep=1)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in saved.iterdir()} == {
+        ckpt.WEIGHTS: 0o644,
+        ckpt.STATE: 0o644,
+        ckpt.META: 0o644,
+    }
