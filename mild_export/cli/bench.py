@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -115,8 +116,10 @@ def parse_request(args: argparse.Namespace) -> Request:
         raise ValueError(f"--instances {args.instances!r}: every N must be at least 1")
     sides = parse_list("--resolution", args.resolution, int, "512,1024") if args.resolution else None
     scales = parse_list("--guidance", args.guidance, float, "1,7.5") if args.guidance else None
-    if scales and min(scales) < 0:
-        raise ValueError(f"--guidance {args.guidance!r}: scales must be >= 0 (1 disables guidance)")
+    if scales and not all(math.isfinite(g) and g >= 0 for g in scales):
+        raise ValueError(
+            f"--guidance {args.guidance!r}: scales must be finite and >= 0 (1 disables guidance)"
+        )
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if args.repeats is not None and args.repeats < 1:

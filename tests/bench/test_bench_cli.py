@@ -140,6 +140,16 @@ def test_other_bad_input(argv, message, caplog):
     assert message in one_line_error(caplog)
 
 
+@pytest.mark.parametrize("scales", ["-1", "1,nan", "inf"])
+def test_guidance_scales_are_checked_before_the_model_is_built(scales, caplog):
+    """nan and inf passed, and failed in the pipeline after the model was built."""
+    assert main(["--guidance", scales]) == 2
+    assert one_line_error(caplog) == (
+        f"error: --guidance {scales!r}: scales must be finite and >= 0 (1 disables guidance)"
+    )
+    assert "building model" not in caplog.text
+
+
 def test_a_side_the_preset_cannot_take_fails_before_it_is_built(caplog):
     assert main(["--model", "tiny", "--resolution", "64,60"]) == 2
     assert one_line_error(caplog).startswith("error: resolution 60 is not supported by tiny")
