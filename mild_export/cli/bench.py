@@ -134,22 +134,38 @@ def parse_request(args: argparse.Namespace) -> Request:
 
 
 def plan_cases(request: Request, target: Target) -> list[Case]:
-    """The cases to run, with the target's defaults, checked against what it can serve."""
+    """The cases to run, with the target's defaults, checked against what it can serve: the
+    mild-export option that serves a case is named, as mild-erase names it."""
     config = target.config
-    if target.max_instances is not None and max(request.instances) > target.max_instances:
+    most = target.max_instances
+    if most is not None and max(request.instances) > most:
         raise ValueError(
-            f"--instances {request.instances}: the graphs serve at most {target.max_instances} "
-            "(export again with a larger --max-instances)"
+            f"--instances {_listed(request.instances)}: the graphs serve at most {most}: export again "
+            f"with --max-instances {max(request.instances)}"
         )
     served = target.resolutions
     sides = request.sides or [served[0] if served else min(PAPER_SIDE, config.resolution)]
     check_resolutions(config, ExportShapes(resolutions=tuple(sides)))
-    if served and not all(min(served) <= s <= max(served) for s in sides):
-        raise ValueError(f"--resolution {sides}: the graphs serve {min(served)}..{max(served)}")
+    outside = [s for s in sides if served and not min(served) <= s <= max(served)]
+    if outside:
+        serves = f"{min(served)}" if min(served) == max(served) else f"{min(served)}..{max(served)}"
+        raise ValueError(
+            f"--resolution {_listed(sides)}: the graphs serve image sides {serves}: export again with "
+            f"{' '.join(f'--resolution {s}' for s in outside)} (beside the sides they serve), or leave "
+            "--resolution out"
+        )
     scales = request.scales or ([1.0, 7.5] if target.guidance else [1.0])
     if not target.guidance and any(g != 1.0 for g in scales):
-        raise ValueError(f"--guidance {scales}: the graphs were exported without --guidance")
+        raise ValueError(
+            f"--guidance {_listed(scales)}: the graphs were exported without guidance: export again with "
+            "--guidance, or leave --guidance at 1"
+        )
     return [Case(n, side, request.steps, g) for side in sides for g in scales for n in request.instances]
+
+
+def _listed(values: list[int] | list[float]) -> str:
+    """[1.0, 7.5] -> '1,7.5': the values as the option takes them."""
+    return ",".join(f"{v:g}" for v in values)
 
 
 def engine_weights(args: argparse.Namespace, target: Target) -> UNetWeights | None:

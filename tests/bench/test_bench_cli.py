@@ -21,6 +21,7 @@ from mild_export.cli import bench as bench_cli
 from mild_export.cli.bench import main
 from mild_export.runtime import torch_backend
 from mild_export.runtime.torch_backend import INDUCTOR_TUNING
+from reference.config import PRESETS
 from tests.conftest import write_unet_config
 
 CASES = {(1, 1.0), (2, 1.0), (1, 7.5), (2, 7.5)}
@@ -148,6 +149,34 @@ def test_guidance_scales_are_checked_before_the_model_is_built(scales, caplog):
         f"error: --guidance {scales!r}: scales must be finite and >= 0 (1 disables guidance)"
     )
     assert "building model" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--instances", "1,3"],
+            "--instances 1,3: the graphs serve at most 2: export again with --max-instances 3",
+        ),
+        (
+            ["--resolution", "64,128,256"],
+            "--resolution 64,128,256: the graphs serve image sides 64: export again with --resolution 128 "
+            "--resolution 256 (beside the sides they serve), or leave --resolution out",
+        ),
+        (
+            ["--guidance", "1,7.5"],
+            "--guidance 1,7.5: the graphs were exported without guidance: export again with --guidance, "
+            "or leave --guidance at 1",
+        ),
+    ],
+)
+def test_a_case_the_graphs_cannot_serve_names_the_export_option(argv, message):
+    """The resolution and guidance refusals named no fix, and all three printed Python lists."""
+    target = SimpleNamespace(config=PRESETS["tiny"], max_instances=2, resolutions=(64,), guidance=False)
+    request = bench_cli.parse_request(bench_cli.parse_args(["--instances", "1", *argv]))
+    with pytest.raises(ValueError) as err:
+        bench_cli.plan_cases(request, target)
+    assert str(err.value) == message
 
 
 def test_a_side_the_preset_cannot_take_fails_before_it_is_built(caplog):
