@@ -20,6 +20,7 @@ from torch import nn
 
 from mild_export.export.contracts import GraphContract
 from reference.files import atomic_write, file_sha256
+from reference.merge import KIND as MERGED_KIND
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -92,11 +93,19 @@ class Manifest:
             )
         try:
             raw = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path} is unreadable ({err}): export again with --force") from None
+        if isinstance(raw, dict) and raw.get("kind") == MERGED_KIND:  # else read as a broken export
+            raise ValueError(
+                f"{folder} is a mild-merge model folder, not a mild-export output: run "
+                f"mild-export --model {folder} --out DIR and give DIR"
+            )
+        try:
             if raw.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {raw.get('format')} (this mild-export reads {FORMAT_VERSION})")
             raw["graphs"] = {k: GraphEntry(**v) for k, v in raw["graphs"].items()}
             return cls(**raw)
-        except (ValueError, TypeError, KeyError) as err:
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise ValueError(f"{path} is unreadable ({err}): export again with --force") from None
 
     def verify(self, folder: Path, name: str) -> Path:
@@ -118,7 +127,15 @@ def claim_folder(folder: Path) -> None:
 
 
 def is_export_folder(folder: Path) -> bool:
-    return (Path(folder) / FOLDER_MARK).is_file() or (Path(folder) / MANIFEST).is_file()
+    """Marked, or holding an export's manifest (folders from before the mark): a mild-merge folder's
+    manifest.json is no export's, and its weights are not to be written over."""
+    if (Path(folder) / FOLDER_MARK).is_file():
+        return True
+    try:
+        Manifest.read(folder)
+    except ValueError:
+        return False
+    return True
 
 
 def graph_entry(contract: GraphContract, file: str, sha256: str, key: str) -> GraphEntry:

@@ -247,3 +247,27 @@ def test_checkpoint_that_does_not_match_the_model(merged_folder, tmp_path, caplo
     assert f"{weights} does not fit its manifest's model" in caplog.text
     assert "size mismatch for unet.unet.conv_in.weight" in caplog.text
     assert not (tmp_path / "o" / "unet.onnx").exists()
+
+
+def test_a_merged_model_folder_is_not_exported_into(merged_folder, tmp_path, caplog):
+    """Its manifest.json is mild-merge's, not an export's: the merged weights are not written over."""
+    assert main([*ONNX_ONLY, "--out", str(merged_folder)]) == 2
+    assert (
+        f"error: --out {merged_folder} is not empty and holds no mild-export files: choose a new or "
+        "empty folder, or pass --force to export into it" in caplog.text
+    )
+    assert not list(merged_folder.glob("*.onnx"))
+
+
+def test_a_merged_model_folder_given_as_an_export_is_named(tmp_path):
+    """OnnxRuntimeBackend(merged) and mild-erase --engines merged read it as a broken export."""
+    from mild_export.export.manifest import Manifest
+
+    folder = tmp_path
+    (folder / "manifest.json").write_text('{"kind": "mild-merged", "format": 1}')
+    with pytest.raises(ValueError) as err:
+        Manifest.read(folder)
+    assert str(err.value) == (
+        f"{folder} is a mild-merge model folder, not a mild-export output: run "
+        f"mild-export --model {folder} --out DIR and give DIR"
+    )
