@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--engines", type=Path, help="a mild-export output folder (for --backend onnxruntime or tensorrt)"
     )
     p.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay the UNet call as a CUDA graph")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the log lines stay)")
     p.add_argument(
         "--sma",
         choices=sma_torch_ext.FORMS,
@@ -276,7 +277,7 @@ def run(args: argparse.Namespace) -> None:
     image, _ = pad_to_multiple(inputs.image, multiple)
     masks, _ = pad_to_multiple(inputs.masks, multiple, edge=False)
     parsing = None if inputs.parsing is None else pad_to_multiple(inputs.parsing, multiple, edge=False)[0]
-    result = ErasePipeline(backend, progress=True).erase(
+    result = ErasePipeline(backend, progress=not args.no_progress).erase(
         image,
         masks,
         remove=remove,

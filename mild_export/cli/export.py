@@ -87,6 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--force", action="store_true", help="export and build again even if the files are up to date"
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the log lines stay)")
     engines = p.add_argument_group("TensorRT engines")
     engines.add_argument(
         "--engines",
@@ -195,7 +196,7 @@ def export_folder(args: argparse.Namespace) -> None:
         branch_weights=BranchWeights(args.bg_weights),
     )
     previous = previous_manifest(args.out)
-    manifest = export_model(model, str(args.model), args.out, settings)
+    manifest = export_model(model, str(args.model), args.out, settings, progress=not args.no_progress)
     reused = sum(
         previous is not None and previous.graphs.get(name) == entry for name, entry in manifest.graphs.items()
     )
@@ -216,7 +217,12 @@ def export_folder(args: argparse.Namespace) -> None:
         )
         return
     built = build_engines(
-        args.out, manifest, contracts(model.config, shapes), tools, force=args.force, progress=True
+        args.out,
+        manifest,
+        contracts(model.config, shapes),
+        tools,
+        force=args.force,
+        progress=not args.no_progress,
     )
     log.info(
         "engines: %d built, %d up to date in %s (%s, %s)",

@@ -178,7 +178,7 @@ def find_plugin_library(explicit: Path | None) -> Path:
 
     A path the user named and that is missing is an error (ValueError); a missing default build
     means engines cannot be built here (EnginesUnavailable, with the command that builds it)."""
-    for origin, value in (("--plugin", explicit), (PLUGIN_ENV, os.environ.get(PLUGIN_ENV))):
+    for origin, value in (("--plugin", explicit), (f"${PLUGIN_ENV}", os.environ.get(PLUGIN_ENV))):
         if value:
             path = Path(value).expanduser()
             if not path.is_file():

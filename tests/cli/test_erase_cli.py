@@ -33,6 +33,14 @@ def run(photo, *extra):
     return main([*args, "--steps", "2", "--out", str(out), *extra]), out
 
 
+@pytest.mark.parametrize(("extra", "bar"), [((), True), (("--no-progress",), False)])
+def test_the_progress_bar_can_be_turned_off(photo, capsys, extra, bar):
+    """A bar's redraws fill logs and CI output; --no-progress leaves the log lines alone."""
+    assert run(photo, *extra)[0] == 0
+    err = capsys.readouterr().err
+    assert ("denoising:" in err) == bar, err
+
+
 def test_writes_composite_background_and_layers_at_the_input_size(photo):
     code, out = run(photo, "--remove", "2")
     assert code == 0

@@ -229,6 +229,13 @@ def test_missing_plugin_path(trt, tmp_path, caplog):
     assert f"error: --plugin {missing}: no such file; give the path of {PLUGIN_LIBRARY_NAME}" in caplog.text
 
 
+def test_missing_plugin_library_named_by_the_environment(trt, tmp_path, monkeypatch, caplog):
+    missing = tmp_path / "libmild_plugins.so"
+    monkeypatch.setenv(build.PLUGIN_ENV, str(missing))
+    assert main(["--model", "tiny", "--out", str(tmp_path / "o")]) == 2
+    assert f"error: $MILD_PLUGIN_LIBRARY {missing}: no such file; give the path of" in caplog.text
+
+
 def test_a_plugin_library_tensorrt_cannot_load(trt, tmp_path, caplog):
     """It failed with exit code 1 at the UNet engine, after the export and four engines."""
     not_a_library = tmp_path / "libmild_plugins.so"

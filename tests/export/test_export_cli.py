@@ -144,9 +144,10 @@ def test_a_folder_of_other_files_is_not_exported_into(tmp_path, caplog):
     assert "loading model" not in caplog.text and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_an_interrupted_first_export_is_rerun_without_force(tmp_path, monkeypatch, caplog):
+def test_an_interrupted_first_export_is_rerun_without_force(tmp_path, monkeypatch, caplog, capsys):
     """Ctrl-C during the UNet's export leaves four graphs and no manifest.json: the folder's mark
-    says they are mild-export's, so the rerun needs no --force (it was refused as a user's folder)."""
+    says they are mild-export's, so the rerun needs no --force (it was refused as a user's folder).
+    The first run has no progress bar (--no-progress), the rerun has one."""
     from mild_export.export import exporter
 
     def interrupt(*args, **kwargs):
@@ -155,10 +156,12 @@ def test_an_interrupted_first_export_is_rerun_without_force(tmp_path, monkeypatc
     out = tmp_path / "o"
     with monkeypatch.context() as patch:
         patch.setattr(exporter, "export_unet", interrupt)
-        assert main([*ONNX_ONLY, "--out", str(out)]) == 130
+        assert main([*ONNX_ONLY, "--out", str(out), "--no-progress"]) == 130
     assert not (out / "manifest.json").exists() and len(list(out.glob("*.onnx"))) == 4
+    assert "export:" not in capsys.readouterr().err
     caplog.clear()
     assert main([*ONNX_ONLY, "--out", str(out)]) == 0
+    assert "export:" in capsys.readouterr().err
     assert set(json.loads((out / "manifest.json").read_text())["graphs"]) == GRAPHS
     assert "error" not in caplog.text
 
