@@ -255,3 +255,7 @@ TINY_XL = TINY.replace(
 )
 
 PRESETS: dict[str, ModelConfig] = {c.name: c for c in (TINY, TINY_XL, SD15_INPAINT, SDXL_INPAINT)}
+
+# The `kind` that a mild-merge folder's manifest.json records (reference.merge writes it), here in
+# a light module: mild-export's manifest reader tells such folders apart without importing the merge.
+MERGED_KIND = "mild-merged"

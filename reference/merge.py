@@ -40,7 +40,7 @@ from reference.branch_attention import (
     BranchLinear,
     processors,
 )
-from reference.config import ModelConfig
+from reference.config import MERGED_KIND, ModelConfig
 from reference.files import file_sha256, save_tensors
 from reference.layered_unet import LayeredUNet
 from reference.model import MildModel
@@ -49,7 +49,6 @@ from reference.train.checkpoint import base_model, check_weights, load_checkpoin
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
-KIND = "mild-merged"
 FORMAT_VERSION = 1
 ENCODERS = ("text_encoder", "vae", "hmg.pose_encoder", "hmg.parsing_encoder", "hmg.mask_encoder", "e_trans")
 
@@ -197,7 +196,7 @@ def save_merged(merged: MildModel, out: Path, base_model: str, extra: dict[str, 
 def _write_folder(merged: MildModel, out: Path, base_model: str, extra: dict[str, Any] | None) -> None:
     """Every file of the merged model folder into `out`, the manifest (with every file's hash) last."""
     state = {k: v.detach().contiguous().cpu() for k, v in merged.state_dict().items()}
-    save_tensors(state, out / WEIGHTS, metadata={"format": KIND})
+    save_tensors(state, out / WEIGHTS, metadata={"format": MERGED_KIND})
     files = [WEIGHTS]
     for i, encoder in enumerate(merged.text.encoders):
         folder = out / _text_folder(i)
@@ -211,7 +210,7 @@ def _write_folder(merged: MildModel, out: Path, base_model: str, extra: dict[str
         ]
     branch_keys = [k for k in state if k.endswith((".weight_fg", ".weight_bg"))]
     manifest = {
-        "kind": KIND,
+        "kind": MERGED_KIND,
         "format": FORMAT_VERSION,
         "base_model": base_model,
         "model_config": merged.config.to_dict(),
@@ -233,15 +232,20 @@ def is_merged_folder(folder: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("kind") == KIND
+        return json.loads(path.read_text()).get("kind") == MERGED_KIND
     except (OSError, ValueError):
         return False
 
 
 def merged_config(folder: Path) -> ModelConfig:
     """The model configuration a merged folder's manifest records."""
+    return _read_manifest(Path(folder))[1]
+
+
+def _read_manifest(folder: Path) -> tuple[dict[str, Any], ModelConfig]:
     try:
-        return ModelConfig.from_dict(json.loads((Path(folder) / MANIFEST).read_text())["model_config"])
+        manifest = json.loads((folder / MANIFEST).read_text())
+        return manifest, ModelConfig.from_dict(manifest["model_config"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{folder / MANIFEST} is missing or corrupt ({err}): run mild-merge again") from None
 
@@ -249,8 +253,7 @@ def merged_config(folder: Path) -> ModelConfig:
 def load_merged(folder: Path) -> MildModel:
     """Rebuild the merged MildModel from DIR alone, checking every file against the manifest."""
     folder = Path(folder)
-    config = merged_config(folder)
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest, config = _read_manifest(folder)
     for name, digest in manifest["files"].items():
         path = folder / name
         if not path.is_file() or file_sha256(path) != digest:

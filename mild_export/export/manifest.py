@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from mild_export.export.contracts import GraphContract
+from reference.config import MERGED_KIND
 from reference.files import atomic_write, file_sha256
-from reference.merge import KIND as MERGED_KIND
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
